@@ -1,0 +1,271 @@
+//! Agents (graph nodes), the state they work on, and the context of a run.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::id::{SessionId, UserId};
+use crate::message::Message;
+use crate::model::Usage;
+use crate::session::Metadata;
+
+/// A state a graph can run on and checkpoint.
+///
+/// The conversation history, when a state has one, is exposed through
+/// [`messages`](Self::messages) / [`messages_mut`](Self::messages_mut) so that checkpointers
+/// store it as an append-only log and a turn writes only its new messages. States without
+/// messages are snapshotted whole.
+pub trait GraphState: Serialize + DeserializeOwned + Clone + Default + Send + Sync + 'static {
+    /// The conversation history, if the state keeps one.
+    fn messages(&self) -> &[Message] {
+        &[]
+    }
+
+    /// Mutable access to the conversation history; `None` if the state keeps none.
+    fn messages_mut(&mut self) -> Option<&mut Vec<Message>> {
+        None
+    }
+
+    /// Prepares the state for a new turn started with `input` (the run's message).
+    fn begin_turn(&mut self, input: &str) {
+        let _ = input;
+    }
+
+    /// The turn's answer, returned to the caller as the run's output.
+    fn output(&self) -> String {
+        String::new()
+    }
+
+    /// Folds the result of a parallel branch into this state. The default keeps `other`.
+    fn merge(&mut self, other: Self) {
+        *self = other;
+    }
+}
+
+/// The default state: one conversation turn after another.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatState {
+    /// The current turn's user input.
+    pub input: String,
+    /// The current turn's answer.
+    pub output: String,
+    /// The conversation history.
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    /// Intermediate notes of the current turn (reasoning, tool results).
+    #[serde(default)]
+    pub scratchpad: String,
+    /// The session this state belongs to.
+    #[serde(default)]
+    pub session_id: Option<SessionId>,
+    /// The session's metadata, read-only for nodes (write through the session manager).
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Custom keys.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl GraphState for ChatState {
+    fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    fn messages_mut(&mut self) -> Option<&mut Vec<Message>> {
+        Some(&mut self.messages)
+    }
+
+    fn begin_turn(&mut self, input: &str) {
+        self.input = input.to_owned();
+        self.output.clear();
+        self.scratchpad.clear();
+    }
+
+    fn output(&self) -> String {
+        self.output.clone()
+    }
+
+    fn merge(&mut self, other: Self) {
+        let Self { input, output, messages, scratchpad, session_id, metadata, extra } = other;
+        self.input = input;
+        if !output.is_empty() {
+            self.output = output;
+        }
+        if messages.len() > self.messages.len() {
+            self.messages.extend(messages.into_iter().skip(self.messages.len()));
+        }
+        if !scratchpad.is_empty() {
+            self.scratchpad = scratchpad;
+        }
+        self.session_id = session_id.or(self.session_id.take());
+        self.metadata.extend(metadata);
+        self.extra.extend(extra);
+    }
+}
+
+/// A graph node that works on state `S`.
+///
+/// `S` is a trait parameter so that `Arc<dyn Agent<S>>` stays possible.
+#[async_trait]
+pub trait Agent<S: GraphState>: Send + Sync + 'static {
+    /// The node's name in the graph.
+    fn name(&self) -> &str;
+
+    /// Runs the node: reads and updates `state`.
+    ///
+    /// # Errors
+    /// Any [`Error`](crate::Error); a failed node fails the run and nothing of the turn is saved.
+    /// Return [`Error::Interrupted`](crate::Error::Interrupted) to pause for human input.
+    async fn call(&self, state: &mut S, ctx: &RunContext) -> Result<()>;
+}
+
+#[async_trait]
+impl<S: GraphState, T: Agent<S> + ?Sized> Agent<S> for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn call(&self, state: &mut S, ctx: &RunContext) -> Result<()> {
+        (**self).call(state, ctx).await
+    }
+}
+
+/// Something a node reports while it runs, delivered to streaming callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AgentEvent {
+    /// A piece of model output.
+    Token {
+        /// The emitting node.
+        node: String,
+        /// The new text.
+        text: String,
+    },
+    /// A node-defined event.
+    Custom {
+        /// The emitting node.
+        node: String,
+        /// Event name.
+        name: String,
+        /// Event data.
+        data: serde_json::Value,
+    },
+}
+
+/// Receives [`AgentEvent`]s during a streamed run.
+pub trait EventSink: Send + Sync + 'static {
+    /// Delivers one event; must not block.
+    fn emit(&self, event: AgentEvent);
+}
+
+/// What a node knows about the run it is part of.
+pub struct RunContext {
+    session_id: Option<SessionId>,
+    user_id: Option<UserId>,
+    usage: Mutex<Usage>,
+    cancelled: Arc<AtomicBool>,
+    events: Option<Arc<dyn EventSink>>,
+    resume: Option<serde_json::Value>,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("usage", &self.usage())
+            .field("cancelled", &self.is_cancelled())
+            .field("streaming", &self.is_streaming())
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+impl Default for RunContext {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+impl RunContext {
+    /// A context for a run on `session_id` by `user_id`.
+    pub fn new(session_id: Option<SessionId>, user_id: Option<UserId>) -> Self {
+        Self {
+            session_id,
+            user_id,
+            usage: Mutex::new(Usage::default()),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            events: None,
+            resume: None,
+        }
+    }
+
+    /// Delivers node events to `sink` (streamed runs).
+    #[must_use]
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Shares a cancellation flag: setting it to `true` asks nodes to stop early.
+    #[must_use]
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancelled = flag;
+        self
+    }
+
+    /// The value a resumed run hands to the node that interrupted.
+    #[must_use]
+    pub fn with_resume_value(mut self, value: serde_json::Value) -> Self {
+        self.resume = Some(value);
+        self
+    }
+
+    /// The run's session.
+    pub fn session_id(&self) -> Option<&SessionId> {
+        self.session_id.as_ref()
+    }
+
+    /// The run's user.
+    pub fn user_id(&self) -> Option<&UserId> {
+        self.user_id.as_ref()
+    }
+
+    /// Adds a model call's usage to the run's total (model helpers do this for you).
+    pub fn add_usage(&self, usage: Usage) {
+        let mut total = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *total += usage;
+    }
+
+    /// Usage accumulated so far in this run.
+    pub fn usage(&self) -> Usage {
+        *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the caller asked the run to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Whether someone listens to events (a streamed run): agents then stream model output.
+    pub fn is_streaming(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Sends an event to the streaming caller, if any.
+    pub fn emit(&self, event: AgentEvent) {
+        if let Some(sink) = &self.events {
+            sink.emit(event);
+        }
+    }
+
+    /// The value passed to `resume`, when this run continues an interrupted one.
+    pub fn resume_value(&self) -> Option<&serde_json::Value> {
+        self.resume.as_ref()
+    }
+}

@@ -1,0 +1,151 @@
+//! Graph state persistence per session: versioned snapshots plus an append-only message log.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::id::SessionId;
+use crate::message::Message;
+
+/// How many checkpoints per session a store keeps unless configured otherwise.
+pub const DEFAULT_CHECKPOINT_RETENTION: usize = 20;
+
+/// A saved graph state.
+///
+/// The conversation history is not inside `state`: it lives in the session's append-only
+/// message log, of which this checkpoint saw the first `log_len` messages. Reading an older
+/// checkpoint back therefore reads the log only up to its own length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Monotonic per session, starting at 1.
+    pub version: u64,
+    /// The graph step that produced it.
+    pub step: u64,
+    /// The node that produced it, if any.
+    pub node: Option<String>,
+    /// When it was saved.
+    pub created_at: DateTime<Utc>,
+    /// Length of the message log when it was saved.
+    pub log_len: u64,
+    /// The serialized state, without its messages.
+    pub state: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// The log positions this checkpoint covers: `0..log_len`.
+    pub fn log_range(&self) -> Range<u64> {
+        0..self.log_len
+    }
+}
+
+/// What [`Checkpointer::put`] writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewCheckpoint {
+    /// The serialized state, without its messages.
+    pub state: serde_json::Value,
+    /// The graph step that produced it.
+    pub step: u64,
+    /// The node that produced it, if any.
+    pub node: Option<String>,
+    /// Messages added since the previous checkpoint, appended to the log in the same atomic
+    /// step as the snapshot.
+    pub messages: Vec<Message>,
+}
+
+/// Persists graph state per session so that a later run, in this process or another one,
+/// continues the conversation.
+///
+/// # Contract
+/// - Checkpoints belong to a live session: writes to an unknown, ended or expired session fail
+///   with [`Error::SessionNotFound`](crate::Error::SessionNotFound), and ending or expiring a
+///   session removes its checkpoints and log.
+/// - `put` is compare-and-set on the version: when the latest version is not
+///   `expected_version`, it fails with [`Error::Conflict`](crate::Error::Conflict) and writes
+///   nothing, not even the messages.
+/// - Retention is bounded: a store keeps the latest N checkpoints per session.
+/// - The message log only grows; each `put` appends its messages in the same atomic step as
+///   the snapshot, so a turn writes only what it added.
+#[async_trait]
+pub trait Checkpointer: fmt::Debug + Send + Sync + 'static {
+    /// The latest checkpoint version of a live session: `0` before the first checkpoint.
+    /// One cheap call, used to validate a cached state.
+    ///
+    /// # Errors
+    /// `SessionNotFound` for unknown, ended or expired sessions.
+    async fn version(&self, id: &SessionId) -> Result<u64>;
+
+    /// Saves a checkpoint if the latest version is still `expected_version` (0 for none) and
+    /// returns it with its new version.
+    ///
+    /// # Errors
+    /// `Conflict` on a stale version, `SessionNotFound`; nothing is written in either case.
+    async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint>;
+
+    /// The newest checkpoint, or `None` if there is none (or no live session).
+    ///
+    /// # Errors
+    /// `Backend`, `Corrupt`.
+    async fn latest(&self, id: &SessionId) -> Result<Option<Checkpoint>>;
+
+    /// The checkpoint with this version, if still retained.
+    ///
+    /// # Errors
+    /// `Backend`, `Corrupt`.
+    async fn checkpoint(&self, id: &SessionId, version: u64) -> Result<Option<Checkpoint>>;
+
+    /// Up to `limit` retained checkpoints, newest first.
+    ///
+    /// # Errors
+    /// `Backend`, `Corrupt`.
+    async fn list(&self, id: &SessionId, limit: usize) -> Result<Vec<Checkpoint>>;
+
+    /// The messages at log positions `range` (clamped to the log's length), in order.
+    ///
+    /// # Errors
+    /// `Backend`, `Corrupt`.
+    async fn messages(&self, id: &SessionId, range: Range<u64>) -> Result<Vec<Message>>;
+
+    /// Deletes the session's checkpoints and message log (the session itself stays).
+    /// `false` if there were none.
+    ///
+    /// # Errors
+    /// `Backend`.
+    async fn delete(&self, id: &SessionId) -> Result<bool>;
+}
+
+macro_rules! forward_checkpointer {
+    ($($ptr:ident),+) => {$(
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: Checkpointer + ?Sized> Checkpointer for $ptr<T> {
+            async fn version(&self, id: &SessionId) -> Result<u64> {
+                (**self).version(id).await
+            }
+            async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
+                (**self).put(id, checkpoint, expected_version).await
+            }
+            async fn latest(&self, id: &SessionId) -> Result<Option<Checkpoint>> {
+                (**self).latest(id).await
+            }
+            async fn checkpoint(&self, id: &SessionId, version: u64) -> Result<Option<Checkpoint>> {
+                (**self).checkpoint(id, version).await
+            }
+            async fn list(&self, id: &SessionId, limit: usize) -> Result<Vec<Checkpoint>> {
+                (**self).list(id, limit).await
+            }
+            async fn messages(&self, id: &SessionId, range: Range<u64>) -> Result<Vec<Message>> {
+                (**self).messages(id, range).await
+            }
+            async fn delete(&self, id: &SessionId) -> Result<bool> {
+                (**self).delete(id).await
+            }
+        }
+    )+};
+}
+
+forward_checkpointer!(Arc, Box);

@@ -1,0 +1,63 @@
+//! The contracts of lgadk: traits and plain data shared by every other crate.
+//!
+//! `lgadk-core` defines what a session store, a checkpointer, a chat model and an agent must
+//! do, the records they exchange, and the one [`Error`] type every crate
+//! returns. It does no I/O and starts no runtime, so a backend or provider crate depends on it
+//! without pulling anything else in. Applications usually use the `SessionManager` of
+//! `lgadk-session` rather than these traits directly.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lgadk_core::{Interaction, NewSession, SessionId, SessionStats, Timeout, UserId};
+//!
+//! let new = NewSession::for_user(UserId::parse("alice")?)
+//!     .with_id(SessionId::parse("alice-support-1")?)
+//!     .with_timeout(Timeout::After(Duration::from_secs(30 * 60)));
+//! assert_eq!(new.user_id.as_ref().map(|u| u.as_str()), Some("alice"));
+//!
+//! let mut stats = SessionStats::default();
+//! stats.record(&Interaction::tokens(12, 40).with_response_time(Duration::from_millis(250)));
+//! assert_eq!((stats.interactions, stats.total_tokens_out), (1, 40));
+//! # Ok::<(), lgadk_core::Error>(())
+//! ```
+//!
+//! # Feature flags
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `testing` | no | [`testing`]: the conformance suite every session backend runs (not semver-stable) |
+
+
+pub mod agent;
+pub mod checkpoint;
+pub mod clock;
+pub mod error;
+pub mod id;
+pub mod message;
+pub mod model;
+pub mod session;
+pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+#[doc(inline)]
+pub use agent::{Agent, AgentEvent, ChatState, EventSink, GraphState, RunContext};
+#[doc(inline)]
+pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, NewCheckpoint};
+#[doc(inline)]
+pub use clock::{Clock, ManualClock, SystemClock};
+#[doc(inline)]
+pub use error::{BoxError, Error, GraphError, Result};
+#[doc(inline)]
+pub use id::{SessionId, UserId};
+#[doc(inline)]
+pub use message::{Message, Role, ToolCall};
+#[doc(inline)]
+pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolSpec, Usage};
+#[doc(inline)]
+pub use session::{
+    Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata, MetadataUpdate, NewSession, Page,
+    Session, SessionPage, SessionStats, Timeout,
+};
+#[doc(inline)]
+pub use store::SessionStore;

@@ -1,0 +1,220 @@
+//! The model contract: chat requests, responses, streaming chunks, tools and token usage.
+
+use std::fmt;
+use std::ops::{Add, AddAssign};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::message::{Message, ToolCall};
+
+/// Token usage of one model call, or a sum of several.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the completion.
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// Usage of `prompt_tokens` in and `completion_tokens` out.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self { prompt_tokens, completion_tokens }
+    }
+
+    /// Prompt plus completion tokens.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+impl Add for Usage {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            prompt_tokens: self.prompt_tokens.saturating_add(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.saturating_add(other.completion_tokens),
+        }
+    }
+}
+
+impl AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        *self = *self + other;
+    }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Tool name, as the model will call it.
+    pub name: String,
+    /// What the tool does, for the model.
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// One chat completion request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation so far, system prompt first.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Sampling temperature, if the caller sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Upper bound on completion tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl ChatRequest {
+    /// A request for `messages` with provider defaults for everything else.
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self { messages, ..Self::default() }
+    }
+
+    /// Offers `tools` to the model.
+    #[must_use]
+    pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Sets the sampling temperature.
+    #[must_use]
+    pub fn with_temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Caps the completion length.
+    #[must_use]
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+}
+
+/// A whole chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The assistant message, with any tool calls.
+    pub message: Message,
+    /// Tokens used, as reported by the provider (or counted with a tokenizer when it cannot).
+    pub usage: Usage,
+    /// Why generation stopped (`stop`, `length`, `tool_calls`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+/// One piece of a streamed completion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    /// New text since the previous chunk.
+    pub delta: String,
+    /// Tool calls completed by this chunk (providers assemble streamed fragments first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Usage, on the final chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why generation stopped, on the last content chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+impl From<ChatResponse> for ChatChunk {
+    fn from(whole: ChatResponse) -> Self {
+        Self {
+            delta: whole.message.content,
+            tool_calls: whole.message.tool_calls,
+            usage: Some(whole.usage),
+            finish_reason: whole.finish_reason,
+        }
+    }
+}
+
+/// A stream of chunks from [`ChatModel::stream`].
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send + 'static>>;
+
+/// A stream that yields one item, then ends.
+#[derive(Debug)]
+pub struct Once<T>(Option<T>);
+
+impl<T> Once<T> {
+    /// A stream yielding `item` once.
+    pub fn new(item: T) -> Self {
+        Self(Some(item))
+    }
+}
+
+impl<T: Unpin> Stream for Once<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<T>> {
+        Poll::Ready(self.0.take())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.0.is_some());
+        (n, Some(n))
+    }
+}
+
+/// A chat model: OpenAI, any OpenAI-compatible server, the offline model, or your own.
+///
+/// # Contract
+/// - Failures are [`Error::Model`](crate::Error::Model) with the HTTP status when there is one
+///   and whether a retry may help; a provider never panics on a bad answer.
+/// - `usage` is what the provider reported, or counted with a real tokenizer when it reports
+///   nothing; never a length-based guess.
+#[async_trait]
+pub trait ChatModel: fmt::Debug + Send + Sync + 'static {
+    /// `"openai/gpt-4o-mini"`, `"offline"`: recorded on `model.chat` spans.
+    fn id(&self) -> &str;
+
+    /// One whole completion.
+    ///
+    /// # Errors
+    /// `Model`.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse>;
+
+    /// A streamed completion. The default yields one chunk holding the whole answer;
+    /// streaming providers override it.
+    ///
+    /// # Errors
+    /// `Model`, for the request that opens the stream; later failures arrive as stream items.
+    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        let whole = self.chat(request).await?;
+        Ok(Box::pin(Once::new(Ok(ChatChunk::from(whole)))))
+    }
+}
+
+macro_rules! forward_chat_model {
+    ($($ptr:ident),+) => {$(
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: ChatModel + ?Sized> ChatModel for $ptr<T> {
+            fn id(&self) -> &str {
+                (**self).id()
+            }
+            async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+                (**self).chat(request).await
+            }
+            async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+                (**self).stream(request).await
+            }
+        }
+    )+};
+}
+
+forward_chat_model!(Arc, Box);
