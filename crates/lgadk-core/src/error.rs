@@ -195,6 +195,22 @@ pub enum GraphError {
         #[source]
         source: BoxError,
     },
+    /// The caller cancelled the run (for example by dropping its event stream); nothing of the
+    /// turn was saved.
+    #[error("graph `{graph}`: the run was cancelled")]
+    Cancelled {
+        /// The graph's name.
+        graph: String,
+    },
+    /// The task driving a streamed run stopped before it finished (it panicked or was aborted).
+    #[error("graph `{graph}`: the run stopped before it finished")]
+    Aborted {
+        /// The graph's name.
+        graph: String,
+        /// Why the task stopped.
+        #[source]
+        source: BoxError,
+    },
     /// Something else about the graph is misconfigured.
     #[error("graph `{graph}`: {reason}")]
     Invalid {

@@ -26,7 +26,6 @@
 //! |---|---|---|
 //! | `testing` | no | [`testing`]: the conformance suite every session backend runs (not semver-stable) |
 
-
 pub mod agent;
 pub mod checkpoint;
 pub mod clock;

@@ -1,0 +1,629 @@
+//! The conformance suite every session backend runs (feature `testing`; not semver-stable).
+//!
+//! Each scenario is an async function taking a fresh [`StoreFixture`]. A backend's test file
+//! writes one fixture function and expands the whole suite with
+//! [`session_store_conformance!`](crate::session_store_conformance), which turns every scenario
+//! into its own named test. Backends never list scenarios by hand, so a new scenario reaches
+//! every backend at once, and none can be skipped silently.
+//!
+//! In a backend crate's `tests/conformance.rs`:
+//! `async fn fixture() -> Option<lgadk_core::testing::StoreFixture> { … }` then
+//! `lgadk_core::session_store_conformance!(fixture);`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure is a panic")]
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::{
+    Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
+    Page, SessionId, SessionStore, Timeout, UserId,
+};
+
+/// A fresh backend for one scenario.
+pub struct StoreFixture {
+    /// The store under test, empty.
+    pub store: Arc<dyn SessionStore>,
+    /// The same backend as a checkpointer.
+    pub checkpointer: Arc<dyn Checkpointer>,
+    /// The store's clock: expiry is tested by advancing it, never by sleeping.
+    pub clock: ManualClock,
+    /// The store's metadata limit in bytes (keep it small, e.g. 1024, so tests stay fast).
+    pub metadata_limit: usize,
+    /// How many checkpoints per session the store keeps (e.g. 3).
+    pub checkpoint_retention: usize,
+    /// Whatever must live as long as the store (a server guard); dropped when the test ends.
+    pub keep_alive: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for StoreFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreFixture")
+            .field("store", &self.store)
+            .field("metadata_limit", &self.metadata_limit)
+            .field("checkpoint_retention", &self.checkpoint_retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expands the whole conformance suite into one `#[tokio::test]` per scenario.
+///
+/// `$fixture` is an `async fn() -> Option<StoreFixture>`; `None` means the backend's service
+/// is unavailable here, and the fixture itself must have said so loudly (and failed under CI).
+/// The calling crate needs `tokio` (macros, multi-thread runtime) as a dev-dependency.
+#[macro_export]
+macro_rules! session_store_conformance {
+    ($fixture:path) => {
+        $crate::__conformance_scenarios!($fixture;
+            create_then_get_round_trips,
+            create_accepts_caller_chosen_id,
+            create_rejects_taken_id,
+            invalid_ids_are_rejected_before_any_write,
+            unknown_session_is_absent,
+            ended_session_is_absent,
+            expired_session_is_absent_and_never_resurrected,
+            end_twice_returns_false,
+            ended_id_can_be_created_again,
+            track_interaction_adds_and_returns_totals,
+            metadata_merge_keeps_other_keys,
+            metadata_replace_drops_other_keys,
+            oversized_metadata_writes_nothing,
+            concurrent_interactions_are_all_counted,
+            concurrent_metadata_merges_keep_every_key,
+            user_sessions_are_listed_newest_first_in_pages,
+            user_listing_excludes_ended_and_expired,
+            new_sessions_do_not_shift_later_pages,
+            writes_extend_the_sliding_timeout,
+            reads_do_not_extend_the_timeout,
+            never_timeout_outlives_any_idle_time,
+            purge_expired_counts_and_cleans_user_index,
+            checkpoint_put_then_latest,
+            checkpoint_list_is_newest_first_and_retention_keeps_latest,
+            checkpoint_stale_version_conflicts_and_writes_nothing,
+            checkpoint_messages_append_in_order,
+            older_checkpoint_reads_log_up_to_its_length,
+            checkpoint_on_dead_session_is_not_found,
+            checkpoints_deleted_when_session_ends,
+            checkpoints_gone_when_session_expires,
+            checkpoint_delete_keeps_the_session,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_scenarios {
+    ($fixture:path; $($name:ident),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(fixture) = $fixture().await else { return };
+            $crate::testing::$name(fixture).await
+        }
+    )+};
+}
+
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn sid(raw: &str) -> SessionId {
+    SessionId::parse(raw).unwrap()
+}
+
+fn meta(value: serde_json::Value) -> Metadata {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("metadata must be an object, got {other}"),
+    }
+}
+
+fn expiring(user_id: Option<UserId>, timeout: Duration) -> NewSession {
+    NewSession { user_id, timeout: Timeout::After(timeout), ..NewSession::default() }
+}
+
+async fn listed(store: &dyn SessionStore, user_id: &UserId) -> Vec<SessionId> {
+    let mut all = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let got = store.list_user_sessions(user_id, page).await.unwrap();
+        all.extend(got.ids);
+        match got.next {
+            Some(cursor) => page = Page::after(cursor, 2),
+            None => return all,
+        }
+    }
+}
+
+async fn assert_absent(fx: &StoreFixture, id: &SessionId) {
+    let store = &fx.store;
+    assert_eq!(store.get(id).await.unwrap(), None, "get of {id}");
+    assert!(!store.exists(id).await.unwrap(), "exists of {id}");
+    let err = store.track_interaction(id, Interaction::tokens(1, 1)).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(ref got) if got == id), "track: {err:?}");
+    let err = store.touch(id).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "touch: {err:?}");
+    let err = store.update_metadata(id, MetadataUpdate::Merge(meta(json!({"k": 1})))).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "update_metadata: {err:?}");
+    let err = fx.checkpointer.version(id).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "checkpoint version: {err:?}");
+    // None of the failed writes brought it back.
+    assert_eq!(store.get(id).await.unwrap(), None, "get of {id} after failed writes");
+}
+
+/// A created session reads back with everything it was created with.
+pub async fn create_then_get_round_trips(fx: StoreFixture) {
+    let new = NewSession {
+        user_id: Some(user("alice")),
+        metadata: meta(json!({"device": "laptop", "nested": {"a": [1, 2]}})),
+        timeout: Timeout::After(Duration::from_secs(1800)),
+        ..NewSession::default()
+    };
+    let created = fx.store.create(new).await.unwrap();
+    assert_eq!(created.created_at.timestamp_millis(), fx.clock.now_ms());
+    assert_eq!(created.last_active, created.created_at);
+    assert_eq!(created.stats, crate::SessionStats::default());
+    assert!(uuid::Uuid::parse_str(created.id.as_str()).is_ok(), "generated ids are UUIDs");
+    let got = fx.store.get(&created.id).await.unwrap().expect("created session is readable");
+    assert_eq!(got, created);
+    assert_eq!(got.timeout, Some(Duration::from_secs(1800)));
+    assert!(fx.store.exists(&created.id).await.unwrap());
+}
+
+/// A caller-chosen id is used as given.
+pub async fn create_accepts_caller_chosen_id(fx: StoreFixture) {
+    let id = sid("support:ticket-42.v1_a");
+    let created = fx.store.create(NewSession::default().with_id(id.clone())).await.unwrap();
+    assert_eq!(created.id, id);
+    assert_eq!(fx.store.get(&id).await.unwrap().map(|s| s.id), Some(id));
+}
+
+/// A taken id is `AlreadyExists`, and the existing session is untouched.
+pub async fn create_rejects_taken_id(fx: StoreFixture) {
+    let id = sid("taken");
+    let first =
+        fx.store.create(NewSession::for_user(user("alice")).with_id(id.clone()).with_metadata(meta(json!({"v": 1}))));
+    let first = first.await.unwrap();
+    let err = fx
+        .store
+        .create(NewSession::for_user(user("bob")).with_id(id.clone()).with_metadata(meta(json!({"v": 2}))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(ref got) if *got == id), "{err:?}");
+    assert_eq!(fx.store.get(&id).await.unwrap(), Some(first));
+    assert!(listed(&*fx.store, &user("bob")).await.is_empty());
+}
+
+/// Ids that break the rules never become a `SessionId`, so nothing can be written with them.
+pub async fn invalid_ids_are_rejected_before_any_write(fx: StoreFixture) {
+    let long = "x".repeat(129);
+    for bad in ["", long.as_str(), "has space", "{tag}", "a}", "star*", "new\nline", "ünï"] {
+        assert!(matches!(SessionId::parse(bad), Err(Error::InvalidSessionId { .. })), "{bad:?}");
+        assert!(matches!(UserId::parse(bad), Err(Error::InvalidUserId { .. })), "{bad:?}");
+        assert!(serde_json::from_value::<SessionId>(json!(bad)).is_err(), "{bad:?} through serde");
+    }
+    assert!(SessionId::parse(&"x".repeat(128)).is_ok());
+    assert!(listed(&*fx.store, &user("alice")).await.is_empty());
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 0);
+}
+
+/// An id that was never created reads as absent and every write fails.
+pub async fn unknown_session_is_absent(fx: StoreFixture) {
+    assert_absent(&fx, &sid("never-created")).await;
+    assert!(!fx.store.end(&sid("never-created")).await.unwrap());
+}
+
+/// An ended session is gone for reads and writes.
+pub async fn ended_session_is_absent(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::for_user(user("alice"))).await.unwrap().id;
+    assert!(fx.store.end(&id).await.unwrap());
+    assert_absent(&fx, &id).await;
+    assert!(listed(&*fx.store, &user("alice")).await.is_empty());
+}
+
+/// An expired session is gone, and a write after expiry does not bring it back.
+pub async fn expired_session_is_absent_and_never_resurrected(fx: StoreFixture) {
+    let id = fx.store.create(expiring(Some(user("alice")), TEN_SECONDS)).await.unwrap().id;
+    fx.clock.advance(Duration::from_millis(10_001));
+    assert_absent(&fx, &id).await;
+    // Back in time would not revive it either: the failed writes stored nothing.
+    assert!(listed(&*fx.store, &user("alice")).await.is_empty());
+}
+
+/// Ending twice: the second call reports that nothing was live.
+pub async fn end_twice_returns_false(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    assert!(fx.store.end(&id).await.unwrap());
+    assert!(!fx.store.end(&id).await.unwrap());
+}
+
+/// After ending, the same caller-chosen id starts a brand-new session.
+pub async fn ended_id_can_be_created_again(fx: StoreFixture) {
+    let id = sid("reused");
+    fx.store.create(NewSession::default().with_id(id.clone()).with_metadata(meta(json!({"old": true})))).await.unwrap();
+    fx.store.track_interaction(&id, Interaction::tokens(5, 5)).await.unwrap();
+    assert!(fx.store.end(&id).await.unwrap());
+    let again = fx.store.create(NewSession::default().with_id(id.clone())).await.unwrap();
+    assert_eq!(again.stats, crate::SessionStats::default());
+    assert!(again.metadata.is_empty());
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 0);
+}
+
+/// Interactions add up and `last_active` moves to the store's clock.
+pub async fn track_interaction_adds_and_returns_totals(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let first = Interaction::tokens(10, 20).with_response_time(Duration::from_millis(150));
+    let stats = fx.store.track_interaction(&id, first).await.unwrap();
+    assert_eq!((stats.interactions, stats.total_tokens_in, stats.total_tokens_out), (1, 10, 20));
+    fx.clock.advance(Duration::from_secs(3));
+    let second = Interaction::tokens(1, 2).with_response_time(Duration::from_millis(250));
+    let stats = fx.store.track_interaction(&id, second).await.unwrap();
+    assert_eq!((stats.interactions, stats.total_tokens_in, stats.total_tokens_out), (2, 11, 22));
+    assert_eq!(stats.total_response_time, Duration::from_millis(400));
+    assert_eq!(stats.avg_response_time(), Duration::from_millis(200));
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(session.stats, stats);
+    assert_eq!(session.last_active.timestamp_millis(), fx.clock.now_ms());
+    assert_eq!(session.duration(), Duration::from_secs(3));
+}
+
+/// Merge overwrites and adds top-level keys and keeps the others.
+pub async fn metadata_merge_keeps_other_keys(fx: StoreFixture) {
+    let new = NewSession::default().with_metadata(meta(json!({"device": "laptop", "language": "en-US"})));
+    let id = fx.store.create(new).await.unwrap().id;
+    let merged = fx
+        .store
+        .update_metadata(&id, MetadataUpdate::Merge(meta(json!({"language": "en-GB", "plan": {"tier": "premium"}}))))
+        .await
+        .unwrap();
+    let expected = meta(json!({"device": "laptop", "language": "en-GB", "plan": {"tier": "premium"}}));
+    assert_eq!(merged, expected);
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().metadata, expected);
+}
+
+/// Replace drops every key the new map lacks.
+pub async fn metadata_replace_drops_other_keys(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default().with_metadata(meta(json!({"a": 1, "b": 2})))).await.unwrap().id;
+    let replaced = fx.store.update_metadata(&id, MetadataUpdate::Replace(meta(json!({"c": 3})))).await.unwrap();
+    assert_eq!(replaced, meta(json!({"c": 3})));
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().metadata, meta(json!({"c": 3})));
+    let emptied = fx.store.update_metadata(&id, MetadataUpdate::Replace(Metadata::new())).await.unwrap();
+    assert!(emptied.is_empty());
+    assert!(fx.store.get(&id).await.unwrap().unwrap().metadata.is_empty());
+}
+
+/// Metadata over the limit fails with `MetadataTooLarge` and changes nothing.
+pub async fn oversized_metadata_writes_nothing(fx: StoreFixture) {
+    let limit = fx.metadata_limit;
+    let too_big = meta(json!({"blob": "x".repeat(limit)}));
+    let err = fx.store.create(NewSession::for_user(user("alice")).with_metadata(too_big.clone())).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { limit: l, .. } if l == limit), "{err:?}");
+    assert!(listed(&*fx.store, &user("alice")).await.is_empty(), "a failed create leaves no session");
+
+    let original = meta(json!({"keep": "me", "half": "y".repeat(limit / 2)}));
+    let id = fx.store.create(NewSession::default().with_metadata(original.clone())).await.unwrap().id;
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    // Each half fits alone; merged they do not.
+    let second_half = meta(json!({"other": "z".repeat(limit / 2)}));
+    assert!(crate::session::metadata_size(&second_half) <= limit);
+    let err = fx.store.update_metadata(&id, MetadataUpdate::Merge(second_half)).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { size, .. } if size > limit), "{err:?}");
+    let err = fx.store.update_metadata(&id, MetadataUpdate::Replace(too_big)).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { .. }), "{err:?}");
+    let after = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(after, before, "metadata and last_active untouched by failed updates");
+
+    // Exactly at the limit is allowed.
+    let mut exact = meta(json!({"k": ""}));
+    let pad = limit - crate::session::metadata_size(&exact);
+    exact.insert("k".into(), json!("p".repeat(pad)));
+    assert_eq!(crate::session::metadata_size(&exact), limit);
+    fx.store.update_metadata(&id, MetadataUpdate::Replace(exact.clone())).await.unwrap();
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().metadata, exact);
+}
+
+/// 64 tasks × 100 interactions on one session: no increment is lost.
+pub async fn concurrent_interactions_are_all_counted(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, id) = (Arc::clone(&fx.store), id.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let turn = Interaction::tokens(3, 5).with_response_time(Duration::from_millis(2));
+                    store.track_interaction(&id, turn).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = fx.store.get(&id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.interactions, 6400);
+    assert_eq!((stats.total_tokens_in, stats.total_tokens_out), (19_200, 32_000));
+    assert_eq!(stats.total_response_time, Duration::from_millis(12_800));
+}
+
+/// 32 tasks merging distinct keys: every key is present afterwards.
+pub async fn concurrent_metadata_merges_keep_every_key(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default().with_metadata(meta(json!({"base": 0})))).await.unwrap().id;
+    let tasks: Vec<_> = (0..32)
+        .map(|n| {
+            let (store, id) = (Arc::clone(&fx.store), id.clone());
+            tokio::spawn(async move {
+                let update = MetadataUpdate::Merge(meta(json!({ format!("k{n}"): n })));
+                store.update_metadata(&id, update).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let metadata = fx.store.get(&id).await.unwrap().unwrap().metadata;
+    assert_eq!(metadata.len(), 33);
+    for n in 0..32 {
+        assert_eq!(metadata.get(&format!("k{n}")), Some(&json!(n)), "k{n}");
+    }
+}
+
+/// A user's sessions come newest first, page by page, and only theirs.
+pub async fn user_sessions_are_listed_newest_first_in_pages(fx: StoreFixture) {
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(fx.store.create(NewSession::for_user(user("alice"))).await.unwrap().id);
+        fx.store.create(NewSession::for_user(user("bob"))).await.unwrap();
+        fx.store.create(NewSession::default()).await.unwrap();
+        fx.clock.advance(Duration::from_millis(5));
+    }
+    created.reverse();
+    let first = fx.store.list_user_sessions(&user("alice"), Page::first(2)).await.unwrap();
+    assert_eq!(first.ids, created[..2]);
+    let cursor = first.next.expect("more pages");
+    let again: crate::Cursor = cursor.to_string().parse().unwrap();
+    let second = fx.store.list_user_sessions(&user("alice"), Page::after(again, 2)).await.unwrap();
+    assert_eq!(second.ids, created[2..4]);
+    let third = fx.store.list_user_sessions(&user("alice"), Page::after(second.next.unwrap(), 2)).await.unwrap();
+    assert_eq!(third.ids, created[4..]);
+    assert_eq!(third.next, None);
+    let whole = fx.store.list_user_sessions(&user("alice"), Page::first(100)).await.unwrap();
+    assert_eq!((whole.ids, whole.next), (created, None));
+    assert!(listed(&*fx.store, &user("carol")).await.is_empty());
+}
+
+/// Ended and expired sessions drop out of their user's list.
+pub async fn user_listing_excludes_ended_and_expired(fx: StoreFixture) {
+    let alice = user("alice");
+    let keep = fx.store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::Never)).await.unwrap().id;
+    fx.clock.advance(Duration::from_millis(1));
+    let ended = fx.store.create(NewSession::for_user(alice.clone())).await.unwrap().id;
+    fx.clock.advance(Duration::from_millis(1));
+    let expires = fx.store.create(expiring(Some(alice.clone()), TEN_SECONDS)).await.unwrap().id;
+    assert_eq!(listed(&*fx.store, &alice).await, [expires.clone(), ended.clone(), keep.clone()]);
+    fx.store.end(&ended).await.unwrap();
+    fx.clock.advance(Duration::from_secs(11));
+    assert_eq!(listed(&*fx.store, &alice).await, [keep]);
+}
+
+/// A session created while a client pages through a list does not repeat earlier entries.
+pub async fn new_sessions_do_not_shift_later_pages(fx: StoreFixture) {
+    let alice = user("alice");
+    let mut created = Vec::new();
+    for _ in 0..4 {
+        created.push(fx.store.create(NewSession::for_user(alice.clone())).await.unwrap().id);
+        fx.clock.advance(Duration::from_millis(1));
+    }
+    created.reverse();
+    let first = fx.store.list_user_sessions(&alice, Page::first(2)).await.unwrap();
+    fx.store.create(NewSession::for_user(alice.clone())).await.unwrap();
+    let second = fx.store.list_user_sessions(&alice, Page::after(first.next.unwrap(), 2)).await.unwrap();
+    assert_eq!(second.ids, created[2..]);
+}
+
+/// `track_interaction`, `touch` and `update_metadata` each extend the sliding timeout.
+pub async fn writes_extend_the_sliding_timeout(fx: StoreFixture) {
+    let id = fx.store.create(expiring(None, TEN_SECONDS)).await.unwrap().id;
+    fx.clock.advance(Duration::from_secs(8));
+    fx.store.track_interaction(&id, Interaction::tokens(1, 1)).await.unwrap();
+    fx.clock.advance(Duration::from_secs(8));
+    fx.store.touch(&id).await.unwrap();
+    fx.clock.advance(Duration::from_secs(8));
+    fx.store.update_metadata(&id, MetadataUpdate::Merge(meta(json!({"k": 1})))).await.unwrap();
+    fx.clock.advance(Duration::from_secs(10));
+    let session = fx.store.get(&id).await.unwrap().expect("alive at exactly the timeout");
+    assert_eq!(session.last_active.timestamp_millis() + 10_000, fx.clock.now_ms());
+    fx.clock.advance(Duration::from_millis(1));
+    assert!(!fx.store.exists(&id).await.unwrap(), "expired one millisecond after the timeout");
+}
+
+/// `get`, `exists` and listing never extend the timeout.
+pub async fn reads_do_not_extend_the_timeout(fx: StoreFixture) {
+    let alice = user("alice");
+    let id = fx.store.create(expiring(Some(alice.clone()), TEN_SECONDS)).await.unwrap().id;
+    fx.clock.advance(Duration::from_secs(6));
+    assert!(fx.store.get(&id).await.unwrap().is_some());
+    assert!(fx.store.exists(&id).await.unwrap());
+    assert_eq!(listed(&*fx.store, &alice).await, std::slice::from_ref(&id));
+    fx.clock.advance(Duration::from_secs(5));
+    assert!(!fx.store.exists(&id).await.unwrap());
+}
+
+/// A session created with `Timeout::Never` survives any idle time.
+pub async fn never_timeout_outlives_any_idle_time(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default().with_timeout(Timeout::Never)).await.unwrap().id;
+    fx.clock.advance(Duration::from_secs(10 * 365 * 24 * 3600));
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 0);
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(session.timeout, None);
+    assert_eq!(session.expires_at(), None);
+}
+
+/// Purge removes what expired, counts it once, cleans user lists and leaves the rest.
+pub async fn purge_expired_counts_and_cleans_user_index(fx: StoreFixture) {
+    let alice = user("alice");
+    let mut doomed = Vec::new();
+    for _ in 0..3 {
+        doomed.push(fx.store.create(expiring(Some(alice.clone()), TEN_SECONDS)).await.unwrap().id);
+    }
+    let ended = fx.store.create(expiring(Some(alice.clone()), TEN_SECONDS)).await.unwrap().id;
+    fx.store.end(&ended).await.unwrap();
+    let forever = fx.store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::Never)).await.unwrap().id;
+    let long = fx.store.create(expiring(Some(alice.clone()), Duration::from_secs(100))).await.unwrap().id;
+    let kept_alive = fx.store.create(expiring(Some(alice.clone()), TEN_SECONDS)).await.unwrap().id;
+    fx.checkpointer.put(&doomed[0], snapshot(1, vec![Message::user("hi")]), 0).await.unwrap();
+
+    fx.clock.advance(Duration::from_secs(6));
+    fx.store.touch(&kept_alive).await.unwrap();
+    fx.clock.advance(Duration::from_secs(5));
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 3, "three expired; the ended one is not counted");
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 0, "nothing is counted twice");
+    for id in &doomed {
+        assert_eq!(fx.store.get(id).await.unwrap(), None);
+    }
+    assert!(fx.checkpointer.latest(&doomed[0]).await.unwrap().is_none(), "checkpoints purged with the session");
+    let mut live = listed(&*fx.store, &alice).await;
+    live.sort();
+    let mut expected = vec![forever, long, kept_alive.clone()];
+    expected.sort();
+    assert_eq!(live, expected);
+    fx.clock.advance(Duration::from_secs(6));
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 1, "the touched session expires later");
+    assert_eq!(fx.store.get(&kept_alive).await.unwrap(), None);
+}
+
+fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
+    NewCheckpoint {
+        state: json!({"step": step, "note": "é\"quoted\""}),
+        step,
+        node: Some(format!("n{step}")),
+        messages,
+    }
+}
+
+/// `put` returns version 1, and `latest` reads it back.
+pub async fn checkpoint_put_then_latest(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 0);
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), None);
+    let saved = fx.checkpointer.put(&id, snapshot(1, vec![Message::user("hello")]), 0).await.unwrap();
+    assert_eq!((saved.version, saved.step, saved.log_len), (1, 1, 1));
+    assert_eq!(saved.node.as_deref(), Some("n1"));
+    assert_eq!(saved.created_at.timestamp_millis(), fx.clock.now_ms());
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 1);
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(saved.clone()));
+    assert_eq!(fx.checkpointer.checkpoint(&id, 1).await.unwrap(), Some(saved));
+}
+
+/// `list` is newest first, and only the latest N checkpoints are kept.
+pub async fn checkpoint_list_is_newest_first_and_retention_keeps_latest(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let total = fx.checkpoint_retention as u64 + 2;
+    for version in 1..=total {
+        fx.checkpointer
+            .put(&id, snapshot(version, vec![Message::user(format!("m{version}"))]), version - 1)
+            .await
+            .unwrap();
+    }
+    let all = fx.checkpointer.list(&id, 100).await.unwrap();
+    let versions: Vec<u64> = all.iter().map(|cp| cp.version).collect();
+    let expected: Vec<u64> = (3..=total).rev().collect();
+    assert_eq!(versions, expected);
+    assert_eq!(fx.checkpointer.list(&id, 1).await.unwrap().len(), 1);
+    assert_eq!(fx.checkpointer.checkpoint(&id, 1).await.unwrap(), None, "trimmed by retention");
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap().len() as u64, total, "the log is never trimmed");
+}
+
+/// A stale `expected_version` is `Conflict`, and neither snapshot nor messages are written.
+pub async fn checkpoint_stale_version_conflicts_and_writes_nothing(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let first = fx.checkpointer.put(&id, snapshot(1, vec![Message::user("one")]), 0).await.unwrap();
+    let err = fx.checkpointer.put(&id, snapshot(2, vec![Message::user("lost")]), 0).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { expected: 0, actual: 1, .. }), "{err:?}");
+    let err = fx.checkpointer.put(&id, snapshot(2, vec![Message::user("lost")]), 7).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { expected: 7, actual: 1, .. }), "{err:?}");
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(first));
+    assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap(), [Message::user("one")]);
+}
+
+/// Messages carried by successive `put`s read back in order.
+pub async fn checkpoint_messages_append_in_order(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let mut call = Message::assistant("");
+    call.tool_calls.push(crate::ToolCall { id: "c1".into(), name: "f".into(), arguments: json!({"x": 1}) });
+    let turn1 = vec![Message::system("sys"), Message::user("hi"), call];
+    let turn2 = vec![Message::tool("c1", "42"), Message::assistant("done ✓")];
+    fx.checkpointer.put(&id, snapshot(1, turn1.clone()), 0).await.unwrap();
+    let second = fx.checkpointer.put(&id, snapshot(2, turn2.clone()), 1).await.unwrap();
+    assert_eq!(second.log_len, 5);
+    let all: Vec<Message> = turn1.into_iter().chain(turn2).collect();
+    assert_eq!(fx.checkpointer.messages(&id, 0..5).await.unwrap(), all);
+    assert_eq!(fx.checkpointer.messages(&id, 0..50).await.unwrap(), all, "the range is clamped");
+    assert_eq!(fx.checkpointer.messages(&id, 3..5).await.unwrap(), all[3..]);
+    assert!(fx.checkpointer.messages(&id, 9..12).await.unwrap().is_empty());
+    let third = fx.checkpointer.put(&id, snapshot(3, Vec::new()), 2).await.unwrap();
+    assert_eq!(third.log_len, 5, "a checkpoint without new messages keeps the log length");
+}
+
+/// An older checkpoint covers only the log it saw.
+pub async fn older_checkpoint_reads_log_up_to_its_length(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    fx.checkpointer.put(&id, snapshot(1, vec![Message::user("a"), Message::assistant("b")]), 0).await.unwrap();
+    fx.checkpointer.put(&id, snapshot(2, vec![Message::user("c"), Message::assistant("d")]), 1).await.unwrap();
+    let old = fx.checkpointer.checkpoint(&id, 1).await.unwrap().unwrap();
+    assert_eq!(old.log_len, 2);
+    assert_eq!(old.state, json!({"step": 1, "note": "é\"quoted\""}));
+    let seen = fx.checkpointer.messages(&id, old.log_range()).await.unwrap();
+    assert_eq!(seen, [Message::user("a"), Message::assistant("b")]);
+}
+
+/// Checkpoints of unknown, ended or expired sessions are not found and `put` fails.
+pub async fn checkpoint_on_dead_session_is_not_found(fx: StoreFixture) {
+    let unknown = sid("nobody");
+    let err = fx.checkpointer.put(&unknown, snapshot(1, vec![Message::user("x")]), 0).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err:?}");
+    assert_eq!(fx.checkpointer.latest(&unknown).await.unwrap(), None);
+    assert!(fx.checkpointer.list(&unknown, 10).await.unwrap().is_empty());
+    assert!(fx.checkpointer.messages(&unknown, 0..10).await.unwrap().is_empty());
+    assert!(fx.store.get(&unknown).await.unwrap().is_none(), "put did not create a session");
+}
+
+/// Ending a session deletes its checkpoints and log.
+pub async fn checkpoints_deleted_when_session_ends(fx: StoreFixture) {
+    let id = sid("ends");
+    fx.store.create(NewSession::default().with_id(id.clone())).await.unwrap();
+    fx.checkpointer.put(&id, snapshot(1, vec![Message::user("x")]), 0).await.unwrap();
+    fx.store.end(&id).await.unwrap();
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), None);
+    assert!(fx.checkpointer.list(&id, 10).await.unwrap().is_empty());
+    assert!(fx.checkpointer.messages(&id, 0..10).await.unwrap().is_empty());
+    fx.store.create(NewSession::default().with_id(id.clone())).await.unwrap();
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 0, "a recreated session starts clean");
+    assert!(fx.checkpointer.messages(&id, 0..10).await.unwrap().is_empty());
+}
+
+/// Expiry takes checkpoints with it, before and after a purge.
+pub async fn checkpoints_gone_when_session_expires(fx: StoreFixture) {
+    let id = fx.store.create(expiring(None, TEN_SECONDS)).await.unwrap().id;
+    fx.checkpointer.put(&id, snapshot(1, vec![Message::user("x")]), 0).await.unwrap();
+    fx.clock.advance(Duration::from_secs(11));
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), None);
+    assert!(fx.checkpointer.messages(&id, 0..10).await.unwrap().is_empty());
+    let err = fx.checkpointer.put(&id, snapshot(2, Vec::new()), 1).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err:?}");
+    assert_eq!(fx.store.purge_expired().await.unwrap(), 1);
+    assert!(fx.checkpointer.list(&id, 10).await.unwrap().is_empty());
+}
+
+/// `delete` clears checkpoints and log but keeps the session.
+pub async fn checkpoint_delete_keeps_the_session(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    assert!(!fx.checkpointer.delete(&id).await.unwrap());
+    fx.checkpointer.put(&id, snapshot(1, vec![Message::user("x")]), 0).await.unwrap();
+    assert!(fx.checkpointer.delete(&id).await.unwrap());
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 0);
+    assert!(fx.checkpointer.messages(&id, 0..10).await.unwrap().is_empty());
+    assert!(fx.store.exists(&id).await.unwrap());
+}

@@ -1,0 +1,462 @@
+//! [`SessionManager`]: the session API applications call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lgadk_core::session::check_metadata_size;
+use lgadk_core::{
+    Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Metadata, MetadataUpdate,
+    NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats, SessionStore, Timeout, UserId,
+};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::memory::InMemoryStore;
+
+/// The high-level session API: create sessions for users, track what each conversation costs,
+/// read analytics, and expire idle sessions, over any [`SessionStore`] backend.
+///
+/// Cheap to clone (an `Arc` inside) and safe to share between tasks and threads. The method
+/// names follow LG-ADK's session manager one to one, so code ports line by line; every call is
+/// traced as a `session.<op>` span with the backend's name and the session id.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lgadk_core::Result<()> {
+/// use std::time::Duration;
+/// use lgadk_core::UserId;
+/// use lgadk_session::SessionManager;
+///
+/// let sessions = SessionManager::in_memory();
+/// let alice = UserId::parse("alice")?;
+/// let id = sessions.create_session(Some(alice.clone()), Default::default()).await?;
+/// sessions.track_interaction(&id, 12, 40, Duration::from_millis(300)).await?;
+/// assert_eq!(sessions.summary(&id).await?.interactions, 1);
+/// assert_eq!(sessions.get_user_sessions(&alice).await?, [id.clone()]);
+/// assert!(sessions.end_session(&id).await?);
+/// assert!(!sessions.session_exists(&id).await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn SessionStore>,
+    checkpointer: Arc<dyn Checkpointer>,
+    default_timeout: Option<Duration>,
+    metadata_limit: usize,
+}
+
+/// LG-ADK's name for a thread-safe session manager. Every [`SessionManager`] is thread-safe
+/// in Rust, so this is the same type.
+pub type SynchronizedSessionManager = SessionManager;
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.inner.store)
+            .field("default_timeout", &self.inner.default_timeout)
+            .field("metadata_limit", &self.inner.metadata_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`SessionManager`].
+#[must_use]
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    checkpointer: Arc<dyn Checkpointer>,
+    default_timeout: Option<Duration>,
+    metadata_limit: usize,
+}
+
+impl fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("store", &self.store)
+            .field("default_timeout", &self.default_timeout)
+            .field("metadata_limit", &self.metadata_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManagerBuilder {
+    /// Idle timeout for sessions created with [`Timeout::Default`]; `None` means they never
+    /// expire. Default: one hour.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Largest metadata map the manager passes on, serialized, in bytes (default 64 KiB).
+    /// The store applies its own limit to the merged result as well.
+    pub fn metadata_limit(mut self, bytes: usize) -> Self {
+        self.metadata_limit = bytes;
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> SessionManager {
+        SessionManager {
+            inner: Arc::new(Shared {
+                store: self.store,
+                checkpointer: self.checkpointer,
+                default_timeout: self.default_timeout,
+                metadata_limit: self.metadata_limit,
+            }),
+        }
+    }
+}
+
+/// A session's metadata beside its typed record fields, as
+/// [`SessionManager::get_session_metadata`] returns it. The user's map is exactly as stored:
+/// record fields are never mixed into it, so no key name is reserved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionMetadata {
+    /// The owning user.
+    pub user_id: Option<UserId>,
+    /// When the session was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last written to.
+    pub last_active: DateTime<Utc>,
+    /// The user's metadata.
+    pub metadata: Metadata,
+}
+
+/// The analytics of one session, as LG-ADK's session summary printed them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionSummary {
+    /// The session.
+    pub session_id: SessionId,
+    /// The owning user.
+    pub user_id: Option<UserId>,
+    /// Tracked interactions.
+    pub interactions: u64,
+    /// Sum of prompt tokens.
+    pub total_tokens_in: u64,
+    /// Sum of completion tokens.
+    pub total_tokens_out: u64,
+    /// Mean response time per interaction.
+    #[serde(with = "lgadk_core::session::duration_ms")]
+    pub avg_response_time: Duration,
+    /// Time from creation to the last write.
+    #[serde(with = "lgadk_core::session::duration_ms")]
+    pub duration: Duration,
+    /// When the session was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last written to.
+    pub last_active: DateTime<Utc>,
+    /// The user's metadata.
+    pub metadata: Metadata,
+}
+
+impl SessionSummary {
+    fn of(session: Session) -> Self {
+        Self {
+            duration: session.duration(),
+            avg_response_time: session.stats.avg_response_time(),
+            interactions: session.stats.interactions,
+            total_tokens_in: session.stats.total_tokens_in,
+            total_tokens_out: session.stats.total_tokens_out,
+            session_id: session.id,
+            user_id: session.user_id,
+            created_at: session.created_at,
+            last_active: session.last_active,
+            metadata: session.metadata,
+        }
+    }
+}
+
+/// Stops the background reaper started by [`SessionManager::spawn_reaper`] when dropped.
+#[derive(Debug)]
+pub struct ReaperHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReaperHandle {
+    /// Stops the reaper now (the same as dropping the handle).
+    pub fn stop(self) {}
+}
+
+impl Drop for ReaperHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+macro_rules! span {
+    ($op:literal, $self:ident) => {
+        tracing::debug_span!(concat!("session.", $op), backend = $self.inner.store.backend())
+    };
+    ($op:literal, $self:ident, $id:expr) => {
+        tracing::debug_span!(concat!("session.", $op), backend = $self.inner.store.backend(), session.id = %$id)
+    };
+}
+
+/// Records an error on the current span once, at the manager boundary.
+fn traced<T>(result: Result<T>) -> Result<T> {
+    if let Err(err) = &result {
+        tracing::debug!(error = %err, "session operation failed");
+    }
+    result
+}
+
+impl SessionManager {
+    /// A manager over a fresh [`InMemoryStore`] with default settings.
+    pub fn in_memory() -> Self {
+        Self::new(InMemoryStore::new())
+    }
+
+    /// A manager over `store`, which also keeps the graphs' checkpoints, with default settings.
+    pub fn new<S: SessionStore + Checkpointer>(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder for a manager over `store` with custom settings.
+    pub fn builder<S: SessionStore + Checkpointer>(store: S) -> SessionManagerBuilder {
+        let store = Arc::new(store);
+        let checkpointer: Arc<dyn Checkpointer> = Arc::clone(&store) as _;
+        SessionManagerBuilder {
+            store,
+            checkpointer,
+            default_timeout: Some(DEFAULT_SESSION_TIMEOUT),
+            metadata_limit: DEFAULT_METADATA_LIMIT,
+        }
+    }
+
+    /// A manager over a Redis store at `url` (e.g. `redis://127.0.0.1:6379/0`) with default
+    /// settings; use [`RedisStore::builder`](crate::RedisStore::builder) for more control.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a malformed URL, `Backend` when Redis cannot be reached.
+    #[cfg(feature = "redis")]
+    pub async fn redis(url: &str) -> Result<Self> {
+        Ok(Self::new(crate::redis::RedisStore::builder(url).connect().await?))
+    }
+
+    /// The session store behind this manager.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.store
+    }
+
+    /// The same backend as a checkpointer, for graphs.
+    pub fn checkpointer(&self) -> &Arc<dyn Checkpointer> {
+        &self.inner.checkpointer
+    }
+
+    /// The idle timeout given to sessions created with [`Timeout::Default`].
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.inner.default_timeout
+    }
+
+    /// Creates a session for `user_id` with `metadata` and the default timeout; returns its id.
+    ///
+    /// # Errors
+    /// `MetadataTooLarge`, `Backend`.
+    pub async fn create_session(&self, user_id: Option<UserId>, metadata: Metadata) -> Result<SessionId> {
+        let new = NewSession { user_id, metadata, ..NewSession::default() };
+        Ok(self.create_session_with(new).await?.id)
+    }
+
+    /// Creates a session as described by `new` (caller-chosen id, timeout, …) and returns it.
+    ///
+    /// # Errors
+    /// `AlreadyExists` if the id is taken, `MetadataTooLarge`, `Backend`.
+    #[doc(alias = "create_session_with_id", alias = "register_session")]
+    pub async fn create_session_with(&self, mut new: NewSession) -> Result<Session> {
+        let span = match &new.id {
+            Some(id) => span!("create", self, id),
+            None => span!("create", self),
+        };
+        async move {
+            check_metadata_size(&new.metadata, self.inner.metadata_limit)?;
+            if new.timeout == Timeout::Default {
+                new.timeout = match self.inner.default_timeout {
+                    Some(timeout) => Timeout::After(timeout),
+                    None => Timeout::Never,
+                };
+            }
+            traced(self.inner.store.create(new).await)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The session, or `None` if it is unknown, ended or expired.
+    ///
+    /// # Errors
+    /// `Backend`, `Corrupt`.
+    pub async fn get_session(&self, id: &SessionId) -> Result<Option<Session>> {
+        traced(self.inner.store.get(id).instrument(span!("get", self, id)).await)
+    }
+
+    /// The session's metadata with its typed `user_id`, `created_at` and `last_active`.
+    ///
+    /// # Errors
+    /// `SessionNotFound` if the session is unknown, ended or expired.
+    pub async fn get_session_metadata(&self, id: &SessionId) -> Result<SessionMetadata> {
+        let session = self.require(id, "get_metadata").await?;
+        Ok(SessionMetadata {
+            user_id: session.user_id,
+            created_at: session.created_at,
+            last_active: session.last_active,
+            metadata: session.metadata,
+        })
+    }
+
+    /// Adds one turn's tokens and response time to the session's totals and extends its timeout.
+    ///
+    /// # Errors
+    /// `SessionNotFound` if the session is unknown, ended or expired.
+    pub async fn track_interaction(
+        &self,
+        id: &SessionId,
+        tokens_in: u64,
+        tokens_out: u64,
+        response_time: Duration,
+    ) -> Result<SessionStats> {
+        self.record_interaction(id, Interaction { tokens_in, tokens_out, response_time }).await
+    }
+
+    /// [`track_interaction`](Self::track_interaction) with an [`Interaction`] value.
+    ///
+    /// # Errors
+    /// `SessionNotFound` if the session is unknown, ended or expired.
+    pub async fn record_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
+        traced(self.inner.store.track_interaction(id, turn).instrument(span!("track_interaction", self, id)).await)
+    }
+
+    /// Every live session of `user`, newest first. For users with very many sessions, page
+    /// with [`user_sessions`](Self::user_sessions) instead.
+    ///
+    /// # Errors
+    /// `Backend`.
+    pub async fn get_user_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
+        let span = tracing::debug_span!("session.list_user", backend = self.inner.store.backend(), user.id = %user);
+        async {
+            let mut all = Vec::new();
+            let mut page = Page::first(Page::MAX_LIMIT);
+            loop {
+                let got = traced(self.inner.store.list_user_sessions(user, page).await)?;
+                all.extend(got.ids);
+                match got.next {
+                    Some(cursor) => page = Page::after(cursor, Page::MAX_LIMIT),
+                    None => return Ok(all),
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One page of `user`'s live sessions, newest first.
+    ///
+    /// # Errors
+    /// `Backend`.
+    pub async fn user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
+        let span = tracing::debug_span!("session.list_user", backend = self.inner.store.backend(), user.id = %user);
+        traced(self.inner.store.list_user_sessions(user, page).instrument(span).await)
+    }
+
+    /// Merges `metadata` into the session's metadata (`merge = true`: top-level keys overwrite,
+    /// others stay) or replaces it (`merge = false`); returns the result.
+    ///
+    /// # Errors
+    /// `SessionNotFound`; `MetadataTooLarge` (the stored metadata is then unchanged).
+    pub async fn update_session_metadata(&self, id: &SessionId, metadata: Metadata, merge: bool) -> Result<Metadata> {
+        async {
+            check_metadata_size(&metadata, self.inner.metadata_limit)?;
+            let update = if merge { MetadataUpdate::Merge(metadata) } else { MetadataUpdate::Replace(metadata) };
+            traced(self.inner.store.update_metadata(id, update).await)
+        }
+        .instrument(span!("update_metadata", self, id))
+        .await
+    }
+
+    /// Marks the session active now, extending its sliding timeout (LG-ADK's `update_session`).
+    ///
+    /// # Errors
+    /// `SessionNotFound` if the session is unknown, ended or expired.
+    #[doc(alias = "update_session")]
+    pub async fn touch(&self, id: &SessionId) -> Result<()> {
+        traced(self.inner.store.touch(id).instrument(span!("touch", self, id)).await)
+    }
+
+    /// Ends the session, deleting it with its checkpoints; `false` if it was not live.
+    ///
+    /// # Errors
+    /// `Backend`.
+    #[doc(alias = "remove_session")]
+    pub async fn end_session(&self, id: &SessionId) -> Result<bool> {
+        traced(self.inner.store.end(id).instrument(span!("end", self, id)).await)
+    }
+
+    /// Whether the session is live (not unknown, ended or expired). Does not extend it.
+    ///
+    /// # Errors
+    /// `Backend`.
+    #[doc(alias = "is_session_valid")]
+    pub async fn session_exists(&self, id: &SessionId) -> Result<bool> {
+        traced(self.inner.store.exists(id).instrument(span!("exists", self, id)).await)
+    }
+
+    /// Removes expired sessions now and returns how many were removed.
+    ///
+    /// # Errors
+    /// `Backend`.
+    #[doc(alias = "cleanup_expired_sessions")]
+    pub async fn clear_expired_sessions(&self) -> Result<usize> {
+        traced(self.inner.store.purge_expired().instrument(span!("purge_expired", self)).await)
+    }
+
+    /// The session's analytics: interactions, tokens, average response time, duration.
+    ///
+    /// # Errors
+    /// `SessionNotFound` if the session is unknown, ended or expired.
+    pub async fn summary(&self, id: &SessionId) -> Result<SessionSummary> {
+        Ok(SessionSummary::of(self.require(id, "summary").await?))
+    }
+
+    /// Purges expired sessions every `interval` on the current tokio runtime until the
+    /// returned handle is dropped. Failures are logged (`tracing::warn!`) and retried at the
+    /// next tick.
+    ///
+    /// # Errors
+    /// `InvalidConfig` when called outside a tokio runtime or with a zero interval.
+    pub fn spawn_reaper(&self, interval: Duration) -> Result<ReaperHandle> {
+        if interval.is_zero() {
+            return Err(Error::InvalidConfig { reason: "the reaper interval must be greater than zero".into() });
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfig {
+            reason: "spawn_reaper must be called inside a tokio runtime".into(),
+        })?;
+        let manager = self.clone();
+        let task = runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                match manager.clear_expired_sessions().await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "reaper purged expired sessions"),
+                    Err(err) => tracing::warn!(error = %err, "reaper could not purge expired sessions"),
+                }
+            }
+        });
+        Ok(ReaperHandle { task })
+    }
+
+    async fn require(&self, id: &SessionId, op: &'static str) -> Result<Session> {
+        let span = tracing::debug_span!("session.get", backend = self.inner.store.backend(), session.id = %id, op);
+        match traced(self.inner.store.get(id).instrument(span).await)? {
+            Some(session) => Ok(session),
+            None => Err(Error::SessionNotFound(id.clone())),
+        }
+    }
+}

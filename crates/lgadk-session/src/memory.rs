@@ -1,0 +1,575 @@
+//! [`InMemoryStore`]: sessions and checkpoints in this process's memory.
+//!
+//! # Layout
+//! Sessions live in a fixed number of shards, chosen by a hash of the session id; each shard is
+//! one `RwLock` over a hash table of records and that shard's expiry index. An operation on a
+//! session locks only its shard, so there is no global lock on any path, and the id is hashed
+//! once per call (the same hash picks the shard and probes the table).
+//!
+//! The expiry index maps one-second buckets of deadlines to session ids. Writes that extend a
+//! sliding timeout do not touch it: when [`purge_expired`](SessionStore::purge_expired) reaches
+//! a bucket whose time has come, it re-files every session that was extended meanwhile and
+//! removes the rest. Purge therefore costs in proportion to the sessions whose deadline came
+//! up, never to the number of sessions stored.
+//!
+//! The user index (user → sessions ordered newest first) is sharded by user. A session's entry
+//! is added and removed while its session shard is locked (lock order: session shard, then
+//! user shard), so the two indexes never disagree for longer than one operation.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+use std::ops::{Bound, Range};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hashbrown::hash_table::Entry as TableEntry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use lgadk_core::session::{check_metadata_size, metadata_size, timestamp};
+use lgadk_core::{
+    Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT,
+    DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession, Page,
+    Result, Session, SessionId, SessionPage, SessionStats, SessionStore, SystemClock, UserId,
+};
+
+/// Number of session shards (a power of two).
+const SHARDS: usize = 64;
+/// Width of an expiry bucket: deadlines are filed by `ms >> BUCKET_SHIFT` (about one second).
+const BUCKET_SHIFT: u32 = 10;
+/// Stored in place of a timeout for sessions that never expire.
+const NEVER: u64 = u64::MAX;
+
+/// Sessions and checkpoints in process memory: the default backend.
+///
+/// Concurrent and sharded (see the module docs); cloning is cheap and clones share the data.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lgadk_core::Result<()> {
+/// use lgadk_core::{Interaction, NewSession, SessionStore};
+/// use lgadk_session::InMemoryStore;
+///
+/// let store = InMemoryStore::new();
+/// let session = store.create(NewSession::default()).await?;
+/// let stats = store.track_interaction(&session.id, Interaction::tokens(12, 30)).await?;
+/// assert_eq!(stats.total_tokens_out, 30);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[RwLock<Shard>]>,
+    users: Box<[RwLock<HashMap<UserId, UserSessions>>]>,
+    hasher: DefaultHashBuilder,
+    clock: Arc<dyn Clock>,
+    metadata_limit: usize,
+    checkpoint_retention: usize,
+}
+
+/// A user's sessions, iterated newest first: `(created_ms, id)` descending.
+type UserSessions = BTreeSet<(Reverse<i64>, Reverse<SessionId>)>;
+
+#[derive(Default)]
+struct Shard {
+    sessions: HashTable<Record>,
+    /// Deadline bucket → sessions whose deadline was in that bucket when last filed.
+    expiry: BTreeMap<i64, Vec<SessionId>>,
+}
+
+struct Record {
+    id: SessionId,
+    user_id: Option<UserId>,
+    created_ms: i64,
+    last_active_ms: i64,
+    /// Idle timeout in ms, or [`NEVER`].
+    timeout_ms: u64,
+    metadata: Metadata,
+    stats: SessionStats,
+    history: Option<Box<History>>,
+}
+
+#[derive(Default)]
+struct History {
+    version: u64,
+    /// Retained checkpoints, oldest first.
+    checkpoints: VecDeque<Checkpoint>,
+    log: Vec<Message>,
+}
+
+impl Record {
+    fn deadline_ms(&self) -> Option<i64> {
+        (self.timeout_ms != NEVER).then(|| self.last_active_ms.saturating_add_unsigned(self.timeout_ms))
+    }
+
+    fn is_live(&self, now_ms: i64) -> bool {
+        self.deadline_ms().is_none_or(|deadline| now_ms <= deadline)
+    }
+
+    fn to_session(&self) -> Session {
+        Session {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            created_at: timestamp(self.created_ms),
+            last_active: timestamp(self.last_active_ms),
+            timeout: (self.timeout_ms != NEVER).then(|| Duration::from_millis(self.timeout_ms)),
+            metadata: self.metadata.clone(),
+            stats: self.stats,
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn bucket(deadline_ms: i64) -> i64 {
+    deadline_ms >> BUCKET_SHIFT
+}
+
+fn user_key(created_ms: i64, id: &SessionId) -> (Reverse<i64>, Reverse<SessionId>) {
+    (Reverse(created_ms), Reverse(id.clone()))
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("clock", &self.inner.clock)
+            .field("metadata_limit", &self.inner.metadata_limit)
+            .field("checkpoint_retention", &self.inner.checkpoint_retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`InMemoryStore`].
+#[derive(Debug)]
+#[must_use]
+pub struct InMemoryStoreBuilder {
+    clock: Arc<dyn Clock>,
+    metadata_limit: usize,
+    checkpoint_retention: usize,
+}
+
+impl InMemoryStoreBuilder {
+    /// Decides expiry and timestamps with `clock` (default: the system clock).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Largest serialized metadata per session, in bytes (default 64 KiB).
+    pub fn with_metadata_limit(mut self, bytes: usize) -> Self {
+        self.metadata_limit = bytes;
+        self
+    }
+
+    /// How many checkpoints to keep per session (default 20, at least 1).
+    pub fn with_checkpoint_retention(mut self, keep: usize) -> Self {
+        self.checkpoint_retention = keep.max(1);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> InMemoryStore {
+        let shards = (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect();
+        let users = (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect();
+        InMemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                users,
+                hasher: DefaultHashBuilder::default(),
+                clock: self.clock,
+                metadata_limit: self.metadata_limit,
+                checkpoint_retention: self.checkpoint_retention,
+            }),
+        }
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store with the system clock and default limits.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a store with a custom clock or limits.
+    pub fn builder() -> InMemoryStoreBuilder {
+        InMemoryStoreBuilder {
+            clock: Arc::new(SystemClock),
+            metadata_limit: DEFAULT_METADATA_LIMIT,
+            checkpoint_retention: DEFAULT_CHECKPOINT_RETENTION,
+        }
+    }
+
+    /// The store's metadata limit in bytes.
+    pub fn metadata_limit(&self) -> usize {
+        self.inner.metadata_limit
+    }
+}
+
+impl Inner {
+    fn hash(&self, id: &SessionId) -> u64 {
+        self.hasher.hash_one(id.as_str())
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        // The table probes with the low bits; the shard takes the high ones.
+        &self.shards[(hash >> 58) as usize % SHARDS]
+    }
+
+    fn user_shard(&self, user: &UserId) -> &RwLock<HashMap<UserId, UserSessions>> {
+        let hash = self.hasher.hash_one(user.as_str());
+        &self.users[(hash >> 58) as usize % SHARDS]
+    }
+
+    fn rehash(&self) -> impl Fn(&Record) -> u64 + '_ {
+        |record| self.hash(&record.id)
+    }
+
+    /// Runs `f` on the live record of `id` under its shard's write lock.
+    fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Record, i64) -> Result<T>) -> Result<T> {
+        let hash = self.hash(id);
+        let mut shard = write(self.shard(hash));
+        let now = self.clock.now_ms();
+        match shard.sessions.find_mut(hash, |r| r.id == *id) {
+            Some(record) if record.is_live(now) => f(record, now),
+            _ => Err(Error::SessionNotFound(id.clone())),
+        }
+    }
+
+    /// Runs `f` on the live record of `id` under its shard's read lock.
+    fn read_live<T>(&self, id: &SessionId, f: impl FnOnce(&Record) -> T) -> Option<T> {
+        let hash = self.hash(id);
+        let shard = read(self.shard(hash));
+        let now = self.clock.now_ms();
+        shard.sessions.find(hash, |r| r.id == *id).filter(|r| r.is_live(now)).map(f)
+    }
+
+    fn index_user(&self, record: &Record) {
+        if let Some(user) = &record.user_id {
+            let mut users = write(self.user_shard(user));
+            users.entry(user.clone()).or_default().insert(user_key(record.created_ms, &record.id));
+        }
+    }
+
+    fn unindex_user(&self, record: &Record) {
+        if let Some(user) = &record.user_id {
+            let mut users = write(self.user_shard(user));
+            if let Some(sessions) = users.get_mut(user) {
+                sessions.remove(&user_key(record.created_ms, &record.id));
+                if sessions.is_empty() {
+                    users.remove(user);
+                }
+            }
+        }
+    }
+
+    /// Up to `n` user-index entries after `after`, copied out so no lock is held afterwards.
+    fn user_entries(&self, user: &UserId, after: Option<&Cursor>, n: usize) -> Vec<(i64, SessionId)> {
+        let users = read(self.user_shard(user));
+        let Some(sessions) = users.get(user) else { return Vec::new() };
+        let start = match after {
+            Some(cursor) => Bound::Excluded(user_key(cursor.created_ms(), cursor.id())),
+            None => Bound::Unbounded,
+        };
+        sessions.range((start, Bound::Unbounded)).take(n).map(|(Reverse(ms), Reverse(id))| (*ms, id.clone())).collect()
+    }
+}
+
+#[async_trait]
+impl SessionStore for InMemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create(&self, new: NewSession) -> Result<Session> {
+        let inner = &*self.inner;
+        check_metadata_size(&new.metadata, inner.metadata_limit)?;
+        let id = new.id.unwrap_or_default();
+        let timeout_ms = match new.timeout.resolve(Some(DEFAULT_SESSION_TIMEOUT)) {
+            Some(timeout) => u64::try_from(timeout.as_millis()).unwrap_or(NEVER - 1).min(NEVER - 1),
+            None => NEVER,
+        };
+        let hash = inner.hash(&id);
+        let mut shard = write(inner.shard(hash));
+        let now = inner.clock.now_ms();
+        let record = Record {
+            id: id.clone(),
+            user_id: new.user_id,
+            created_ms: now,
+            last_active_ms: now,
+            timeout_ms,
+            metadata: new.metadata,
+            stats: SessionStats::default(),
+            history: None,
+        };
+        let shard = &mut *shard;
+        let slot = match shard.sessions.entry(hash, |r| r.id == id, inner.rehash()) {
+            TableEntry::Occupied(mut taken) => {
+                if taken.get().is_live(now) {
+                    return Err(Error::AlreadyExists(id));
+                }
+                // An expired session not yet purged: it gives way to the new one.
+                let stale = std::mem::replace(taken.get_mut(), record);
+                inner.unindex_user(&stale);
+                taken.into_mut()
+            }
+            TableEntry::Vacant(vacant) => vacant.insert(record).into_mut(),
+        };
+        if let Some(deadline) = slot.deadline_ms() {
+            shard.expiry.entry(bucket(deadline)).or_default().push(id);
+        }
+        inner.index_user(slot);
+        Ok(slot.to_session())
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
+        Ok(self.inner.read_live(id, Record::to_session))
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.inner.read_live(id, |_| ()).is_some())
+    }
+
+    async fn track_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
+        self.inner.with_live(id, |record, now| {
+            record.stats.record(&turn);
+            record.last_active_ms = record.last_active_ms.max(now);
+            Ok(record.stats)
+        })
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.inner.with_live(id, |record, now| {
+            record.last_active_ms = record.last_active_ms.max(now);
+            Ok(())
+        })
+    }
+
+    async fn update_metadata(&self, id: &SessionId, update: MetadataUpdate) -> Result<Metadata> {
+        let limit = self.inner.metadata_limit;
+        self.inner.with_live(id, |record, now| {
+            let size = match &update {
+                MetadataUpdate::Replace(map) => metadata_size(map),
+                MetadataUpdate::Merge(map) => merged_size(&record.metadata, map),
+                other => {
+                    let mut updated = record.metadata.clone();
+                    other.clone().apply_to(&mut updated);
+                    metadata_size(&updated)
+                }
+            };
+            if size > limit {
+                return Err(Error::MetadataTooLarge { size, limit });
+            }
+            update.apply_to(&mut record.metadata);
+            record.last_active_ms = record.last_active_ms.max(now);
+            Ok(record.metadata.clone())
+        })
+    }
+
+    async fn list_user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
+        let inner = &*self.inner;
+        let limit = page.effective_limit();
+        let mut found: Vec<(i64, SessionId)> = Vec::with_capacity(limit.min(64));
+        let mut after = page.cursor;
+        loop {
+            // One more than needed, to learn whether another page exists; entries of expired
+            // sessions not yet purged are skipped and more are fetched.
+            let want = limit - found.len() + 1;
+            let batch = inner.user_entries(user, after.as_ref(), want);
+            let exhausted = batch.len() < want;
+            for (created_ms, id) in batch {
+                after = Some(Cursor::new(created_ms, id.clone()));
+                if inner.read_live(&id, |_| ()).is_none() {
+                    continue;
+                }
+                if found.len() == limit {
+                    let next = found.last().map(|(ms, id)| Cursor::new(*ms, id.clone()));
+                    return Ok(SessionPage { ids: found.into_iter().map(|(_, id)| id).collect(), next });
+                }
+                found.push((created_ms, id));
+            }
+            if exhausted {
+                return Ok(SessionPage { ids: found.into_iter().map(|(_, id)| id).collect(), next: None });
+            }
+        }
+    }
+
+    async fn end(&self, id: &SessionId) -> Result<bool> {
+        let inner = &*self.inner;
+        let hash = inner.hash(id);
+        let mut shard = write(inner.shard(hash));
+        let now = inner.clock.now_ms();
+        let Ok(found) = shard.sessions.find_entry(hash, |r| r.id == *id) else { return Ok(false) };
+        let (record, _) = found.remove();
+        inner.unindex_user(&record);
+        Ok(record.is_live(now))
+    }
+
+    async fn purge_expired(&self) -> Result<usize> {
+        let inner = &*self.inner;
+        let now = inner.clock.now_ms();
+        let mut removed = 0;
+        for lock in &inner.shards {
+            let mut shard = write(lock);
+            let shard = &mut *shard;
+            // Buckets that started before `now` may hold expired sessions.
+            let later = shard.expiry.split_off(&(bucket(now) + 1));
+            let due = std::mem::replace(&mut shard.expiry, later);
+            for id in due.into_values().flatten() {
+                let hash = inner.hash(&id);
+                let Ok(found) = shard.sessions.find_entry(hash, |r| r.id == id) else { continue };
+                match found.get().deadline_ms() {
+                    Some(deadline) if deadline < now => {
+                        let (record, _) = found.remove();
+                        inner.unindex_user(&record);
+                        removed += 1;
+                    }
+                    Some(deadline) => shard.expiry.entry(bucket(deadline)).or_default().push(id),
+                    None => {}
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Serialized size of `stored` merged with `update`, without building the merged map.
+fn merged_size(stored: &Metadata, update: &Metadata) -> usize {
+    let field = |key: &String, value: &serde_json::Value| {
+        let mut one = Metadata::new();
+        one.insert(key.clone(), value.clone());
+        metadata_size(&one) - 2 // without the braces
+    };
+    let mut fields = 0usize;
+    let mut size = 0usize;
+    for (key, value) in stored {
+        if !update.contains_key(key) {
+            size += field(key, value);
+            fields += 1;
+        }
+    }
+    for (key, value) in update {
+        size += field(key, value);
+        fields += 1;
+    }
+    2 + size + fields.saturating_sub(1)
+}
+
+#[async_trait]
+impl Checkpointer for InMemoryStore {
+    async fn version(&self, id: &SessionId) -> Result<u64> {
+        self.inner
+            .read_live(id, |record| record.history.as_ref().map_or(0, |h| h.version))
+            .ok_or_else(|| Error::SessionNotFound(id.clone()))
+    }
+
+    async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
+        let retention = self.inner.checkpoint_retention;
+        self.inner.with_live(id, |record, now| {
+            let history = record.history.get_or_insert_with(Box::default);
+            if history.version != expected_version {
+                return Err(Error::Conflict { id: id.clone(), expected: expected_version, actual: history.version });
+            }
+            let NewCheckpoint { state, step, node, messages } = checkpoint;
+            history.log.extend(messages);
+            history.version += 1;
+            let saved = Checkpoint {
+                version: history.version,
+                step,
+                node,
+                created_at: timestamp(now),
+                log_len: history.log.len() as u64,
+                state,
+            };
+            history.checkpoints.push_back(saved.clone());
+            while history.checkpoints.len() > retention {
+                history.checkpoints.pop_front();
+            }
+            Ok(saved)
+        })
+    }
+
+    async fn latest(&self, id: &SessionId) -> Result<Option<Checkpoint>> {
+        Ok(self.inner.read_live(id, |record| record.history.as_ref()?.checkpoints.back().cloned()).flatten())
+    }
+
+    async fn checkpoint(&self, id: &SessionId, version: u64) -> Result<Option<Checkpoint>> {
+        let found = self.inner.read_live(id, |record| {
+            record.history.as_ref()?.checkpoints.iter().rev().find(|cp| cp.version == version).cloned()
+        });
+        Ok(found.flatten())
+    }
+
+    async fn list(&self, id: &SessionId, limit: usize) -> Result<Vec<Checkpoint>> {
+        let found = self.inner.read_live(id, |record| {
+            record.history.as_ref().map(|h| h.checkpoints.iter().rev().take(limit).cloned().collect())
+        });
+        Ok(found.flatten().unwrap_or_default())
+    }
+
+    async fn messages(&self, id: &SessionId, range: Range<u64>) -> Result<Vec<Message>> {
+        let found = self.inner.read_live(id, |record| {
+            let log = &record.history.as_ref()?.log;
+            let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(log.len());
+            let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+            Some(log[start..end].to_vec())
+        });
+        Ok(found.flatten().unwrap_or_default())
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        match self.inner.with_live(id, |record, _| Ok(record.history.take().is_some_and(|h| h.version > 0))) {
+            Err(Error::SessionNotFound(_)) => Ok(false),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lgadk_core::ManualClock;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merged_size_equals_the_size_of_the_merged_map() {
+        let stored: Metadata = serde_json::from_value(json!({"a": 1, "b": "two", "c": [1, 2]})).unwrap();
+        let update: Metadata = serde_json::from_value(json!({"b": {"x": "é"}, "d": null})).unwrap();
+        let mut merged = stored.clone();
+        merged.extend(update.clone());
+        assert_eq!(merged_size(&stored, &update), metadata_size(&merged));
+        assert_eq!(merged_size(&Metadata::new(), &Metadata::new()), metadata_size(&Metadata::new()));
+    }
+
+    #[tokio::test]
+    async fn purge_refiles_sessions_extended_after_filing() {
+        let clock = ManualClock::new(1_000_000);
+        let store = InMemoryStore::builder().with_clock(clock.clone()).build();
+        let new = NewSession::default().with_timeout(lgadk_core::Timeout::After(Duration::from_secs(5)));
+        let id = store.create(new).await.unwrap().id;
+        clock.advance(Duration::from_secs(4));
+        store.touch(&id).await.unwrap();
+        clock.advance(Duration::from_secs(4));
+        assert_eq!(store.purge_expired().await.unwrap(), 0);
+        let shard = read(store.inner.shard(store.inner.hash(&id)));
+        let filed: Vec<_> = shard.expiry.values().flatten().collect();
+        assert_eq!(filed, [&id], "re-filed under its new deadline");
+    }
+}

@@ -1,0 +1,133 @@
+//! `SessionManager` behaviour on top of the store contract: defaults, limits, analytics, reaper.
+#![allow(clippy::unwrap_used, reason = "test code: a failure is a panic")]
+
+use std::time::Duration;
+
+use lgadk_core::{Error, ManualClock, Metadata, NewSession, SessionId, Timeout, UserId};
+use lgadk_session::{InMemoryStore, SessionManager};
+use serde_json::json;
+
+fn meta(value: serde_json::Value) -> Metadata {
+    serde_json::from_value(value).unwrap()
+}
+
+fn manager_with_clock() -> (SessionManager, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = InMemoryStore::builder().with_clock(clock.clone()).build();
+    (SessionManager::builder(store).default_timeout(Some(Duration::from_secs(60))).build(), clock)
+}
+
+#[tokio::test]
+async fn default_timeout_applies_to_sessions_created_without_one() {
+    let (sessions, clock) = manager_with_clock();
+    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
+    let session = sessions.get_session(&id).await.unwrap().unwrap();
+    assert_eq!(session.timeout, Some(Duration::from_secs(60)));
+    let forever = sessions.create_session_with(NewSession::default().with_timeout(Timeout::Never)).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+    assert!(!sessions.session_exists(&id).await.unwrap());
+    assert!(sessions.session_exists(&forever.id).await.unwrap());
+    assert_eq!(sessions.clear_expired_sessions().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn no_default_timeout_means_sessions_never_expire() {
+    let store = InMemoryStore::new();
+    let sessions = SessionManager::builder(store).default_timeout(None).build();
+    let session = sessions.create_session_with(NewSession::default()).await.unwrap();
+    assert_eq!(session.timeout, None);
+}
+
+#[tokio::test]
+async fn summary_reports_the_seed_analytics() {
+    let (sessions, clock) = manager_with_clock();
+    let alice = UserId::parse("alice").unwrap();
+    let id = sessions.create_session(Some(alice.clone()), meta(json!({"device": "laptop"}))).await.unwrap();
+    sessions.track_interaction(&id, 10, 30, Duration::from_millis(200)).await.unwrap();
+    clock.advance(Duration::from_millis(1500));
+    sessions.track_interaction(&id, 20, 50, Duration::from_millis(400)).await.unwrap();
+    let summary = sessions.summary(&id).await.unwrap();
+    assert_eq!(summary.interactions, 2);
+    assert_eq!((summary.total_tokens_in, summary.total_tokens_out), (30, 80));
+    assert_eq!(summary.avg_response_time, Duration::from_millis(300));
+    assert_eq!(summary.duration, Duration::from_millis(1500));
+    assert_eq!(summary.user_id, Some(alice));
+    assert_eq!(summary.metadata, meta(json!({"device": "laptop"})));
+}
+
+#[tokio::test]
+async fn metadata_view_keeps_record_fields_out_of_the_users_map() {
+    let (sessions, _) = manager_with_clock();
+    let alice = UserId::parse("alice").unwrap();
+    let id = sessions.create_session(Some(alice.clone()), meta(json!({"user_id": "spoofed"}))).await.unwrap();
+    let view = sessions.get_session_metadata(&id).await.unwrap();
+    assert_eq!(view.user_id, Some(alice));
+    assert_eq!(view.metadata, meta(json!({"user_id": "spoofed"})), "no key name is reserved");
+    let merged = sessions.update_session_metadata(&id, meta(json!({"plan": "premium"})), true).await.unwrap();
+    assert_eq!(merged, meta(json!({"user_id": "spoofed", "plan": "premium"})));
+    let replaced = sessions.update_session_metadata(&id, meta(json!({"only": 1})), false).await.unwrap();
+    assert_eq!(replaced, meta(json!({"only": 1})));
+}
+
+#[tokio::test]
+async fn analytics_of_a_missing_session_are_not_found() {
+    let (sessions, _) = manager_with_clock();
+    let id = SessionId::parse("gone").unwrap();
+    assert!(matches!(sessions.summary(&id).await, Err(Error::SessionNotFound(_))));
+    assert!(matches!(sessions.get_session_metadata(&id).await, Err(Error::SessionNotFound(_))));
+    assert!(matches!(sessions.touch(&id).await, Err(Error::SessionNotFound(_))));
+}
+
+#[tokio::test]
+async fn manager_limit_rejects_oversized_metadata_before_the_store() {
+    let store = InMemoryStore::new();
+    let sessions = SessionManager::builder(store).metadata_limit(32).build();
+    let big = meta(json!({"blob": "x".repeat(64)}));
+    let err = sessions.create_session(None, big.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { limit: 32, .. }), "{err:?}");
+    let id = sessions.create_session(None, meta(json!({"a": 1}))).await.unwrap();
+    let err = sessions.update_session_metadata(&id, big, true).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { .. }), "{err:?}");
+    assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().metadata, meta(json!({"a": 1})));
+}
+
+#[tokio::test]
+async fn user_sessions_list_every_page() {
+    let (sessions, clock) = manager_with_clock();
+    let alice = UserId::parse("alice").unwrap();
+    let mut created = Vec::new();
+    for _ in 0..1205 {
+        created.push(sessions.create_session(Some(alice.clone()), Metadata::new()).await.unwrap());
+        clock.advance(Duration::from_millis(1));
+    }
+    created.reverse();
+    assert_eq!(sessions.get_user_sessions(&alice).await.unwrap(), created);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reaper_purges_until_its_handle_is_dropped() {
+    let clock = ManualClock::new(0);
+    let store = InMemoryStore::builder().with_clock(clock.clone()).build();
+    let sessions = SessionManager::builder(store).default_timeout(Some(Duration::from_secs(1))).build();
+    let reaper = sessions.spawn_reaper(Duration::from_secs(5)).unwrap();
+    let first = sessions.create_session(None, Metadata::new()).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reaped = sessions.store().purge_expired().await.unwrap();
+    assert_eq!(reaped, 0, "the reaper already purged {first}");
+
+    drop(reaper);
+    sessions.create_session(None, Metadata::new()).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(sessions.clear_expired_sessions().await.unwrap(), 1, "a dropped reaper purges nothing");
+}
+
+#[test]
+fn reaper_outside_a_runtime_is_a_typed_error() {
+    let sessions = SessionManager::in_memory();
+    assert!(matches!(sessions.spawn_reaper(Duration::from_secs(1)), Err(Error::InvalidConfig { .. })));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = runtime.enter();
+    assert!(matches!(sessions.spawn_reaper(Duration::ZERO), Err(Error::InvalidConfig { .. })));
+}

@@ -1,0 +1,26 @@
+//! The shared conformance suite against [`InMemoryStore`].
+
+use std::sync::Arc;
+
+use lgadk_core::ManualClock;
+use lgadk_core::testing::StoreFixture;
+use lgadk_session::InMemoryStore;
+
+async fn fixture() -> Option<StoreFixture> {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = InMemoryStore::builder()
+        .with_clock(clock.clone())
+        .with_metadata_limit(1024)
+        .with_checkpoint_retention(3)
+        .build();
+    Some(StoreFixture {
+        store: Arc::new(store.clone()),
+        checkpointer: Arc::new(store),
+        clock,
+        metadata_limit: 1024,
+        checkpoint_retention: 3,
+        keep_alive: Box::new(()),
+    })
+}
+
+lgadk_core::session_store_conformance!(fixture);
