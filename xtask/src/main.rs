@@ -1,1 +1,157 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation, in the cargo-xtask convention.
+//!
+//! Tasks: `ci` (lint, then test: what `.ci/run` and the README run), `lint`, `test`,
+//! `bench [--quick] [GROUP…]`, `redis up|down|status`.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool reports on the terminal")]
+
+mod bench;
+mod redis;
+
+use std::env;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail, ensure};
+
+const USAGE: &str = "usage: cargo xtask <ci | lint | test | bench [--quick] [GROUP…] | redis up|down|status>";
+
+fn main() -> ExitCode {
+    let owned: Vec<String> = env::args().skip(1).collect();
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["ci"] => lint().and_then(|()| test()),
+        ["lint"] => lint(),
+        ["test"] => test(),
+        ["bench", rest @ ..] => bench::run(rest),
+        ["redis", action] => redis::run(action),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn project_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Runs `cargo ARGS` from the workspace root with extra environment, echoing the command.
+fn cargo_with_env(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let shown: Vec<String> = envs.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("$ {}cargo {}", shown.concat(), args.join(" "));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(project_root())
+        .status()
+        .context("could not start cargo")?;
+    ensure!(status.success(), "`cargo {}` failed: {status}", args.join(" "));
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_output(args: &[&str]) -> Result<String> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo).args(args).current_dir(project_root()).output().context("could not start cargo")?;
+    ensure!(output.status.success(), "`cargo {}` failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Formatting, clippy on the whole workspace and on feature sets that unification would hide,
+/// docs with warnings denied, and the guard that keeps `lgadk-core` free of I/O dependencies.
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    for (package, features) in [
+        ("lgadk-core", "--no-default-features"),
+        ("lgadk-session", "--no-default-features"),
+        ("lgadk-session", "--features=redis"),
+        ("lgadk-llm", "--no-default-features"),
+        ("lgadk-graph", "--no-default-features"),
+    ] {
+        cargo(&["clippy", "--package", package, features, "--", "-D", "warnings"])?;
+    }
+    cargo_with_env(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings --cfg docsrs")],
+    )?;
+    core_dependency_guard()
+}
+
+/// `lgadk-core` must build without a runtime, Redis or HTTP client in its normal dependencies.
+fn core_dependency_guard() -> Result<()> {
+    eprintln!("$ cargo tree -p lgadk-core -e normal --prefix none   (core dependency guard)");
+    let tree = cargo_output(&["tree", "--package", "lgadk-core", "--edges", "normal", "--prefix", "none"])?;
+    let forbidden = ["tokio", "redis", "hyper", "reqwest", "async-openai", "mio"];
+    let found: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| forbidden.contains(name))
+        .collect();
+    ensure!(found.is_empty(), "lgadk-core must not depend on {found:?} (see ARCHITECTURE.md)");
+    Ok(())
+}
+
+/// Every test: unit, integration (Redis ones against servers the tests start themselves) and
+/// doc tests, plus a compile of the benches.
+fn test() -> Result<()> {
+    ensure_redis_server()?;
+    if has_nextest() {
+        cargo(&["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"])?;
+    } else {
+        eprintln!("cargo-nextest not found: running the tests with cargo test");
+        cargo(&["test", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"])?;
+    }
+    cargo(&["test", "--workspace", "--all-features", "--doc"])?;
+    cargo(&["bench", "--workspace", "--all-features", "--no-run"])
+}
+
+fn has_nextest() -> bool {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo).args(["nextest", "--version"]).output().is_ok_and(|out| out.status.success())
+}
+
+/// The Redis tests need a `redis-server` binary (they start their own on free ports). Finds it
+/// on `LGADK_REDIS_SERVER` or PATH, or installs Debian's package when running as root.
+fn ensure_redis_server() -> Result<()> {
+    if redis::server_binary().is_some() {
+        return Ok(());
+    }
+    eprintln!("redis-server not found: installing it with apt-get");
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0"));
+    let apt = |args: &[&str]| -> Result<()> {
+        let (program, args): (&str, Vec<&str>) =
+            if is_root { ("apt-get", args.to_vec()) } else { ("sudo", [&["apt-get"], args].concat()) };
+        eprintln!("$ {program} {}", args.join(" "));
+        let status = Command::new(program).args(&args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        ensure!(status.success(), "`{program} {}` failed: {status}", args.join(" "));
+        Ok(())
+    };
+    let installed = apt(&["update", "-q"]).and_then(|()| apt(&["install", "-y", "-q", "redis-server"]));
+    if let Err(err) = installed {
+        if env::var_os("CI").is_some() {
+            bail!("redis-server is required in CI and could not be installed: {err:#}");
+        }
+        eprintln!("SKIPPED: redis-server could not be installed ({err:#}); the Redis tests will say SKIPPED");
+    }
+    Ok(())
+}
+
+/// Whether `program` runs (`program --version` succeeds).
+fn runs(program: &OsStr) -> bool {
+    Command::new(program).arg("--version").output().is_ok_and(|out| out.status.success())
+}

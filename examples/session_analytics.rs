@@ -1,0 +1,90 @@
+//! Session analytics without a graph: two users, several sessions, tracked interactions, merged
+//! metadata, one session expiring under a short timeout, a summary per session, sessions ended.
+//!
+//! Runs on the in-memory store with no network: `cargo run --example session_analytics`.
+#![allow(clippy::print_stdout, reason = "an example reports on the terminal")]
+
+use std::time::Duration;
+
+use lgadk::core::{Metadata, NewSession, SessionId, Timeout, UserId};
+use lgadk::session::SessionSummary;
+use lgadk::{Result, SessionManager};
+use serde_json::json;
+
+fn metadata(value: serde_json::Value) -> Metadata {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => Metadata::new(),
+    }
+}
+
+fn print_summary(label: &str, summary: &SessionSummary) {
+    println!("  {label} ({})", summary.session_id);
+    println!("    - Interactions: {}", summary.interactions);
+    println!("    - Total tokens in: {}", summary.total_tokens_in);
+    println!("    - Total tokens out: {}", summary.total_tokens_out);
+    println!("    - Avg response time: {:.2}s", summary.avg_response_time.as_secs_f64());
+    println!("    - Session duration: {:.2}s", summary.duration.as_secs_f64());
+    println!("    - Metadata: {}", serde_json::Value::Object(summary.metadata.clone()));
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let sessions = SessionManager::builder(lgadk::session::InMemoryStore::new())
+        .default_timeout(Some(Duration::from_secs(30 * 60)))
+        .build();
+    let alice = UserId::parse("alice")?;
+    let bob = UserId::parse("bob")?;
+
+    println!("Session analytics");
+    println!("-----------------");
+
+    // Alice works on two devices; each device gets its own session.
+    let laptop = sessions.create_session(Some(alice.clone()), metadata(json!({"device": "laptop"}))).await?;
+    let phone = sessions.create_session(Some(alice.clone()), metadata(json!({"device": "phone"}))).await?;
+    // Bob's support session has a caller-chosen id and a short idle timeout.
+    let ticket = SessionId::parse("support:ticket-4711")?;
+    let short = NewSession::for_user(bob.clone())
+        .with_id(ticket.clone())
+        .with_metadata(metadata(json!({"channel": "chat"})))
+        .with_timeout(Timeout::After(Duration::from_millis(300)));
+    sessions.create_session_with(short).await?;
+    let bob_main = sessions.create_session(Some(bob.clone()), metadata(json!({"device": "desktop"}))).await?;
+    let (alice_count, bob_count) =
+        (sessions.get_user_sessions(&alice).await?.len(), sessions.get_user_sessions(&bob).await?.len());
+    println!("\nCreated 4 sessions: alice has {alice_count}, bob has {bob_count}");
+
+    // Each turn reports the tokens the model used and how long it took.
+    for (id, tokens_in, tokens_out, millis) in [
+        (&laptop, 120, 340, 850),
+        (&laptop, 410, 290, 640),
+        (&phone, 35, 80, 300),
+        (&bob_main, 60, 150, 420),
+        (&ticket, 22, 48, 210),
+    ] {
+        sessions.track_interaction(id, tokens_in, tokens_out, Duration::from_millis(millis)).await?;
+    }
+
+    sessions.update_session_metadata(&laptop, metadata(json!({"plan": "premium", "topic": "billing"})), true).await?;
+    let view = sessions.get_session_metadata(&laptop).await?;
+    println!("\nAlice's laptop metadata after a merge: {}", serde_json::Value::Object(view.metadata));
+
+    println!("\nSummaries:");
+    for (label, id) in [("alice/laptop", &laptop), ("alice/phone", &phone), ("bob/desktop", &bob_main)] {
+        print_summary(label, &sessions.summary(id).await?);
+    }
+
+    println!("\nWaiting 400 ms: Bob's support session has a 300 ms idle timeout...");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    println!("  support session exists: {}", sessions.session_exists(&ticket).await?);
+    println!("  expired sessions purged: {}", sessions.clear_expired_sessions().await?);
+    println!("  bob's sessions now: {}", sessions.get_user_sessions(&bob).await?.len());
+
+    println!("\nEnding sessions:");
+    for id in [&laptop, &phone, &bob_main] {
+        println!("  ended {id}: {}", sessions.end_session(id).await?);
+    }
+    println!("  alice's sessions: {}", sessions.get_user_sessions(&alice).await?.len());
+    println!("  bob's sessions: {}", sessions.get_user_sessions(&bob).await?.len());
+    Ok(())
+}
