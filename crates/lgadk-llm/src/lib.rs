@@ -1,0 +1,65 @@
+//! Model providers for lgadk: OpenAI-compatible servers, an offline model, a registry, and an agent.
+//!
+//! Everything here implements or uses [`ChatModel`](lgadk_core::ChatModel) from `lgadk-core`.
+//! [`OpenAiModel`] talks to OpenAI and to any OpenAI-compatible server (Ollama, vLLM, LM Studio,
+//! llama.cpp) with streaming, tool calls, timeouts and retries; [`OfflineModel`] answers
+//! deterministically without a network, for first demos, CI and scripted tests; [`get_model`]
+//! turns `"openai/gpt-4o-mini"`, `"ollama/llama3"` or `"offline"` into a model; and
+//! [`ChatAgent`] is the graph node that sends a conversation to a model, records the reply and
+//! the token usage. [`PromptTemplate`] fills `{placeholders}`; [`tokens`] counts tokens with a
+//! real tokenizer when a provider reports none.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lgadk_core::Result<()> {
+//! use lgadk_core::{Agent, ChatState, GraphState, RunContext};
+//! use lgadk_llm::{ChatAgent, get_model};
+//!
+//! let agent = ChatAgent::new("assistant", get_model("offline")?).with_system_prompt("You are a helpful assistant.");
+//! let mut state = ChatState::default();
+//! let ctx = RunContext::default();
+//!
+//! state.begin_turn("Hello! Can you tell me about machine learning?");
+//! agent.call(&mut state, &ctx).await?;
+//! assert!(state.output.starts_with("[offline model] Hello! You asked about machine learning."));
+//!
+//! state.begin_turn("Can you explain neural networks specifically?");
+//! agent.call(&mut state, &ctx).await?;
+//! assert!(state.output.contains("Earlier you asked about machine learning."));
+//!
+//! assert_eq!(state.messages.len(), 4); // two user turns, two replies
+//! assert!(ctx.usage().prompt_tokens > 0 && ctx.usage().completion_tokens > 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `openai` | yes | [`OpenAiModel`] and [`RetryPolicy`] (async-openai, reqwest, rustls with `ring`); the `openai/…` and `ollama/…` registry providers |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod agent;
+mod offline;
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+mod openai;
+mod registry;
+mod template;
+pub mod tokens;
+
+#[doc(inline)]
+pub use agent::ChatAgent;
+#[doc(inline)]
+pub use offline::{OFFLINE_LABEL, OfflineModel, ScriptedReply};
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+#[doc(inline)]
+pub use openai::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, OPENAI_BASE_URL, OpenAiModel, OpenAiModelBuilder, RetryPolicy,
+};
+#[doc(inline)]
+pub use registry::{ModelRegistry, ModelSpec, OLLAMA_BASE_URL, ProviderFn, get_model, register_provider};
+#[doc(inline)]
+pub use template::PromptTemplate;

@@ -1,0 +1,277 @@
+//! Conversions between lgadk's chat types and async-openai's wire types.
+
+use std::collections::BTreeMap;
+
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCallChunk, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionStreamOptions, ChatCompletionTool, ChatCompletionTools, CompletionUsage, CreateChatCompletionRequest,
+    CreateChatCompletionResponse, FinishReason, FunctionCall, FunctionObject,
+};
+use lgadk_core::{ChatRequest, Error, Message, Result, Role, ToolCall, ToolSpec, Usage};
+
+use super::failure::ProviderFailure;
+
+/// Where the completion-length cap goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MaxTokensField {
+    /// `max_completion_tokens`: OpenAI's current field (required by o-series models).
+    Completion,
+    /// `max_tokens`: the older field that every compatible server understands.
+    Legacy,
+}
+
+fn arguments_text(arguments: &serde_json::Value) -> String {
+    match arguments {
+        serde_json::Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn to_wire_message(index: usize, message: &Message) -> Result<ChatCompletionRequestMessage> {
+    let name = message.name.clone();
+    Ok(match message.role {
+        Role::System => ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
+            content: ChatCompletionRequestSystemMessageContent::Text(message.content.clone()),
+            name,
+        }),
+        Role::User => ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+            content: ChatCompletionRequestUserMessageContent::Text(message.content.clone()),
+            name,
+        }),
+        Role::Assistant => {
+            let tool_calls: Vec<ChatCompletionMessageToolCalls> = message
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                        id: call.id.clone(),
+                        function: FunctionCall { name: call.name.clone(), arguments: arguments_text(&call.arguments) },
+                    })
+                })
+                .collect();
+            let content = (!message.content.is_empty() || tool_calls.is_empty())
+                .then(|| ChatCompletionRequestAssistantMessageContent::Text(message.content.clone()));
+            ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+                content,
+                name,
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                ..ChatCompletionRequestAssistantMessage::default()
+            })
+        }
+        Role::Tool => {
+            let Some(tool_call_id) = message.tool_call_id.clone() else {
+                return Err(Error::InvalidConfig {
+                    reason: format!("message {index} has role `tool` but no `tool_call_id`"),
+                });
+            };
+            ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
+                content: ChatCompletionRequestToolMessageContent::Text(message.content.clone()),
+                tool_call_id,
+            })
+        }
+        other => {
+            return Err(Error::InvalidConfig {
+                reason: format!("message {index} has role {other:?}, which OpenAI-compatible servers do not accept"),
+            });
+        }
+    })
+}
+
+fn to_wire_tool(tool: &ToolSpec) -> ChatCompletionTools {
+    ChatCompletionTools::Function(ChatCompletionTool {
+        function: FunctionObject {
+            name: tool.name.clone(),
+            description: (!tool.description.is_empty()).then(|| tool.description.clone()),
+            parameters: Some(tool.parameters.clone()),
+            strict: None,
+        },
+    })
+}
+
+/// The wire request for `request` on `model`; `stream` adds `stream_options.include_usage`.
+pub(crate) fn to_wire_request(
+    model: &str,
+    request: &ChatRequest,
+    stream: bool,
+    max_tokens_field: MaxTokensField,
+) -> Result<CreateChatCompletionRequest> {
+    let messages =
+        request.messages.iter().enumerate().map(|(i, m)| to_wire_message(i, m)).collect::<Result<Vec<_>>>()?;
+    let tools = (!request.tools.is_empty()).then(|| request.tools.iter().map(to_wire_tool).collect());
+    let mut wire = CreateChatCompletionRequest {
+        model: model.to_owned(),
+        messages,
+        temperature: request.temperature,
+        tools,
+        stream_options: stream
+            .then_some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
+        ..CreateChatCompletionRequest::default()
+    };
+    match max_tokens_field {
+        MaxTokensField::Completion => wire.max_completion_tokens = request.max_tokens,
+        #[expect(deprecated, reason = "`max_tokens` is what older OpenAI-compatible servers understand")]
+        MaxTokensField::Legacy => wire.max_tokens = request.max_tokens,
+    }
+    Ok(wire)
+}
+
+/// The wire name of a finish reason.
+pub(crate) fn finish_reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::FunctionCall => "function_call",
+    }
+}
+
+pub(crate) fn to_usage(usage: &CompletionUsage) -> Usage {
+    Usage::new(u64::from(usage.prompt_tokens), u64::from(usage.completion_tokens))
+}
+
+/// Parses tool-call arguments; an empty string means "no arguments" (`{}`).
+fn parse_arguments(name: &str, raw: &str) -> Result<serde_json::Value, ProviderFailure> {
+    if raw.trim().is_empty() {
+        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_str(raw).map_err(|source| ProviderFailure::ToolArguments { name: name.to_owned(), source })
+}
+
+fn from_wire_tool_call(call: ChatCompletionMessageToolCalls) -> Result<ToolCall, ProviderFailure> {
+    match call {
+        ChatCompletionMessageToolCalls::Function(call) => {
+            let arguments = parse_arguments(&call.function.name, &call.function.arguments)?;
+            Ok(ToolCall { id: call.id, name: call.function.name, arguments })
+        }
+        // A custom (free-form) tool's input is not JSON: keep it as a string.
+        ChatCompletionMessageToolCalls::Custom(call) => Ok(ToolCall {
+            id: call.id,
+            name: call.custom_tool.name,
+            arguments: serde_json::Value::String(call.custom_tool.input),
+        }),
+    }
+}
+
+/// The first choice of a completion: message, reported usage and finish reason.
+pub(crate) fn from_wire_response(
+    response: CreateChatCompletionResponse,
+) -> Result<(Message, Option<Usage>, Option<String>), ProviderFailure> {
+    let usage = response.usage.as_ref().map(to_usage);
+    let Some(choice) = response.choices.into_iter().min_by_key(|c| c.index) else {
+        return Err(ProviderFailure::NoChoices);
+    };
+    let content = choice.message.content.or(choice.message.refusal).unwrap_or_default();
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(from_wire_tool_call)
+        .collect::<Result<Vec<_>, _>>()?;
+    let message = Message { tool_calls, ..Message::assistant(content) };
+    Ok((message, usage, choice.finish_reason.map(|r| finish_reason_name(r).to_owned())))
+}
+
+/// Collects streamed tool-call fragments (by index) into whole calls.
+#[derive(Debug, Default)]
+pub(crate) struct ToolCallAssembler {
+    calls: BTreeMap<u32, (String, String, String)>,
+}
+
+impl ToolCallAssembler {
+    pub(crate) fn push(&mut self, fragment: ChatCompletionMessageToolCallChunk) {
+        let (id, name, arguments) = self.calls.entry(fragment.index).or_default();
+        if let Some(new_id) = fragment.id {
+            id.push_str(&new_id);
+        }
+        if let Some(function) = fragment.function {
+            if let Some(part) = function.name {
+                name.push_str(&part);
+            }
+            if let Some(part) = function.arguments {
+                arguments.push_str(&part);
+            }
+        }
+    }
+
+    /// The assembled calls, in index order; the assembler is empty afterwards.
+    pub(crate) fn finish(&mut self) -> Result<Vec<ToolCall>, ProviderFailure> {
+        std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|(id, name, raw)| Ok(ToolCall { arguments: parse_arguments(&name, &raw)?, id, name }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_carries_history_tools_and_options() {
+        let history = vec![
+            Message::system("sys"),
+            Message::user("weather in Paris?"),
+            Message {
+                tool_calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "weather".into(),
+                    arguments: serde_json::json!({"city": "Paris"}),
+                }],
+                ..Message::assistant("")
+            },
+            Message::tool("c1", "sunny"),
+        ];
+        let tool = ToolSpec {
+            name: "weather".into(),
+            description: "Current weather".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        let request = ChatRequest::new(history).with_tools(vec![tool]).with_temperature(0.5).with_max_tokens(64);
+        let wire =
+            serde_json::to_value(to_wire_request("m", &request, true, MaxTokensField::Completion).unwrap()).unwrap();
+        assert_eq!(wire["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert!(wire["messages"][2].get("content").is_none());
+        assert_eq!(wire["messages"][3], serde_json::json!({"role": "tool", "content": "sunny", "tool_call_id": "c1"}));
+        assert_eq!(wire["tools"][0]["function"]["name"], "weather");
+        assert_eq!(wire["stream_options"]["include_usage"], true);
+        assert_eq!(wire["max_completion_tokens"], 64);
+        assert!(wire.get("max_tokens").is_none());
+        let legacy =
+            serde_json::to_value(to_wire_request("m", &request, false, MaxTokensField::Legacy).unwrap()).unwrap();
+        assert_eq!(legacy["max_tokens"], 64);
+        assert!(legacy.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn tool_message_without_id_is_rejected() {
+        let request = ChatRequest::new(vec![Message { tool_call_id: None, ..Message::tool("x", "y") }]);
+        let err = to_wire_request("m", &request, false, MaxTokensField::Completion).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    }
+
+    #[test]
+    fn fragments_assemble_in_index_order() {
+        let mut assembler = ToolCallAssembler::default();
+        let fragment = |index, id: Option<&str>, name: Option<&str>, args: Option<&str>| {
+            serde_json::from_value::<ChatCompletionMessageToolCallChunk>(serde_json::json!({
+                "index": index, "id": id, "function": {"name": name, "arguments": args}
+            }))
+            .unwrap()
+        };
+        assembler.push(fragment(1, Some("b"), Some("second"), Some("")));
+        assembler.push(fragment(0, Some("a"), Some("first"), Some("{\"x\":")));
+        assembler.push(fragment(0, None, None, Some("1}")));
+        let calls = assembler.finish().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("a", "first"));
+        assert_eq!(calls[0].arguments, serde_json::json!({"x": 1}));
+        assert_eq!(calls[1].arguments, serde_json::json!({}));
+        assembler.push(fragment(0, Some("c"), Some("bad"), Some("{oops")));
+        assert!(matches!(assembler.finish(), Err(ProviderFailure::ToolArguments { .. })));
+    }
+}

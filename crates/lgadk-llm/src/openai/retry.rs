@@ -1,0 +1,116 @@
+//! [`RetryPolicy`]: how often and how patiently [`OpenAiModel`](super::OpenAiModel) retries.
+
+use std::time::Duration;
+
+/// Retries with jittered exponential backoff, for 429, 5xx and connection failures only.
+///
+/// Retry `n` (0-based) waits `min(base_delay · 2ⁿ, max_delay)`, shortened by a random 0–25 %
+/// so that many clients do not retry in lockstep. When the server sends `Retry-After` (or
+/// OpenAI's `retry-after-ms`) that wait is used instead, capped at `max_retry_after`. Other
+/// 4xx answers, undecodable bodies and timeouts are never retried; neither is a stream once it
+/// has started (only the request that opens it).
+///
+/// ```
+/// use std::time::Duration;
+/// use lgadk_llm::RetryPolicy;
+///
+/// let policy = RetryPolicy::default().with_max_retries(2).with_base_delay(Duration::from_millis(10));
+/// assert_eq!(policy.max_retries, 2);
+/// assert!(policy.backoff(0, None) <= Duration::from_millis(10));
+/// assert_eq!(policy.backoff(0, Some(Duration::from_secs(600))), policy.max_retry_after);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so at most `max_retries + 1` requests). Default 3.
+    pub max_retries: u32,
+    /// Wait before the first retry, doubled for each further one. Default 500 ms.
+    pub base_delay: Duration,
+    /// Upper bound of the exponential wait. Default 8 s.
+    pub max_delay: Duration,
+    /// Upper bound of a wait the server asks for with `Retry-After`. Default 60 s.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: every failure is returned at once.
+    pub fn none() -> Self {
+        Self { max_retries: 0, ..Self::default() }
+    }
+
+    /// Sets the number of retries after the first attempt.
+    #[must_use]
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets the wait before the first retry.
+    #[must_use]
+    pub fn with_base_delay(mut self, base_delay: Duration) -> Self {
+        self.base_delay = base_delay;
+        self
+    }
+
+    /// Sets the upper bound of the exponential wait.
+    #[must_use]
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Sets the upper bound of a server-requested `Retry-After` wait.
+    #[must_use]
+    pub fn with_max_retry_after(mut self, max_retry_after: Duration) -> Self {
+        self.max_retry_after = max_retry_after;
+        self
+    }
+
+    /// The wait before retry `retry` (0 for the first retry), given the server's `Retry-After`.
+    pub fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(asked) = retry_after {
+            return asked.min(self.max_retry_after);
+        }
+        let factor = 2_u32.checked_pow(retry).unwrap_or(u32::MAX);
+        let exponential = self.base_delay.saturating_mul(factor).min(self.max_delay);
+        exponential.mul_f64(1.0 - 0.25 * fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let policy = RetryPolicy::default()
+            .with_base_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_millis(350));
+        for _ in 0..50 {
+            let first = policy.backoff(0, None);
+            assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(100), "{first:?}");
+            let second = policy.backoff(1, None);
+            assert!(second >= Duration::from_millis(150) && second <= Duration::from_millis(200), "{second:?}");
+            assert!(policy.backoff(40, None) <= Duration::from_millis(350));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let policy = RetryPolicy::default().with_max_retry_after(Duration::from_secs(5));
+        assert_eq!(policy.backoff(3, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(policy.backoff(0, Some(Duration::from_secs(30))), Duration::from_secs(5));
+        assert_eq!(RetryPolicy::none().max_retries, 0);
+    }
+}

@@ -1,0 +1,323 @@
+//! A loopback HTTP/1.1 server speaking `/v1/chat/completions`, hand-rolled on a tokio
+//! `TcpListener` so that tests control every byte: JSON replies, SSE streams sent event by
+//! event, streams cut mid-way, slow answers and error statuses.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: a failure is a panic")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// One request the server received.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Value,
+}
+
+impl Recorded {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the server answers.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// A complete response with `Content-Length`.
+    Body { status: u16, content_type: &'static str, headers: Vec<(String, String)>, body: String },
+    /// `text/event-stream`, chunked: one chunk per event, 5 ms apart; `[DONE]` if `done`;
+    /// if `cut`, the connection drops in the middle of a chunk instead of ending the body;
+    /// if `stall`, the connection stays open and silent after the events.
+    Sse { events: Vec<Value>, done: bool, cut: bool, stall: bool },
+    /// Waits, then sends the inner reply.
+    Delayed(Duration, Box<Self>),
+}
+
+impl Reply {
+    pub(crate) fn json(status: u16, body: &Value) -> Self {
+        Self::Body { status, content_type: "application/json", headers: Vec::new(), body: body.to_string() }
+    }
+
+    pub(crate) fn raw(status: u16, content_type: &'static str, body: &str) -> Self {
+        Self::Body { status, content_type, headers: Vec::new(), body: body.to_owned() }
+    }
+
+    pub(crate) fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({"error": {"message": message, "type": "test_error", "param": null, "code": null}}))
+    }
+
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let Self::Body { headers, .. } = &mut self {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    pub(crate) fn sse(events: Vec<Value>) -> Self {
+        Self::Sse { events, done: true, cut: false, stall: false }
+    }
+
+    pub(crate) fn sse_cut(events: Vec<Value>) -> Self {
+        Self::Sse { events, done: false, cut: true, stall: false }
+    }
+
+    pub(crate) fn sse_without_done(events: Vec<Value>) -> Self {
+        Self::Sse { events, done: false, cut: false, stall: false }
+    }
+
+    pub(crate) fn sse_stalled(events: Vec<Value>) -> Self {
+        Self::Sse { events, done: false, cut: false, stall: true }
+    }
+
+    pub(crate) fn delayed(self, delay: Duration) -> Self {
+        Self::Delayed(delay, Box::new(self))
+    }
+}
+
+type Handler = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;
+
+/// The running server; stops when dropped.
+pub(crate) struct TestServer {
+    addr: std::net::SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// Answers request `n` (0-based) with `handler(n, &request)`.
+    pub(crate) async fn start(handler: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { return };
+                let (log, handler) = (Arc::clone(&log), Arc::clone(&handler));
+                tokio::spawn(async move {
+                    let _ = serve(socket, &log, &*handler).await;
+                });
+            }
+        });
+        Self { addr, requests, task }
+    }
+
+    /// Answers request `n` with `replies[n]`, repeating the last one.
+    pub(crate) async fn sequence(replies: Vec<Reply>) -> Self {
+        assert!(!replies.is_empty());
+        Self::start(move |n, _| replies[n.min(replies.len() - 1)].clone()).await
+    }
+
+    /// Always answers with `reply`.
+    pub(crate) async fn always(reply: Reply) -> Self {
+        Self::sequence(vec![reply]).await
+    }
+
+    /// `http://127.0.0.1:<port>/v1`
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `127.0.0.1:<port>`
+    pub(crate) fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub(crate) fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+async fn read_request(socket: &mut TcpStream) -> std::io::Result<Option<Recorded>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let header_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut start = lines.next().unwrap_or_default().split(' ');
+    let method = start.next().unwrap_or_default().to_owned();
+    let path = start.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize =
+        headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[header_end..].to_vec();
+    while body.len() < length {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok(Some(Recorded { method, path, headers, body }))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+async fn serve(mut socket: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Handler) -> std::io::Result<()> {
+    let Some(request) = read_request(&mut socket).await? else { return Ok(()) };
+    let index = {
+        let mut log = log.lock().unwrap();
+        log.push(request.clone());
+        log.len() - 1
+    };
+    let mut reply = handler(index, &request);
+    while let Reply::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    match reply {
+        Reply::Body { status, content_type, headers, body } => {
+            let mut head = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                reason(status),
+                body.len()
+            );
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            socket.write_all(head.as_bytes()).await?;
+            socket.write_all(body.as_bytes()).await?;
+        }
+        Reply::Sse { events, done, cut, stall } => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+                      Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+            let mut payloads: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+            if done {
+                payloads.push("data: [DONE]\n\n".to_owned());
+            }
+            for payload in payloads {
+                socket.write_all(format!("{:x}\r\n{payload}\r\n", payload.len()).as_bytes()).await?;
+                socket.flush().await?;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if stall {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                return Ok(());
+            }
+            if cut {
+                // Announce 256 bytes, send a few, and hang up: the body can never complete.
+                socket.write_all(b"100\r\ndata: {\"id\":\"chatcmpl-").await?;
+                socket.flush().await?;
+                return Ok(());
+            }
+            socket.write_all(b"0\r\n\r\n").await?;
+        }
+        Reply::Delayed(..) => unreachable!(),
+    }
+    socket.flush().await?;
+    socket.shutdown().await
+}
+
+// ---- OpenAI wire payloads ------------------------------------------------------------------
+
+pub(crate) fn completion(content: &str, usage: Option<(u32, u32)>) -> Value {
+    let mut body = json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "gpt-test",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }]
+    });
+    if let Some((prompt, completion)) = usage {
+        body["usage"] =
+            json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    }
+    body
+}
+
+pub(crate) fn tool_completion(calls: &[(&str, &str, &str)]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+        .collect();
+    json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "gpt-test",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": null, "tool_calls": calls},
+            "finish_reason": "tool_calls"
+        }],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62}
+    })
+}
+
+pub(crate) fn chunk(delta: Value, finish_reason: Option<&str>) -> Value {
+    let mut body = json!({
+        "id": "chatcmpl-3",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
+        "usage": null
+    });
+    body["choices"][0]["delta"] = delta;
+    body
+}
+
+pub(crate) fn text_chunk(text: &str) -> Value {
+    chunk(json!({"content": text}), None)
+}
+
+pub(crate) fn usage_chunk(prompt: u32, completion: u32) -> Value {
+    json!({
+        "id": "chatcmpl-3",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "gpt-test",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    })
+}

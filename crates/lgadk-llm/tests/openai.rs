@@ -1,0 +1,335 @@
+//! `OpenAiModel` against a real HTTP server on loopback: replies, streams, tools, retries,
+//! failures and timeouts. No network, no key.
+#![cfg(feature = "openai")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests: a failure is a panic")]
+
+mod common;
+
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+use common::{Reply, TestServer, chunk, completion, text_chunk, tool_completion, usage_chunk};
+use futures_util::StreamExt;
+use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ToolSpec, Usage};
+use lgadk_llm::{OpenAiModel, RetryPolicy};
+use serde_json::json;
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy::default().with_base_delay(Duration::from_millis(10)).with_max_delay(Duration::from_millis(40))
+}
+
+fn model(server: &TestServer, retry: RetryPolicy) -> OpenAiModel {
+    OpenAiModel::builder("gpt-test")
+        .with_base_url(server.base_url())
+        .with_api_key("sk-test-key")
+        .with_retry(retry)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+fn hello() -> ChatRequest {
+    ChatRequest::new(vec![Message::system("Be brief."), Message::user("Hello!")])
+}
+
+fn weather_tool() -> ToolSpec {
+    ToolSpec {
+        name: "get_weather".into(),
+        description: "Current weather for a city".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    }
+}
+
+async fn collect(model: &OpenAiModel, request: ChatRequest) -> Vec<Result<ChatChunk, Error>> {
+    model.stream(request).await.unwrap().collect().await
+}
+
+fn model_error(err: &Error) -> (Option<u16>, bool) {
+    match err {
+        Error::Model { model, status, retryable, .. } => {
+            assert_eq!(model, "openai/gpt-test");
+            (*status, *retryable)
+        }
+        other => panic!("expected Error::Model, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn json_reply_parses_content_and_usage_and_the_request_is_complete() {
+    let server = TestServer::always(Reply::json(200, &completion("Hi there!", Some((21, 4))))).await;
+    let model = model(&server, RetryPolicy::none());
+    let reply = model.chat(hello().with_temperature(0.25).with_max_tokens(50)).await.unwrap();
+
+    assert_eq!(reply.message.content, "Hi there!");
+    assert_eq!(reply.usage, Usage::new(21, 4));
+    assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let req = &requests[0];
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/chat/completions"));
+    assert_eq!(req.header("authorization"), Some("Bearer sk-test-key"));
+    assert_eq!(req.body["model"], "gpt-test");
+    assert_eq!(req.body["temperature"], 0.25);
+    assert_eq!(req.body["max_completion_tokens"], 50);
+    assert_eq!(
+        req.body["messages"],
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}])
+    );
+    assert!(req.body.get("stream").is_none_or(|s| s == false));
+}
+
+#[tokio::test]
+async fn missing_usage_is_counted_with_the_tokenizer() {
+    let server = TestServer::always(Reply::json(200, &completion("Hello back", None))).await;
+    let reply = model(&server, RetryPolicy::none()).chat(hello()).await.unwrap();
+    let expected = lgadk_llm::tokens::count_usage(&hello(), &Message::assistant("Hello back"));
+    assert_eq!(reply.usage, expected);
+    assert!(reply.usage.prompt_tokens > 0 && reply.usage.completion_tokens == 2);
+}
+
+#[tokio::test]
+async fn sse_stream_yields_deltas_in_order_then_usage() {
+    let events = vec![
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        text_chunk("Hel"),
+        text_chunk("lo"),
+        text_chunk(" world"),
+        chunk(json!({}), Some("stop")),
+        usage_chunk(9, 3),
+    ];
+    let server = TestServer::always(Reply::sse(events)).await;
+    let chunks: Vec<ChatChunk> =
+        collect(&model(&server, RetryPolicy::none()), hello()).await.into_iter().map(Result::unwrap).collect();
+
+    let deltas: Vec<&str> = chunks.iter().map(|c| c.delta.as_str()).filter(|d| !d.is_empty()).collect();
+    assert_eq!(deltas, ["Hel", "lo", " world"]);
+    assert_eq!(chunks.iter().filter_map(|c| c.finish_reason.as_deref()).collect::<Vec<_>>(), ["stop"]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last.usage, Some(Usage::new(9, 3)), "usage comes in the final chunk");
+    assert_eq!(chunks.iter().filter(|c| c.usage.is_some()).count(), 1);
+
+    let body = &server.requests()[0].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn tool_calls_in_a_json_reply_are_parsed() {
+    let server = TestServer::always(Reply::json(
+        200,
+        &tool_completion(&[("call_a", "get_weather", r#"{"city":"Paris"}"#), ("call_b", "get_time", "")]),
+    ))
+    .await;
+    let request = ChatRequest::new(vec![Message::user("Weather in Paris?")]).with_tools(vec![weather_tool()]);
+    let reply = model(&server, RetryPolicy::none()).chat(request).await.unwrap();
+
+    assert_eq!(reply.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(reply.message.content, "");
+    let calls = &reply.message.tool_calls;
+    assert_eq!(calls.len(), 2);
+    assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_a", "get_weather"));
+    assert_eq!(calls[0].arguments, json!({"city": "Paris"}));
+    assert_eq!(calls[1].arguments, json!({}), "empty arguments mean none");
+
+    let tools = &server.requests()[0].body["tools"];
+    assert_eq!(tools[0]["type"], "function");
+    assert_eq!(tools[0]["function"]["name"], "get_weather");
+    assert_eq!(tools[0]["function"]["parameters"]["required"], json!(["city"]));
+}
+
+#[tokio::test]
+async fn streamed_tool_call_fragments_are_assembled() {
+    let events = vec![
+        chunk(
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"ci"}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "ty\": \"Oslo\"}"}}]}), None),
+        chunk(json!({}), Some("tool_calls")),
+        usage_chunk(40, 9),
+    ];
+    let server = TestServer::always(Reply::sse(events)).await;
+    let request = ChatRequest::new(vec![Message::user("Weather in Oslo?")]).with_tools(vec![weather_tool()]);
+    let chunks: Vec<ChatChunk> =
+        collect(&model(&server, RetryPolicy::none()), request).await.into_iter().map(Result::unwrap).collect();
+
+    let calls: Vec<_> = chunks.iter().flat_map(|c| c.tool_calls.clone()).collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_1", "get_weather"));
+    assert_eq!(calls[0].arguments, json!({"city": "Oslo"}));
+    assert_eq!(chunks.last().unwrap().usage, Some(Usage::new(40, 9)));
+    assert_eq!(server.requests()[0].body["tools"][0]["function"]["name"], "get_weather");
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_is_retried_once_and_honoured() {
+    let server = TestServer::sequence(vec![
+        Reply::error(429, "Rate limit reached").with_header("Retry-After", "1"),
+        Reply::json(200, &completion("finally", Some((5, 1)))),
+    ])
+    .await;
+    // Retry-After asks for 1 s; the cap shortens it to 150 ms, still far above the 10 ms backoff.
+    let retry = fast_retry().with_max_retry_after(Duration::from_millis(150));
+    let started = Instant::now();
+    let reply = model(&server, retry).chat(hello()).await.unwrap();
+    let elapsed = started.elapsed();
+
+    assert_eq!(reply.message.content, "finally");
+    assert_eq!(server.request_count(), 2);
+    assert!(elapsed >= Duration::from_millis(150), "Retry-After was not honoured: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(900), "Retry-After was not capped: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_exactly_as_configured_then_reported_retryable() {
+    let server = TestServer::always(Reply::raw(500, "text/plain", "upstream exploded")).await;
+    let err = model(&server, fast_retry().with_max_retries(2)).chat(hello()).await.unwrap_err();
+
+    assert_eq!(model_error(&err), (Some(500), true));
+    assert!(err.is_retryable());
+    assert_eq!(server.request_count(), 3, "1 attempt + 2 retries");
+    assert_eq!(err.to_string(), "model `openai/gpt-test` failed (status 500, retryable: true)");
+    let detail = err.source().unwrap().to_string();
+    assert!(detail.contains("500") && detail.contains("upstream exploded"), "{detail}");
+}
+
+#[tokio::test]
+async fn bad_request_is_not_retried() {
+    let server = TestServer::always(Reply::error(400, "Invalid value for 'temperature'")).await;
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (Some(400), false));
+    assert_eq!(server.request_count(), 1);
+    assert!(err.source().unwrap().to_string().contains("Invalid value for 'temperature'"));
+}
+
+#[tokio::test]
+async fn unauthorized_is_a_clear_auth_error() {
+    let server = TestServer::always(Reply::error(401, "Incorrect API key provided")).await;
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (Some(401), false));
+    assert_eq!(server.request_count(), 1);
+    let detail = err.source().unwrap().to_string();
+    assert!(detail.contains("rejected the credentials") && detail.contains("OPENAI_API_KEY"), "{detail}");
+    assert!(detail.contains("Incorrect API key provided"), "{detail}");
+}
+
+#[tokio::test]
+async fn malformed_json_body_is_a_typed_decode_error() {
+    let server = TestServer::always(Reply::raw(200, "application/json", "{\"id\": \"chatcmpl-1\", \"choi")).await;
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (None, false));
+    assert_eq!(server.request_count(), 1);
+    assert!(err.source().unwrap().to_string().contains("does not decode"));
+    assert!(err.source().unwrap().source().is_some(), "the serde error is kept as the cause");
+}
+
+#[tokio::test]
+async fn stream_cut_mid_way_yields_the_chunks_then_a_typed_error() {
+    let server = TestServer::always(Reply::sse_cut(vec![text_chunk("Once"), text_chunk(" upon")])).await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+
+    let (oks, errs): (Vec<_>, Vec<_>) = items.into_iter().partition(Result::is_ok);
+    let text: String = oks.into_iter().map(|c| c.unwrap().delta).collect();
+    assert_eq!(text, "Once upon");
+    assert_eq!(errs.len(), 1, "exactly one error, then the stream ends");
+    let err = errs.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(model_error(&err), (None, true));
+    assert!(err.source().unwrap().to_string().contains("stream broke off"), "{err:?}");
+    assert_eq!(server.request_count(), 1, "a stream is never retried mid-way");
+}
+
+#[tokio::test]
+async fn stream_ending_before_the_model_finished_is_a_typed_error() {
+    let server = TestServer::always(Reply::sse_without_done(vec![text_chunk("Half a sent")])).await;
+    let items = collect(&model(&server, RetryPolicy::none()), hello()).await;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].as_ref().unwrap().delta, "Half a sent");
+    let err = items[1].as_ref().unwrap_err();
+    assert_eq!(model_error(err), (None, true));
+}
+
+#[tokio::test]
+async fn opening_a_stream_is_retried_on_server_errors() {
+    let server = TestServer::sequence(vec![
+        Reply::error(503, "overloaded"),
+        Reply::sse(vec![text_chunk("ok"), chunk(json!({}), Some("stop")), usage_chunk(3, 1)]),
+    ])
+    .await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+    assert!(items.iter().all(Result::is_ok));
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn server_slower_than_the_timeout_fails_within_the_timeout() {
+    let server =
+        TestServer::always(Reply::json(200, &completion("too late", None)).delayed(Duration::from_secs(5))).await;
+    let started = Instant::now();
+    let err = short_timeout_model(&server).chat(hello()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    // 300 ms timeout plus a margin for a loaded 2-core CI machine.
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1000), "{elapsed:?}");
+    assert_eq!(model_error(&err), (None, true));
+    assert!(err.source().unwrap().to_string().contains("no answer within 300ms"));
+    assert_eq!(server.request_count(), 1, "a timeout is reported, not retried");
+
+    // Opening a stream is bounded the same way…
+    let slow_open = TestServer::always(Reply::sse(vec![text_chunk("late")]).delayed(Duration::from_secs(5))).await;
+    let started = Instant::now();
+    let err = short_timeout_model(&slow_open).stream(hello()).await.err().expect("opening the stream times out");
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(model_error(&err), (None, true));
+
+    // …and so is each next chunk of a stream that opened and then went silent.
+    let stalled = TestServer::always(Reply::sse_stalled(vec![text_chunk("first words")])).await;
+    let started = Instant::now();
+    let items = collect(&short_timeout_model(&stalled), hello()).await;
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].as_ref().unwrap().delta, "first words");
+    let err = items[1].as_ref().unwrap_err();
+    assert_eq!(model_error(err), (None, true));
+    assert!(err.source().unwrap().to_string().contains("no answer within 300ms"));
+}
+
+fn short_timeout_model(server: &TestServer) -> OpenAiModel {
+    OpenAiModel::builder("gpt-test")
+        .with_base_url(server.base_url())
+        .with_api_key("k")
+        .with_timeout(Duration::from_millis(300))
+        .with_retry(fast_retry())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable_and_retried() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let model = OpenAiModel::builder("gpt-test")
+        .with_base_url(format!("http://{addr}/v1"))
+        .with_api_key("k")
+        .with_retry(fast_retry().with_max_retries(1))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = model.chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (None, true));
+    assert!(started.elapsed() >= Duration::from_millis(7), "one backoff happened");
+    assert!(err.source().unwrap().source().is_some(), "the reqwest error is kept as the cause");
+}
+
+#[tokio::test]
+async fn builder_validates_its_configuration() {
+    let bad_url = OpenAiModel::builder("m").with_base_url("not a url").with_api_key("k").build().unwrap_err();
+    assert!(matches!(bad_url, Error::InvalidConfig { .. }), "{bad_url}");
+    let empty = OpenAiModel::builder(" ").with_api_key("k").build().unwrap_err();
+    assert!(matches!(empty, Error::InvalidConfig { .. }), "{empty}");
+    let ok = OpenAiModel::builder("m").with_base_url("http://127.0.0.1:9/v1/").with_id("local/m").build().unwrap();
+    assert_eq!((ok.id(), ok.base_url(), ok.model()), ("local/m", "http://127.0.0.1:9/v1", "m"));
+    assert!(!format!("{ok:?}").contains("sk-"), "Debug never shows a key");
+}
