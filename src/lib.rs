@@ -18,6 +18,10 @@ pub use lgadk_core as core;
 #[doc(inline)]
 pub use lgadk_core::{Error, Result};
 #[doc(inline)]
+pub use lgadk_graph as graph;
+#[doc(inline)]
+pub use lgadk_graph::{CompiledGraph, GraphBuilder, RunRequest, RunResponse, StateGraph};
+#[doc(inline)]
 pub use lgadk_session as session;
 #[doc(inline)]
 pub use lgadk_session::SessionManager;
