@@ -120,7 +120,7 @@ pub trait Agent<S: GraphState>: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any [`Error`](crate::Error); a failed node fails the run and nothing of the turn is saved.
-    /// Return [`Error::Interrupted`](crate::Error::Interrupted) to pause for human input.
+    /// Return [`Error::interrupt`](crate::Error::interrupt) to pause for human input.
     async fn call(&self, state: &mut S, ctx: &RunContext) -> Result<()>;
 }
 

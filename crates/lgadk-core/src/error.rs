@@ -96,11 +96,16 @@ pub enum Error {
     /// Building or running a graph failed.
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// A node interrupted the run (human in the loop); its checkpoint is saved.
+    /// A node interrupted the run (human in the loop); its checkpoint is saved, and
+    /// `resume(session_id, value)` continues from that node.
     #[error("run interrupted at node `{node}`")]
     Interrupted {
         /// The node that asked for input.
         node: String,
+        /// The session to resume: filled in by the graph, also when the interrupted run
+        /// created the session. `None` when a node returns the error (use
+        /// [`Error::interrupt`]) or the run had no session.
+        session_id: Option<SessionId>,
     },
 }
 
@@ -230,6 +235,12 @@ impl Error {
     /// A [`Error::Corrupt`] for session `id`, keeping `cause` as the source.
     pub fn corrupt(id: &SessionId, cause: impl Into<BoxError>) -> Self {
         Self::Corrupt { id: id.clone(), source: cause.into() }
+    }
+
+    /// The error a node returns to pause the run for human input; the graph saves the
+    /// checkpoint and adds the session id.
+    pub fn interrupt(node: impl Into<String>) -> Self {
+        Self::Interrupted { node: node.into(), session_id: None }
     }
 
     /// Whether the session was unknown, ended or expired.

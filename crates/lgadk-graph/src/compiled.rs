@@ -250,7 +250,7 @@ impl<S: GraphState> CompiledGraph<S> {
         let ctx = Arc::new(RunContext::default());
         match topology.execute(&mut state, Start::Entry, &ctx, None, limit, 0).instrument(span).await? {
             Outcome::Finished { .. } => Ok(state),
-            Outcome::Interrupted { node, .. } => Err(Error::Interrupted { node }),
+            Outcome::Interrupted { node, .. } => Err(Error::Interrupted { node, session_id: None }),
         }
     }
 
@@ -484,7 +484,7 @@ impl<S: GraphState> CompiledGraph<S> {
         let snapshot = Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: state.clone() };
         inner.cache.insert(id.clone(), created_at, snapshot);
         if let Some(node) = interrupted {
-            return Err(Error::Interrupted { node });
+            return Err(Error::Interrupted { node, session_id: Some(id.clone()) });
         }
         Ok(RunResponse { output: state.output(), session_id: id.clone(), state, usage, response_time })
     }

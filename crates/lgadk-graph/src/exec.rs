@@ -103,7 +103,7 @@ impl<S: GraphState> Topology<S> {
             if let [only] = frontier[..] {
                 match self.run_node(only, state, ctx, events, step).await {
                     Ok(()) => {}
-                    Err(Error::Interrupted { node }) => {
+                    Err(Error::Interrupted { node, .. }) => {
                         let frontier = vec![self.nodes[only].name.clone()];
                         return Ok(Outcome::Interrupted { node, frontier, step: step - 1 });
                     }
@@ -117,7 +117,7 @@ impl<S: GraphState> Topology<S> {
                 for result in results {
                     match result {
                         Ok(()) => {}
-                        Err(Error::Interrupted { node }) => {
+                        Err(Error::Interrupted { node, .. }) => {
                             let frontier = frontier.iter().map(|&i| self.nodes[i].name.clone()).collect();
                             return Ok(Outcome::Interrupted { node, frontier, step: step - 1 });
                         }

@@ -259,7 +259,7 @@ impl Agent<ChatState> for Approval {
 
     async fn call(&self, state: &mut ChatState, ctx: &RunContext) -> Result<()> {
         match ctx.resume_value() {
-            None => Err(Error::Interrupted { node: "approval".into() }),
+            None => Err(Error::interrupt("approval")),
             Some(answer) => {
                 state.messages.push(Message::user(format!("approved: {answer}")));
                 Ok(())
@@ -288,7 +288,10 @@ async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
         .unwrap();
     let id = sessions.create_session(None, Metadata::new()).await.unwrap();
     let err = graph.run(RunRequest::new("write a post").with_session(id.clone())).await.unwrap_err();
-    assert!(matches!(&err, Error::Interrupted { node } if node == "approval"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Interrupted { node, session_id: Some(got) } if node == "approval" && *got == id),
+        "{err:?}"
+    );
 
     let saved = graph.history(&id, 1).await.unwrap().remove(0);
     assert_eq!(saved.next, ["approval"]);
@@ -317,6 +320,26 @@ async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
 
     let err = graph.resume(&id, serde_json::json!("again")).await.unwrap_err();
     assert!(matches!(err, Error::Graph(GraphError::Invalid { .. })), "{err:?}");
+}
+
+/// Regression: a run that created its session and then interrupted must say which session to
+/// resume, or the caller could never continue it.
+#[tokio::test]
+async fn interrupt_of_a_run_that_created_its_session_names_the_session() {
+    let sessions = SessionManager::in_memory();
+    let graph = StateGraph::<ChatState>::new("hitl")
+        .add_node("approval", Approval)
+        .set_entry_point("approval")
+        .set_finish_point("approval")
+        .with_sessions(sessions.clone())
+        .compile()
+        .unwrap();
+    let err = graph.run(RunRequest::new("please approve")).await.unwrap_err();
+    let Error::Interrupted { session_id: Some(id), .. } = err else { panic!("{err:?}") };
+    assert!(sessions.session_exists(&id).await.unwrap());
+    let resumed = graph.resume(&id, serde_json::json!("ok")).await.unwrap();
+    assert_eq!(resumed.session_id, id);
+    assert!(resumed.state.messages.iter().any(|m| m.content == "approved: \"ok\""));
 }
 
 #[tokio::test]
