@@ -1,0 +1,69 @@
+-- lgadk: helpers prepended to every script. ARGV[1] is always the caller's clock
+-- (ms since the epoch): expiry is decided by the client's clock, never by Redis' own.
+local NOW = tonumber(ARGV[1])
+local OK, NOT_FOUND, EXISTS, CONFLICT, CORRUPT, TOO_LARGE = 1, 0, -1, -2, -3, -4
+local I64_MAX = '9223372036854775807'
+-- Longest garbage-collection TTL: 100 years.
+local MAX_TTL = 3153600000000
+
+-- A counter as lgadk writes it: a non-negative integer that fits in an i64, no sign, no
+-- leading zeros.
+local function is_count(v)
+  if not v then return false end
+  if v ~= '0' and not string.match(v, '^[1-9]%d*$') then return false end
+  return #v < 19 or (#v == 19 and v <= I64_MAX)
+end
+
+-- A time or duration in ms (may be negative: -1 is "never"); nil unless an exact integer.
+local function as_int(v)
+  if type(v) ~= 'string' or #v > 17 or not string.match(v, '^%-?%d+$') then return nil end
+  return tonumber(v)
+end
+
+-- 'live', 'dead' or 'missing' for the session whose `l` (last active) and `t` (timeout)
+-- fields are given; 'corrupt' and the field's name when one does not decode.
+local function liveness(l, t)
+  if not l then return 'missing' end
+  local last = as_int(l)
+  if not last then return 'corrupt', 'last_active' end
+  local timeout = as_int(t)
+  if not timeout then return 'corrupt', 'timeout' end
+  if timeout < 0 or NOW - last <= timeout then return 'live' end
+  return 'dead'
+end
+
+-- PEXPIRE every key with the session's idle timeout plus the grace period, as garbage
+-- collection only; sessions that never expire keep no TTL.
+local function expire_keys(t, grace, keys)
+  local timeout = as_int(t)
+  if not timeout or timeout < 0 then return end
+  local ttl = string.format('%d', math.min(timeout + grace, MAX_TTL))
+  for _, key in ipairs(keys) do
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
+-- Sends ARGV[first..last] to `cmd key ...` in chunks (Lua's unpack has a stack limit).
+-- Chunks are even-sized, so field/value pairs stay together.
+local function send_chunked(cmd, key, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + 999, last)
+    redis.call(cmd, key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+
+-- Length of `s` as a JSON string literal, escaped the way serde_json escapes it.
+local function json_str_len(s)
+  local n = #s + 2
+  for c in string.gmatch(s, '[%z\1-\31"\\]') do
+    if c == '"' or c == '\\' or c == '\b' or c == '\f' or c == '\n' or c == '\r' or c == '\t' then
+      n = n + 1
+    else
+      n = n + 5
+    end
+  end
+  return n
+end
+

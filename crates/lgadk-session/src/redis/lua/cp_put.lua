@@ -1,0 +1,26 @@
+-- Checkpointer::put: KEYS s, m, cp, h
+-- ARGV now, expected version, retention, body (a JSON object without version and log_len), messages (JSON)...
+local f = redis.call('HMGET', KEYS[1], 'l', 't')
+local state, field = liveness(f[1], f[2])
+if state == 'corrupt' then return {CORRUPT, field} end
+if state ~= 'live' then return {NOT_FOUND} end
+local current = redis.call('HGET', KEYS[3], 'v') or '0'
+if not is_count(current) then return {CORRUPT, 'checkpoint version'} end
+if current ~= ARGV[2] then return {CONFLICT, current} end
+if #ARGV >= 5 then send_chunked('RPUSH', KEYS[4], 5, #ARGV) end
+local len = string.format('%d', redis.call('LLEN', KEYS[4]))
+local version = tonumber(current) + 1
+local v = string.format('%d', version)
+local blob = '{"version":' .. v .. ',"log_len":' .. len .. ',' .. string.sub(ARGV[4], 2)
+redis.call('HSET', KEYS[3], v, blob, 'v', v)
+-- Retention: drop the checkpoint that just fell out of the window (and any older ones left
+-- by a larger retention before).
+local old = version - tonumber(ARGV[3])
+while old >= 1 and redis.call('HDEL', KEYS[3], string.format('%d', old)) == 1 do old = old - 1 end
+-- The snapshot and log live exactly as long as the session hash (no bump of last_active).
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+return {OK, v, len}

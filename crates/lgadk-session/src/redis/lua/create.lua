@@ -1,0 +1,29 @@
+-- create: KEYS s, m, cp, h [, user index, expiry index]  (the last two on a single Redis only)
+-- ARGV now, grace, member, user ('' = none), timeout ms (-1 = never), prefix, metadata field/json pairs...
+local s, m, cp, h = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local member, user, timeout = ARGV[3], ARGV[4], ARGV[5]
+local old = redis.call('HMGET', s, 'l', 't', 'u', 'ix')
+local state, field = liveness(old[1], old[2])
+if state == 'live' then return {EXISTS, old[3] or '', old[4] or ''} end
+if state == 'corrupt' then return {CORRUPT, field} end
+-- Whatever is left of an expired session with this id (or stray keys) goes first.
+redis.call('DEL', s, m, cp, h)
+local inline = #KEYS == 6
+if inline and old[4] then
+  if old[3] then redis.call('ZREM', ARGV[6] .. ':u:{' .. old[3] .. '}', old[4]) end
+  redis.call('ZREM', KEYS[6], old[4] .. '|' .. (old[3] or ''))
+end
+local fields = {'ix', member, 'c', ARGV[1], 'l', ARGV[1], 't', timeout, 'n', '0', 'ti', '0', 'to', '0', 'rt', '0'}
+if user ~= '' then
+  fields[#fields + 1] = 'u'
+  fields[#fields + 1] = user
+end
+redis.call('HSET', s, unpack(fields))
+if #ARGV >= 7 then send_chunked('HSET', m, 7, #ARGV) end
+expire_keys(timeout, tonumber(ARGV[2]), {s, m})
+if inline then
+  if user ~= '' then redis.call('ZADD', KEYS[5], 0, member) end
+  local t = as_int(timeout)
+  if t >= 0 then redis.call('ZADD', KEYS[6], string.format('%d', NOW + t), member .. '|' .. user) end
+end
+return {OK, old[3] or '', old[4] or ''}
