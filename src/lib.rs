@@ -1,17 +1,32 @@
 //! lgadk: agents wired into graphs, run per user session.
 //!
-//! This facade re-exports the workspace crates so an application can depend on one crate.
+//! This facade re-exports the workspace crates so an application can depend on one crate:
+//! [`core`] (contracts and the one [`Error`]), [`session`] ([`SessionManager`] over memory or
+//! Redis), [`graph`] ([`StateGraph`], [`GraphBuilder`]) and [`llm`] (models and [`ChatAgent`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> lgadk::Result<()> {
-//! use lgadk::SessionManager;
+//! use std::sync::Arc;
+//! use lgadk::{ChatAgent, GraphBuilder, OfflineModel, RunRequest, SessionManager};
+//!
 //! let sessions = SessionManager::in_memory();
-//! let id = sessions.create_session(None, Default::default()).await?;
-//! assert!(sessions.session_exists(&id).await?);
+//! let agent = ChatAgent::new("assistant", Arc::new(OfflineModel::new())).with_system_prompt("Be concise.");
+//! let graph = GraphBuilder::new("demo").add_agent(agent).configure_session_management(sessions.clone()).build()?;
+//!
+//! let first = graph.run(RunRequest::new("Hello! What is machine learning?")).await?;
+//! let again = graph.run(RunRequest::new("And neural networks?").with_session(first.session_id.clone())).await?;
+//! assert_eq!(again.state.messages.len(), 4, "the second turn continued the first");
+//! assert_eq!(sessions.summary(&first.session_id).await?.interactions, 2);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Feature flags
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `openai` | yes | `OpenAiModel`: OpenAI and any OpenAI-compatible server |
+//! | `redis` | yes | `RedisStore` and `SessionManager::redis` |
 
 #[doc(inline)]
 pub use lgadk_core as core;
@@ -21,6 +36,10 @@ pub use lgadk_core::{Error, Result};
 pub use lgadk_graph as graph;
 #[doc(inline)]
 pub use lgadk_graph::{CompiledGraph, GraphBuilder, RunRequest, RunResponse, StateGraph};
+#[doc(inline)]
+pub use lgadk_llm as llm;
+#[doc(inline)]
+pub use lgadk_llm::{ChatAgent, OfflineModel, get_model};
 #[doc(inline)]
 pub use lgadk_session as session;
 #[doc(inline)]
