@@ -66,7 +66,8 @@ fn cargo(args: &[&str]) -> Result<()> {
 
 fn cargo_output(args: &[&str]) -> Result<String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo).args(args).current_dir(project_root()).output().context("could not start cargo")?;
+    let output =
+        Command::new(cargo).args(args).current_dir(project_root()).output().context("could not start cargo")?;
     ensure!(output.status.success(), "`cargo {}` failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
