@@ -86,10 +86,7 @@ fn lint() -> Result<()> {
     ] {
         cargo(&["clippy", "--package", package, features, "--", "-D", "warnings"])?;
     }
-    cargo_with_env(
-        &["doc", "--workspace", "--no-deps", "--all-features"],
-        &[("RUSTDOCFLAGS", "-D warnings --cfg docsrs")],
-    )?;
+    cargo_with_env(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     core_dependency_guard()
 }
 
