@@ -155,9 +155,9 @@ impl RunOptions {
 ///
 /// A run that fails before step 5 (a node or model error, the recursion limit) writes nothing:
 /// no checkpoint, no interaction, no new session. Only the metadata merge of step 3 stays.
-/// Dropping a `run` future part-way through step 5 may save the checkpoint without tracking
-/// the interaction; [`stream`](Self::stream) runs on its own task and finishes the turn even if
-/// the caller stops listening after the nodes ran.
+/// Once the checkpoint is saved, the interaction is tracked even if the caller drops the `run`
+/// future meanwhile (the tracking is then finished on the runtime); [`stream`](Self::stream)
+/// runs on its own task and finishes the turn even if the caller stops listening.
 pub struct CompiledGraph<S: GraphState> {
     inner: Arc<Inner<S>>,
     options: RunOptions,
@@ -270,8 +270,8 @@ impl<S: GraphState> CompiledGraph<S> {
     /// - [`Error::Conflict`] when another process saved the session since its state was loaded
     ///   (after one retry if [`RunOptions::retry_on_conflict`] is on); nothing is written.
     /// - [`Error::Interrupted`] when a node interrupts: the checkpoint is saved and
-    ///   [`resume`](Self::resume) continues from that node. Interrupts need a session the
-    ///   caller knows, so pass `session_id` (a new session's id is not returned with the error).
+    ///   [`resume`](Self::resume) continues from that node of the session the error names
+    ///   (also when this run created it).
     /// - Node and model errors as the node returned them; [`Error::Graph`] with
     ///   [`GraphError::RecursionLimit`], [`GraphError::UnknownRoute`] or
     ///   [`GraphError::State`]; nothing of the turn is written.
@@ -479,7 +479,12 @@ impl<S: GraphState> CompiledGraph<S> {
         if options.track_interactions {
             let turn =
                 Interaction::tokens(usage.prompt_tokens, usage.completion_tokens).with_response_time(response_time);
-            inner.sessions.record_interaction(id, turn).await?;
+            // If the caller drops this future while the interaction is on its way, the guard
+            // finishes it on the runtime: a saved turn is always tracked.
+            let pending = PendingInteraction::new(&inner.sessions, id, turn);
+            let tracked = inner.sessions.record_interaction(id, turn).await;
+            pending.disarm();
+            tracked?;
         }
         let snapshot = Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: state.clone() };
         inner.cache.insert(id.clone(), created_at, snapshot);
@@ -511,6 +516,37 @@ fn bind_session<S: GraphState>(state: &mut S, id: &SessionId, metadata: &Metadat
     if let Some(chat) = (state as &mut dyn Any).downcast_mut::<ChatState>() {
         chat.session_id = Some(id.clone());
         chat.metadata.clone_from(metadata);
+    }
+}
+
+/// Tracks a saved turn's interaction if the future that should have done it is dropped first.
+struct PendingInteraction {
+    armed: Option<(SessionManager, SessionId, Interaction)>,
+}
+
+impl PendingInteraction {
+    fn new(sessions: &SessionManager, id: &SessionId, turn: Interaction) -> Self {
+        Self { armed: Some((sessions.clone(), id.clone(), turn)) }
+    }
+
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for PendingInteraction {
+    fn drop(&mut self) {
+        let Some((sessions, id, turn)) = self.armed.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(err) = sessions.record_interaction(&id, turn).await {
+                        tracing::warn!(session.id = %id, error = %err, "could not track a turn whose run was dropped");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(session.id = %id, "a dropped run's interaction was not tracked: no runtime"),
+        }
     }
 }
 

@@ -466,3 +466,91 @@ async fn custom_state_is_saved_and_continued_like_chat_state() {
     assert_eq!(second.state.inputs, ["abc", "de"]);
     assert_eq!(sessions.summary(&first.session_id).await.unwrap().interactions, 2);
 }
+
+/// An in-memory store whose `track_interaction` takes a while, like a slow network.
+#[derive(Debug, Clone)]
+struct SlowTracking(lgadk_session::InMemoryStore);
+
+#[async_trait::async_trait]
+impl lgadk_core::SessionStore for SlowTracking {
+    fn backend(&self) -> &'static str {
+        "slow-tracking"
+    }
+    async fn create(&self, new: lgadk_core::NewSession) -> Result<lgadk_core::Session> {
+        self.0.create(new).await
+    }
+    async fn get(&self, id: &SessionId) -> Result<Option<lgadk_core::Session>> {
+        self.0.get(id).await
+    }
+    async fn track_interaction(
+        &self,
+        id: &SessionId,
+        turn: lgadk_core::Interaction,
+    ) -> Result<lgadk_core::SessionStats> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.0.track_interaction(id, turn).await
+    }
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.0.touch(id).await
+    }
+    async fn update_metadata(&self, id: &SessionId, update: lgadk_core::MetadataUpdate) -> Result<Metadata> {
+        self.0.update_metadata(id, update).await
+    }
+    async fn list_user_sessions(&self, user: &UserId, page: lgadk_core::Page) -> Result<lgadk_core::SessionPage> {
+        self.0.list_user_sessions(user, page).await
+    }
+    async fn end(&self, id: &SessionId) -> Result<bool> {
+        self.0.end(id).await
+    }
+    async fn purge_expired(&self) -> Result<usize> {
+        self.0.purge_expired().await
+    }
+}
+
+#[async_trait::async_trait]
+impl lgadk_core::Checkpointer for SlowTracking {
+    async fn version(&self, id: &SessionId) -> Result<u64> {
+        self.0.version(id).await
+    }
+    async fn put(
+        &self,
+        id: &SessionId,
+        checkpoint: lgadk_core::NewCheckpoint,
+        expected_version: u64,
+    ) -> Result<lgadk_core::Checkpoint> {
+        self.0.put(id, checkpoint, expected_version).await
+    }
+    async fn latest(&self, id: &SessionId) -> Result<Option<lgadk_core::Checkpoint>> {
+        self.0.latest(id).await
+    }
+    async fn checkpoint(&self, id: &SessionId, version: u64) -> Result<Option<lgadk_core::Checkpoint>> {
+        self.0.checkpoint(id, version).await
+    }
+    async fn list(&self, id: &SessionId, limit: usize) -> Result<Vec<lgadk_core::Checkpoint>> {
+        self.0.list(id, limit).await
+    }
+    async fn messages(&self, id: &SessionId, range: std::ops::Range<u64>) -> Result<Vec<Message>> {
+        self.0.messages(id, range).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.0.delete(id).await
+    }
+}
+
+/// Regression: a caller that gives up on `run` (a timeout, a closed connection) after the
+/// checkpoint was saved must not leave a saved turn that was never tracked.
+#[tokio::test]
+async fn dropping_run_after_the_checkpoint_still_tracks_the_turn() {
+    let sessions = SessionManager::new(SlowTracking(lgadk_session::InMemoryStore::new()));
+    let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
+    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
+    let run = graph.run(RunRequest::new("hello").with_session(id.clone()));
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), run).await;
+    assert!(gave_up.is_err(), "the run was still tracking when the caller gave up");
+    assert_eq!(sessions.checkpointer().version(&id).await.unwrap(), 1, "the turn was saved");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = sessions.get_session(&id).await.unwrap().unwrap().stats;
+    assert_eq!(stats.interactions, 1, "the saved turn was tracked after the caller left");
+    assert_eq!(stats.total_tokens_out, EchoModel::usage_for(2, "echo #1: hello").completion_tokens);
+}
