@@ -132,7 +132,11 @@ impl Default for OfflineModel {
 
 impl OfflineModel {
     /// The conversational offline model, with id `offline`.
+    ///
+    /// Loads the tokenizer that counts its usage now (once per process), so the first turn
+    /// is not the one that pays for it.
     pub fn new() -> Self {
+        crate::tokens::warm_up();
         Self { id: "offline".to_owned(), script: None }
     }
 

@@ -25,6 +25,11 @@ pub const TOKENS_PER_NAME: u64 = 1;
 /// Tokens that prime the assistant's reply at the end of every prompt.
 pub const REPLY_PRIMING_TOKENS: u64 = 3;
 
+/// Loads the `o200k_base` tokenizer if this process has not yet (a fraction of a second, once).
+pub fn warm_up() {
+    let _ = tiktoken_rs::o200k_base_singleton();
+}
+
 /// The number of `o200k_base` tokens in `text`.
 pub fn count_text(text: &str) -> u64 {
     if text.is_empty() {
