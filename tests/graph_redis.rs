@@ -86,7 +86,7 @@ async fn two_graphs_racing_on_one_session_commit_or_conflict_and_lose_nothing() 
     let (mut committed, mut conflicts) = (Vec::new(), 0);
     for run in runs {
         match run.await.unwrap() {
-            Ok(response) => committed.push(response.state.input),
+            Ok(response) => committed.push(response.state.input.clone()),
             Err(Error::Conflict { .. }) => conflicts += 1,
             Err(other) => panic!("unexpected error {other:?}"),
         }

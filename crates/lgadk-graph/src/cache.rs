@@ -1,6 +1,7 @@
 //! The per-process cache of each session's latest state, so a warm turn skips loading history.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -20,14 +21,17 @@ pub(crate) struct Snapshot<S> {
     pub(crate) step: u64,
     /// Nodes waiting to run: non-empty after an interrupt.
     pub(crate) next: Vec<String>,
-    /// The state, its conversation history included.
-    pub(crate) state: S,
+    /// The state, its conversation history included; shared with the [`RunResponse`] of the
+    /// turn that produced it, so keeping it cached costs no copy.
+    ///
+    /// [`RunResponse`]: crate::RunResponse
+    pub(crate) state: Arc<S>,
 }
 
 impl<S: Default> Snapshot<S> {
     /// The state of a session without checkpoints.
     pub(crate) fn empty() -> Self {
-        Self { version: 0, log_len: 0, step: 0, next: Vec::new(), state: S::default() }
+        Self { version: 0, log_len: 0, step: 0, next: Vec::new(), state: Arc::new(S::default()) }
     }
 }
 

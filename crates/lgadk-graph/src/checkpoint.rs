@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use lgadk_core::{Checkpoint, Checkpointer, Error, GraphError, GraphState, NewCheckpoint, Result, SessionId};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::cache::Snapshot;
 
@@ -113,14 +114,15 @@ pub(crate) async fn decode<S: GraphState>(
         }
         *slot = history;
     }
+    let state = Arc::new(state);
     let snapshot = Snapshot { version, log_len: checkpoint.log_len, step: checkpoint.step, next: envelope.next, state };
     Ok((snapshot, checkpoint.node, checkpoint.created_at))
 }
 
-impl<S> StateSnapshot<S> {
+impl<S: Clone> StateSnapshot<S> {
     pub(crate) fn new(snapshot: Snapshot<S>, node: Option<String>, created_at: DateTime<Utc>) -> Self {
         let Snapshot { version, step, next, state, .. } = snapshot;
-        Self { version, step, node, created_at, next, state }
+        Self { version, step, node, created_at, next, state: Arc::unwrap_or_clone(state) }
     }
 }
 

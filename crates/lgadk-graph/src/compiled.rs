@@ -81,8 +81,10 @@ pub struct RunResponse<S> {
     pub output: String,
     /// The session the turn was saved to (new if the request named none).
     pub session_id: SessionId,
-    /// The state after the turn, with the whole conversation history.
-    pub state: S,
+    /// The state after the turn, with the whole conversation history. Shared with the
+    /// graph's per-process cache, so returning it costs no copy of the history;
+    /// `Arc::unwrap_or_clone(response.state)` gives an owned state.
+    pub state: Arc<S>,
     /// Token usage the model calls of the turn reported.
     pub usage: Usage,
     /// Measured wall time of the run, from the call to the saved turn.
@@ -332,7 +334,9 @@ impl<S: GraphState> CompiledGraph<S> {
             return Ok(None);
         }
         match checkpointer.latest(id).await? {
-            Some(saved) => Ok(Some(checkpoint::decode::<S>(&**checkpointer, id, saved).await?.0.state)),
+            Some(saved) => {
+                Ok(Some(Arc::unwrap_or_clone(checkpoint::decode::<S>(&**checkpointer, id, saved).await?.0.state)))
+            }
             None => Ok(None),
         }
     }
@@ -401,7 +405,7 @@ impl<S: GraphState> CompiledGraph<S> {
         let topology = &inner.topology;
 
         // The session and the state to start from.
-        let (session, mut base) = if existing {
+        let (session, base) = if existing {
             let session = inner.sessions.get_session(id).await?.ok_or_else(|| Error::SessionNotFound(id.clone()))?;
             let base = self.load(id, session.created_at).await?;
             (Some(session), base)
@@ -423,7 +427,8 @@ impl<S: GraphState> CompiledGraph<S> {
             (None, metadata) => metadata.clone().unwrap_or_default(),
         };
 
-        let mut state = std::mem::take(&mut base.state);
+        // Unique unless the caller still holds the previous turn's response: then one copy.
+        let mut state = Arc::unwrap_or_clone(base.state);
         let (start, first_step) = match &request.turn {
             Turn::Message(message) => {
                 state.begin_turn(message);
@@ -486,12 +491,15 @@ impl<S: GraphState> CompiledGraph<S> {
             pending.disarm();
             tracked?;
         }
-        let snapshot = Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: state.clone() };
+        let output = state.output();
+        let state = Arc::new(state);
+        let snapshot =
+            Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: Arc::clone(&state) };
         inner.cache.insert(id.clone(), created_at, snapshot);
         if let Some(node) = interrupted {
             return Err(Error::Interrupted { node, session_id: Some(id.clone()) });
         }
-        Ok(RunResponse { output: state.output(), session_id: id.clone(), state, usage, response_time })
+        Ok(RunResponse { output, session_id: id.clone(), state, usage, response_time })
     }
 
     /// The session's latest state: the cached one if its version is still the latest, else

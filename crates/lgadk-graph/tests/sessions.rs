@@ -216,7 +216,7 @@ async fn two_graphs_racing_on_one_session_commit_or_conflict_and_lose_nothing() 
     let (mut committed, mut conflicts) = (Vec::new(), 0);
     for run in runs {
         match run.await.unwrap() {
-            Ok(response) => committed.push(response.state.input),
+            Ok(response) => committed.push(response.state.input.clone()),
             Err(Error::Conflict { .. }) => conflicts += 1,
             Err(other) => panic!("unexpected error {other:?}"),
         }
@@ -382,10 +382,10 @@ async fn stream_yields_events_in_order_and_the_same_state_as_run() {
         state.session_id = None;
         state
     };
-    assert_eq!(normalize(response.state.clone()), normalize(by_run.state));
+    assert_eq!(normalize((*response.state).clone()), normalize((*by_run.state).clone()));
     let session = streamed_sessions.get_session(&response.session_id).await.unwrap().unwrap();
     assert_eq!(session.stats.interactions, 1);
-    assert_eq!(streamed.state(&response.session_id).await.unwrap().unwrap(), response.state);
+    assert_eq!(streamed.state(&response.session_id).await.unwrap().unwrap(), *response.state);
 }
 
 #[tokio::test]
