@@ -1,6 +1,6 @@
 //! The per-process cache of each session's latest state, so a warm turn skips loading history.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 
@@ -44,8 +44,8 @@ struct Entry<S> {
 }
 
 /// A map from session to its latest [`Snapshot`], holding at most `capacity` sessions. When
-/// full, inserting evicts the least recently used entry (a scan of the map: cheap at the
-/// default capacity, and done only on insert).
+/// full, inserting evicts the least recently used entry, found through a recency index in
+/// O(log capacity).
 ///
 /// A turn *takes* its session's entry out and puts the new state back only once the turn is
 /// saved, so a failed turn never leaves an entry behind and no state is cloned on the way in.
@@ -57,11 +57,22 @@ pub(crate) struct StateCache<S> {
 struct Inner<S> {
     tick: u64,
     entries: HashMap<SessionId, Entry<S>>,
+    /// `Entry::used` → session, oldest first.
+    recency: BTreeMap<u64, SessionId>,
+}
+
+impl<S> Inner<S> {
+    fn remove(&mut self, id: &SessionId) -> Option<Entry<S>> {
+        let entry = self.entries.remove(id)?;
+        self.recency.remove(&entry.used);
+        Some(entry)
+    }
 }
 
 impl<S: Clone> StateCache<S> {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, inner: Mutex::new(Inner { tick: 0, entries: HashMap::new() }) }
+        let inner = Inner { tick: 0, entries: HashMap::new(), recency: BTreeMap::new() };
+        Self { capacity, inner: Mutex::new(inner) }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner<S>) -> R) -> R {
@@ -73,7 +84,7 @@ impl<S: Clone> StateCache<S> {
     /// `created_at`.
     pub(crate) fn take(&self, id: &SessionId, created_at: DateTime<Utc>) -> Option<Snapshot<S>> {
         self.with(|inner| {
-            let entry = inner.entries.remove(id)?;
+            let entry = inner.remove(id)?;
             (entry.created_at == created_at).then_some(entry.snapshot)
         })
     }
@@ -86,19 +97,20 @@ impl<S: Clone> StateCache<S> {
         self.with(|inner| {
             inner.tick += 1;
             let used = inner.tick;
-            if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&id) {
-                let oldest = inner.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(id, _)| id.clone());
-                if let Some(oldest) = oldest {
-                    inner.entries.remove(&oldest);
-                }
+            if inner.remove(&id).is_none()
+                && inner.entries.len() >= self.capacity
+                && let Some((_, oldest)) = inner.recency.pop_first()
+            {
+                inner.entries.remove(&oldest);
             }
+            inner.recency.insert(used, id.clone());
             inner.entries.insert(id, Entry { used, created_at, snapshot });
         });
     }
 
     /// Forgets session `id`.
     pub(crate) fn remove(&self, id: &SessionId) {
-        self.with(|inner| inner.entries.remove(id));
+        self.with(|inner| inner.remove(id));
     }
 
     #[cfg(test)]
@@ -128,6 +140,25 @@ mod tests {
         assert!(cache.take(&ids[1], at).is_none());
         assert_eq!(cache.take(&ids[0], at).map(|s| s.version), Some(2));
         assert_eq!(cache.len(), 1, "take removes the entry");
+    }
+
+    #[test]
+    fn eviction_order_follows_reinsertion() {
+        let cache = StateCache::new(3);
+        let at = Utc::now();
+        let ids: Vec<SessionId> = (0..5).map(|i| SessionId::parse(&format!("s{i}")).unwrap()).collect();
+        for id in &ids[..3] {
+            cache.insert(id.clone(), at, snapshot(1));
+        }
+        let taken = cache.take(&ids[0], at).unwrap();
+        cache.insert(ids[0].clone(), at, taken);
+        cache.insert(ids[3].clone(), at, snapshot(1));
+        cache.insert(ids[4].clone(), at, snapshot(1));
+        assert_eq!(cache.len(), 3);
+        assert!(cache.take(&ids[1], at).is_none(), "s1 was the oldest");
+        assert!(cache.take(&ids[2], at).is_none(), "then s2");
+        assert!(cache.take(&ids[0], at).is_some(), "s0 was used again, so it stayed");
+        cache.with(|inner| assert_eq!(inner.recency.len(), inner.entries.len()));
     }
 
     #[test]
