@@ -35,6 +35,9 @@ use lgadk_core::{
 
 /// Number of session shards (a power of two).
 const SHARDS: usize = 64;
+/// Which bits of an id's hash pick its shard: above the bits any shard's table probes with,
+/// below the 7 it tags slots with.
+const SHARD_SHIFT: u32 = 32;
 /// Width of an expiry bucket: deadlines are filed by `ms >> BUCKET_SHIFT` (about one second).
 const BUCKET_SHIFT: u32 = 10;
 /// Stored in place of a timeout for sessions that never expire.
@@ -72,7 +75,40 @@ struct Inner {
 }
 
 /// A user's sessions, iterated newest first: `(created_ms, id)` descending.
-type UserSessions = BTreeSet<(Reverse<i64>, Reverse<SessionId>)>;
+type UserSessions = BTreeSet<(Reverse<i64>, Reverse<IdKey>)>;
+
+/// A session id in the user index. It orders exactly as the id, but keeps the id's first 8
+/// bytes inline, so comparing the keys of sessions created in the same millisecond rarely has
+/// to read either id's string (which costs a cache miss per comparison in a large index).
+#[derive(Clone, PartialEq, Eq)]
+struct IdKey {
+    /// The first 8 bytes, zero-padded, big-endian: ids never contain a zero byte, so this
+    /// orders as the strings' first 8 bytes do.
+    prefix: u64,
+    id: SessionId,
+}
+
+impl IdKey {
+    fn new(id: &SessionId) -> Self {
+        let raw = id.as_str().as_bytes();
+        let mut head = [0u8; 8];
+        let n = raw.len().min(head.len());
+        head[..n].copy_from_slice(&raw[..n]);
+        Self { prefix: u64::from_be_bytes(head), id: id.clone() }
+    }
+}
+
+impl Ord for IdKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for IdKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 #[derive(Default)]
 struct Shard {
@@ -135,8 +171,8 @@ fn bucket(deadline_ms: i64) -> i64 {
     deadline_ms >> BUCKET_SHIFT
 }
 
-fn user_key(created_ms: i64, id: &SessionId) -> (Reverse<i64>, Reverse<SessionId>) {
-    (Reverse(created_ms), Reverse(id.clone()))
+fn user_key(created_ms: i64, id: &SessionId) -> (Reverse<i64>, Reverse<IdKey>) {
+    (Reverse(created_ms), Reverse(IdKey::new(id)))
 }
 
 impl Default for InMemoryStore {
@@ -228,13 +264,16 @@ impl Inner {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        // The table probes with the low bits; the shard takes the high ones.
-        &self.shards[(hash >> 58) as usize % SHARDS]
+        // The table uses the low bits (probe position) and the top 7 bits (the tag it matches
+        // before comparing ids), so the shard takes bits from the middle. Taking the top bits
+        // left every record of a shard with nearly the same tag: each lookup then compared the
+        // id of about half the occupied slots it probed.
+        &self.shards[(hash >> SHARD_SHIFT) as usize % SHARDS]
     }
 
     fn user_shard(&self, user: &UserId) -> &RwLock<HashMap<UserId, UserSessions>> {
         let hash = self.hasher.hash_one(user.as_str());
-        &self.users[(hash >> 58) as usize % SHARDS]
+        &self.users[(hash >> SHARD_SHIFT) as usize % SHARDS]
     }
 
     fn rehash(&self) -> impl Fn(&Record) -> u64 + '_ {
@@ -242,10 +281,13 @@ impl Inner {
     }
 
     /// Runs `f` on the live record of `id` under its shard's write lock.
+    ///
+    /// The clock is read before the lock is taken, to keep the critical section short (a hot
+    /// session's lock is contended); writes keep `last_active` monotonic with `max`.
     fn with_live<T>(&self, id: &SessionId, f: impl FnOnce(&mut Record, i64) -> Result<T>) -> Result<T> {
         let hash = self.hash(id);
-        let mut shard = write(self.shard(hash));
         let now = self.clock.now_ms();
+        let mut shard = write(self.shard(hash));
         match shard.sessions.find_mut(hash, |r| r.id == *id) {
             Some(record) if record.is_live(now) => f(record, now),
             _ => Err(Error::SessionNotFound(id.clone())),
@@ -255,8 +297,8 @@ impl Inner {
     /// Runs `f` on the live record of `id` under its shard's read lock.
     fn read_live<T>(&self, id: &SessionId, f: impl FnOnce(&Record) -> T) -> Option<T> {
         let hash = self.hash(id);
-        let shard = read(self.shard(hash));
         let now = self.clock.now_ms();
+        let shard = read(self.shard(hash));
         shard.sessions.find(hash, |r| r.id == *id).filter(|r| r.is_live(now)).map(f)
     }
 
@@ -287,7 +329,11 @@ impl Inner {
             Some(cursor) => Bound::Excluded(user_key(cursor.created_ms(), cursor.id())),
             None => Bound::Unbounded,
         };
-        sessions.range((start, Bound::Unbounded)).take(n).map(|(Reverse(ms), Reverse(id))| (*ms, id.clone())).collect()
+        sessions
+            .range((start, Bound::Unbounded))
+            .take(n)
+            .map(|(Reverse(ms), Reverse(key))| (*ms, key.id.clone()))
+            .collect()
     }
 }
 
@@ -449,12 +495,30 @@ impl SessionStore for InMemoryStore {
     }
 }
 
-/// Serialized size of `stored` merged with `update`, without building the merged map.
+/// Counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialized size of `stored` merged with `update`, without building the merged map or
+/// copying any key or value.
 fn merged_size(stored: &Metadata, update: &Metadata) -> usize {
+    // `"key":value`: serde_json escapes a map key exactly as it escapes a string.
     let field = |key: &String, value: &serde_json::Value| {
-        let mut one = Metadata::new();
-        one.insert(key.clone(), value.clone());
-        metadata_size(&one) - 2 // without the braces
+        let mut counter = ByteCounter(1);
+        // Writing into an infallible writer cannot fail.
+        let _ = serde_json::to_writer(&mut counter, key);
+        let _ = serde_json::to_writer(&mut counter, value);
+        counter.0
     };
     let mut fields = 0usize;
     let mut size = 0usize;
@@ -551,11 +615,24 @@ mod tests {
     #[test]
     fn merged_size_equals_the_size_of_the_merged_map() {
         let stored: Metadata = serde_json::from_value(json!({"a": 1, "b": "two", "c": [1, 2]})).unwrap();
-        let update: Metadata = serde_json::from_value(json!({"b": {"x": "é"}, "d": null})).unwrap();
+        let update: Metadata =
+            serde_json::from_value(json!({"b": {"x": "é"}, "d": null, "q\"\n\u{1}é": "\t"})).unwrap();
         let mut merged = stored.clone();
         merged.extend(update.clone());
         assert_eq!(merged_size(&stored, &update), metadata_size(&merged));
         assert_eq!(merged_size(&Metadata::new(), &Metadata::new()), metadata_size(&Metadata::new()));
+    }
+
+    #[test]
+    fn id_keys_order_as_the_ids() {
+        let raw = ["a", "ab", "abcdefgh", "abcdefgh0", "abcdefgi", "abcdefg", "B", "a-b", "zz:9", "abcdefghz", "0"];
+        let ids: Vec<SessionId> = raw.iter().map(|r| SessionId::parse(r).unwrap()).collect();
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(IdKey::new(a).cmp(&IdKey::new(b)), a.cmp(b), "{a} vs {b}");
+                assert_eq!(IdKey::new(a) == IdKey::new(b), a == b);
+            }
+        }
     }
 
     #[tokio::test]
