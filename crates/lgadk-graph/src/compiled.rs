@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lgadk_core::{
-    ChatState, Error, GraphError, GraphState, Interaction, Metadata, NewSession, Result, RunContext, SessionId, Usage,
-    UserId,
+    ChatState, Checkpointer, Error, GraphError, GraphState, Interaction, Metadata, NewSession, Result, RunContext,
+    SessionId, Usage, UserId,
 };
 use lgadk_session::SessionManager;
 use tokio::sync::mpsc;
@@ -329,13 +329,13 @@ impl<S: GraphState> CompiledGraph<S> {
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.
     pub async fn state(&self, id: &SessionId) -> Result<Option<S>> {
-        let checkpointer = self.inner.sessions.checkpointer();
+        let checkpointer: &dyn Checkpointer = &**self.inner.sessions.checkpointer();
         if checkpointer.version(id).await? == 0 {
             return Ok(None);
         }
         match checkpointer.latest(id).await? {
             Some(saved) => {
-                Ok(Some(Arc::unwrap_or_clone(checkpoint::decode::<S>(&**checkpointer, id, saved).await?.0.state)))
+                Ok(Some(Arc::unwrap_or_clone(checkpoint::decode::<S>(checkpointer, id, saved).await?.0.state)))
             }
             None => Ok(None),
         }
@@ -347,11 +347,11 @@ impl<S: GraphState> CompiledGraph<S> {
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.
     pub async fn history(&self, id: &SessionId, limit: usize) -> Result<Vec<StateSnapshot<S>>> {
-        let checkpointer = self.inner.sessions.checkpointer();
+        let checkpointer: &dyn Checkpointer = &**self.inner.sessions.checkpointer();
         checkpointer.version(id).await?;
         let mut snapshots = Vec::new();
         for saved in checkpointer.list(id, limit).await? {
-            let (snapshot, node, created_at) = checkpoint::decode::<S>(&**checkpointer, id, saved).await?;
+            let (snapshot, node, created_at) = checkpoint::decode::<S>(checkpointer, id, saved).await?;
             snapshots.push(StateSnapshot::new(snapshot, node, created_at));
         }
         Ok(snapshots)
@@ -469,7 +469,7 @@ impl<S: GraphState> CompiledGraph<S> {
                 inner.sessions.create_session_with(new).await?.created_at
             }
         };
-        let saved = match inner.sessions.checkpointer().put(id, new_checkpoint, base.version).await {
+        let saved = match (**inner.sessions.checkpointer()).put(id, new_checkpoint, base.version).await {
             Ok(saved) => saved,
             Err(err) => {
                 if session.is_none() {
@@ -505,7 +505,7 @@ impl<S: GraphState> CompiledGraph<S> {
     /// The session's latest state: the cached one if its version is still the latest, else
     /// the latest checkpoint with its history.
     async fn load(&self, id: &SessionId, created_at: chrono::DateTime<chrono::Utc>) -> Result<Snapshot<S>> {
-        let checkpointer = self.inner.sessions.checkpointer();
+        let checkpointer: &dyn Checkpointer = &**self.inner.sessions.checkpointer();
         if let Some(cached) = self.inner.cache.take(id, created_at) {
             if checkpointer.version(id).await? == cached.version {
                 return Ok(cached);
@@ -513,7 +513,7 @@ impl<S: GraphState> CompiledGraph<S> {
             tracing::debug!(version = cached.version, "cached state is stale; loading the latest checkpoint");
         }
         match checkpointer.latest(id).await? {
-            Some(saved) => Ok(checkpoint::decode(&**checkpointer, id, saved).await?.0),
+            Some(saved) => Ok(checkpoint::decode(checkpointer, id, saved).await?.0),
             None => Ok(Snapshot::empty()),
         }
     }

@@ -281,7 +281,7 @@ impl SessionManager {
                     None => Timeout::Never,
                 };
             }
-            traced(self.inner.store.create(new).await)
+            traced(self.dyn_store().create(new).await)
         }
         .instrument(span)
         .await
@@ -292,7 +292,7 @@ impl SessionManager {
     /// # Errors
     /// `Backend`, `Corrupt`.
     pub async fn get_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        traced(self.inner.store.get(id).instrument(span!("get", self, id)).await)
+        traced(self.dyn_store().get(id).instrument(span!("get", self, id)).await)
     }
 
     /// The session's metadata with its typed `user_id`, `created_at` and `last_active`.
@@ -328,7 +328,7 @@ impl SessionManager {
     /// # Errors
     /// `SessionNotFound` if the session is unknown, ended or expired.
     pub async fn record_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
-        traced(self.inner.store.track_interaction(id, turn).instrument(span!("track_interaction", self, id)).await)
+        traced(self.dyn_store().track_interaction(id, turn).instrument(span!("track_interaction", self, id)).await)
     }
 
     /// Every live session of `user`, newest first. For users with very many sessions, page
@@ -342,7 +342,7 @@ impl SessionManager {
             let mut all = Vec::new();
             let mut page = Page::first(Page::MAX_LIMIT);
             loop {
-                let got = traced(self.inner.store.list_user_sessions(user, page).await)?;
+                let got = traced(self.dyn_store().list_user_sessions(user, page).await)?;
                 all.extend(got.ids);
                 match got.next {
                     Some(cursor) => page = Page::after(cursor, Page::MAX_LIMIT),
@@ -360,7 +360,7 @@ impl SessionManager {
     /// `Backend`.
     pub async fn user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
         let span = tracing::debug_span!("session.list_user", backend = self.inner.store.backend(), user.id = %user);
-        traced(self.inner.store.list_user_sessions(user, page).instrument(span).await)
+        traced(self.dyn_store().list_user_sessions(user, page).instrument(span).await)
     }
 
     /// Merges `metadata` into the session's metadata (`merge = true`: top-level keys overwrite,
@@ -372,7 +372,7 @@ impl SessionManager {
         async {
             check_metadata_size(&metadata, self.inner.metadata_limit)?;
             let update = if merge { MetadataUpdate::Merge(metadata) } else { MetadataUpdate::Replace(metadata) };
-            traced(self.inner.store.update_metadata(id, update).await)
+            traced(self.dyn_store().update_metadata(id, update).await)
         }
         .instrument(span!("update_metadata", self, id))
         .await
@@ -384,7 +384,7 @@ impl SessionManager {
     /// `SessionNotFound` if the session is unknown, ended or expired.
     #[doc(alias = "update_session")]
     pub async fn touch(&self, id: &SessionId) -> Result<()> {
-        traced(self.inner.store.touch(id).instrument(span!("touch", self, id)).await)
+        traced(self.dyn_store().touch(id).instrument(span!("touch", self, id)).await)
     }
 
     /// Ends the session, deleting it with its checkpoints; `false` if it was not live.
@@ -393,7 +393,7 @@ impl SessionManager {
     /// `Backend`.
     #[doc(alias = "remove_session")]
     pub async fn end_session(&self, id: &SessionId) -> Result<bool> {
-        traced(self.inner.store.end(id).instrument(span!("end", self, id)).await)
+        traced(self.dyn_store().end(id).instrument(span!("end", self, id)).await)
     }
 
     /// Whether the session is live (not unknown, ended or expired). Does not extend it.
@@ -402,7 +402,7 @@ impl SessionManager {
     /// `Backend`.
     #[doc(alias = "is_session_valid")]
     pub async fn session_exists(&self, id: &SessionId) -> Result<bool> {
-        traced(self.inner.store.exists(id).instrument(span!("exists", self, id)).await)
+        traced(self.dyn_store().exists(id).instrument(span!("exists", self, id)).await)
     }
 
     /// Removes expired sessions now and returns how many were removed.
@@ -411,7 +411,7 @@ impl SessionManager {
     /// `Backend`.
     #[doc(alias = "cleanup_expired_sessions")]
     pub async fn clear_expired_sessions(&self) -> Result<usize> {
-        traced(self.inner.store.purge_expired().instrument(span!("purge_expired", self)).await)
+        traced(self.dyn_store().purge_expired().instrument(span!("purge_expired", self)).await)
     }
 
     /// The session's analytics: interactions, tokens, average response time, duration.
@@ -452,9 +452,15 @@ impl SessionManager {
         Ok(ReaperHandle { task })
     }
 
+    /// The store as a plain trait object: calling through the `Arc` would go through its
+    /// forwarding impl and box every future twice.
+    fn dyn_store(&self) -> &dyn SessionStore {
+        &*self.inner.store
+    }
+
     async fn require(&self, id: &SessionId, op: &'static str) -> Result<Session> {
         let span = tracing::debug_span!("session.get", backend = self.inner.store.backend(), session.id = %id, op);
-        match traced(self.inner.store.get(id).instrument(span).await)? {
+        match traced(self.dyn_store().get(id).instrument(span).await)? {
             Some(session) => Ok(session),
             None => Err(Error::SessionNotFound(id.clone())),
         }
