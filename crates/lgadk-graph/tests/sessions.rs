@@ -268,12 +268,10 @@ impl Agent<ChatState> for Approval {
     }
 }
 
-#[tokio::test]
-async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
-    let sessions = SessionManager::in_memory();
-    let model = Arc::new(EchoModel::default());
-    let graph = StateGraph::<ChatState>::new("hitl")
-        .add_node("draft", TestAgent::new("draft", Arc::clone(&model) as _))
+/// Draft → approval (interrupts until resumed) → publish.
+fn hitl_graph(model: &Arc<EchoModel>, sessions: &SessionManager) -> CompiledGraph<ChatState> {
+    StateGraph::<ChatState>::new("hitl")
+        .add_node("draft", TestAgent::new("draft", Arc::clone(model) as _))
         .add_node("approval", Approval)
         .add_node_fn("publish", |mut state: ChatState, _| async move {
             state.output = format!("published after {} messages", state.messages.len());
@@ -285,7 +283,14 @@ async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
         .set_finish_point("publish")
         .with_sessions(sessions.clone())
         .compile()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
+    let sessions = SessionManager::in_memory();
+    let model = Arc::new(EchoModel::default());
+    let graph = hitl_graph(&model, &sessions);
     let id = sessions.create_session(None, Metadata::new()).await.unwrap();
     let err = graph.run(RunRequest::new("write a post").with_session(id.clone())).await.unwrap_err();
     assert!(
@@ -299,20 +304,7 @@ async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
     assert_eq!(saved.state.messages.len(), 2);
 
     // A cold graph (another process) resumes as well as a warm one would.
-    let cold = StateGraph::<ChatState>::new("hitl")
-        .add_node("draft", TestAgent::new("draft", Arc::clone(&model) as _))
-        .add_node("approval", Approval)
-        .add_node_fn("publish", |mut state: ChatState, _| async move {
-            state.output = format!("published after {} messages", state.messages.len());
-            Ok(state)
-        })
-        .set_entry_point("draft")
-        .add_edge("draft", "approval")
-        .add_edge("approval", "publish")
-        .set_finish_point("publish")
-        .with_sessions(sessions.clone())
-        .compile()
-        .unwrap();
+    let cold = hitl_graph(&model, &sessions);
     let resumed = cold.resume(&id, serde_json::json!("yes")).await.unwrap();
     assert_eq!(resumed.output, "published after 3 messages");
     assert_eq!(model.calls(), 1, "the draft node did not run again");
