@@ -23,9 +23,14 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Serialized size of `metadata` in bytes (compact JSON), as the metadata limit counts it.
 pub fn metadata_size(metadata: &Metadata) -> usize {
+    json_size(metadata)
+}
+
+/// Size of `value` as compact JSON, in bytes, counted without building the text.
+pub fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     let mut counter = ByteCounter(0);
-    // Writing a `Map<String, Value>` into an infallible writer cannot fail.
-    let _ = serde_json::to_writer(&mut counter, metadata);
+    // Writing JSON values and strings into an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use lgadk_core::session::{check_metadata_size, metadata_size, timestamp};
+use lgadk_core::session::{check_metadata_size, json_size, metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT,
     DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession, Page,
@@ -495,31 +495,11 @@ impl SessionStore for InMemoryStore {
     }
 }
 
-/// Counts the bytes written to it.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Serialized size of `stored` merged with `update`, without building the merged map or
 /// copying any key or value.
 fn merged_size(stored: &Metadata, update: &Metadata) -> usize {
     // `"key":value`: serde_json escapes a map key exactly as it escapes a string.
-    let field = |key: &String, value: &serde_json::Value| {
-        let mut counter = ByteCounter(1);
-        // Writing into an infallible writer cannot fail.
-        let _ = serde_json::to_writer(&mut counter, key);
-        let _ = serde_json::to_writer(&mut counter, value);
-        counter.0
-    };
+    let field = |key: &String, value: &serde_json::Value| json_size(key) + 1 + json_size(value);
     let mut fields = 0usize;
     let mut size = 0usize;
     for (key, value) in stored {
