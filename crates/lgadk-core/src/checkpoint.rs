@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::json;
 use crate::message::Message;
 
 /// How many checkpoints per session a store keeps unless configured otherwise.
@@ -55,6 +56,32 @@ pub struct NewCheckpoint {
     /// Messages added since the previous checkpoint, appended to the log in the same atomic
     /// step as the snapshot.
     pub messages: Vec<Message>,
+}
+
+impl NewCheckpoint {
+    /// Hands the checkpoint back if it can be stored and read back: its state nests below
+    /// [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH) with one level to spare (a store may
+    /// wrap it in a record of its own), and so does every message as it is logged. Otherwise
+    /// drops it with a flat stack, however deep it is, and fails. Every store calls it before
+    /// writing anything.
+    ///
+    /// # Errors
+    /// [`Error::NestingTooDeep`](crate::Error::NestingTooDeep).
+    pub fn check_depth(self) -> crate::Result<Self> {
+        let verdict = json::check_value(&self.state, 1)
+            .map_err(|_| crate::Error::NestingTooDeep { what: "a graph state", limit: json::MAX_JSON_DEPTH })
+            .and_then(|()| self.messages.iter().try_for_each(json::check_message));
+        match verdict {
+            Ok(()) => Ok(self),
+            Err(err) => {
+                json::dispose(self.state);
+                for message in self.messages {
+                    message.tool_calls.into_iter().for_each(|call| json::dispose(call.arguments));
+                }
+                Err(err)
+            }
+        }
+    }
 }
 
 /// Persists graph state per session so that a later run, in this process or another one,

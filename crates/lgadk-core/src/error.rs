@@ -44,6 +44,16 @@ pub enum Error {
         /// The configured limit, in bytes.
         limit: usize,
     },
+    /// A JSON value (metadata, a graph state, a message's tool arguments) nests as deep as
+    /// serde_json's parser refuses to read, so storing it would make it unreadable; nothing
+    /// was written. See [`json`](crate::json).
+    #[error("{what} nests {limit} levels or deeper")]
+    NestingTooDeep {
+        /// What was too deep: `"metadata"`, `"a graph state"`, `"a message"`.
+        what: &'static str,
+        /// The limit, [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH).
+        limit: usize,
+    },
     /// A concurrent writer saved a newer checkpoint first; nothing was written.
     #[error("session `{id}` was written concurrently: expected checkpoint version {expected}, found {actual}")]
     Conflict {

@@ -31,6 +31,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod error;
 pub mod id;
+pub mod json;
 pub mod message;
 pub mod model;
 pub mod session;
@@ -38,6 +39,10 @@ pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+
+/// The serde_json this crate builds [`Metadata`] and states with, so callers need no
+/// dependency of their own.
+pub use serde_json;
 
 #[doc(inline)]
 pub use agent::{Agent, AgentEvent, ChatState, EventSink, GraphState, RunContext};

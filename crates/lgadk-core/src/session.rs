@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::from_ms;
 use crate::error::{Error, Result};
 use crate::id::{SessionId, UserId};
+use crate::json;
 
 /// A session's user-defined metadata: a JSON object.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -21,42 +22,51 @@ pub const DEFAULT_METADATA_LIMIT: usize = 64 * 1024;
 /// configured: one hour.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
-/// Serialized size of `metadata` in bytes (compact JSON), as the metadata limit counts it.
+/// Serialized size of `metadata` in bytes (compact JSON), as the metadata limit counts it;
+/// `usize::MAX` when it nests too deep to serialize (see [`json`](crate::json)).
 pub fn metadata_size(metadata: &Metadata) -> usize {
     json_size(metadata)
 }
 
-/// Size of `value` as compact JSON, in bytes, counted without building the text.
+/// Size of `value` as compact JSON, in bytes, counted without building the text; `usize::MAX`
+/// when it nests [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH) levels or does not
+/// serialize, so such a value never fits a size limit.
 pub fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    let mut counter = ByteCounter(0);
-    // Writing JSON values and strings into an infallible writer cannot fail.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
+    json::size(value).unwrap_or(usize::MAX)
 }
 
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Checks `metadata` against `limit`.
+/// Checks `metadata` against `limit`, and its nesting against
+/// [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH), in one pass that never recurses past the
+/// limit.
 ///
 /// # Errors
-/// [`Error::MetadataTooLarge`] when its serialized size exceeds `limit`.
+/// [`Error::NestingTooDeep`] or [`Error::MetadataTooLarge`].
 pub fn check_metadata_size(metadata: &Metadata, limit: usize) -> Result<()> {
-    let size = metadata_size(metadata);
+    let size = json::size(metadata).map_err(|err| {
+        err.into_error("metadata", |source| Error::InvalidConfig {
+            reason: format!("metadata does not serialize: {source}"),
+        })
+    })?;
     if size > limit {
         return Err(Error::MetadataTooLarge { size, limit });
     }
     Ok(())
+}
+
+/// Hands `metadata` back if its nesting stays below
+/// [`MAX_JSON_DEPTH`](crate::json::MAX_JSON_DEPTH) (the map itself is the first level);
+/// otherwise drops it with a flat stack, however deep it is, and fails.
+///
+/// # Errors
+/// [`Error::NestingTooDeep`].
+pub fn check_metadata_depth(metadata: Metadata) -> Result<Metadata> {
+    match json::check_map(&metadata, 0) {
+        Ok(()) => Ok(metadata),
+        Err(err) => {
+            json::dispose(serde_json::Value::Object(metadata));
+            Err(err.into_error("metadata", |source| Error::InvalidConfig { reason: source.to_string() }))
+        }
+    }
 }
 
 /// One stored session.
@@ -238,6 +248,18 @@ impl MetadataUpdate {
         match self {
             Self::Merge(map) | Self::Replace(map) => map,
         }
+    }
+
+    /// [`check_metadata_depth`] for the carried map: the update back, or the error with the map
+    /// dropped.
+    ///
+    /// # Errors
+    /// [`Error::NestingTooDeep`].
+    pub fn check_depth(self) -> Result<Self> {
+        Ok(match self {
+            Self::Merge(map) => Self::Merge(check_metadata_depth(map)?),
+            Self::Replace(map) => Self::Replace(check_metadata_depth(map)?),
+        })
     }
 
     /// Applies the update to `stored` in place.

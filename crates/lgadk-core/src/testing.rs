@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::json::MAX_JSON_DEPTH;
+
 use crate::{
     Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
     Page, SessionId, SessionStore, Timeout, UserId,
@@ -70,6 +72,7 @@ macro_rules! session_store_conformance {
             metadata_merge_keeps_other_keys,
             metadata_replace_drops_other_keys,
             oversized_metadata_writes_nothing,
+            metadata_nested_too_deep_writes_nothing,
             concurrent_interactions_are_all_counted,
             concurrent_metadata_merges_keep_every_key,
             user_sessions_are_listed_newest_first_in_pages,
@@ -83,6 +86,7 @@ macro_rules! session_store_conformance {
             checkpoint_list_is_newest_first_and_retention_keeps_latest,
             checkpoint_stale_version_conflicts_and_writes_nothing,
             checkpoint_messages_append_in_order,
+            checkpoint_nested_too_deep_writes_nothing,
             older_checkpoint_reads_log_up_to_its_length,
             checkpoint_on_dead_session_is_not_found,
             checkpoints_deleted_when_session_ends,
@@ -325,6 +329,38 @@ pub async fn oversized_metadata_writes_nothing(fx: StoreFixture) {
     assert_eq!(fx.store.get(&id).await.unwrap().unwrap().metadata, exact);
 }
 
+/// `levels` arrays nested in one another around `null`.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(serde_json::Value::Null, |inner, _| serde_json::Value::Array(vec![inner]))
+}
+
+fn is_too_deep(err: &Error) -> bool {
+    matches!(err, Error::NestingTooDeep { limit: MAX_JSON_DEPTH, .. })
+}
+
+/// Metadata whose map nests `MAX_JSON_DEPTH` levels (the map is the first) fails with
+/// `NestingTooDeep` on create, merge and replace and changes nothing; one level less is
+/// stored and reads back.
+pub async fn metadata_nested_too_deep_writes_nothing(fx: StoreFixture) {
+    let deepest = meta(json!({"deep": nested(MAX_JSON_DEPTH - 2)}));
+    let too_deep = meta(json!({"deep": nested(MAX_JSON_DEPTH - 1)}));
+
+    let err = fx.store.create(NewSession::for_user(user("alice")).with_metadata(too_deep.clone())).await.unwrap_err();
+    assert!(is_too_deep(&err), "{err:?}");
+    assert!(listed(&*fx.store, &user("alice")).await.is_empty(), "a failed create leaves no session");
+
+    let id = fx.store.create(NewSession::for_user(user("alice")).with_metadata(deepest.clone())).await.unwrap().id;
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(before.metadata, deepest, "the deepest storable metadata reads back");
+    for update in [MetadataUpdate::Merge(too_deep.clone()), MetadataUpdate::Replace(too_deep.clone())] {
+        let err = fx.store.update_metadata(&id, update).await.unwrap_err();
+        assert!(is_too_deep(&err), "{err:?}");
+    }
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap(), before, "failed updates change nothing");
+    let merged = fx.store.update_metadata(&id, MetadataUpdate::Merge(meta(json!({"k": 1})))).await.unwrap();
+    assert_eq!(merged.get("deep"), deepest.get("deep"), "the session still reads and merges");
+}
+
 /// 64 tasks × 100 interactions on one session: no increment is lost.
 pub async fn concurrent_interactions_are_all_counted(fx: StoreFixture) {
     let id = fx.store.create(NewSession::default()).await.unwrap().id;
@@ -546,6 +582,34 @@ pub async fn checkpoint_stale_version_conflicts_and_writes_nothing(fx: StoreFixt
     assert!(matches!(err, Error::Conflict { expected: 7, actual: 1, .. }), "{err:?}");
     assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(first));
     assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap(), [Message::user("one")]);
+}
+
+/// A checkpoint whose state or logged message nests as deep as serde_json refuses to read
+/// fails with `NestingTooDeep` and writes nothing; the deepest storable ones read back.
+pub async fn checkpoint_nested_too_deep_writes_nothing(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let with_args = |levels: usize| {
+        let mut call = Message::assistant("");
+        call.tool_calls.push(crate::ToolCall { id: "c1".into(), name: "f".into(), arguments: nested(levels) });
+        call
+    };
+    // A store may wrap the state in one record of its own; a message's arguments sit three
+    // levels deep in it.
+    let deepest =
+        NewCheckpoint { state: nested(MAX_JSON_DEPTH - 2), ..snapshot(1, vec![with_args(MAX_JSON_DEPTH - 4)]) };
+    let saved = fx.checkpointer.put(&id, deepest.clone(), 0).await.unwrap();
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(saved.clone()));
+    assert_eq!(saved.state, deepest.state);
+    assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap(), deepest.messages);
+
+    let deep_state = NewCheckpoint { state: nested(MAX_JSON_DEPTH - 1), ..snapshot(2, vec![Message::user("lost")]) };
+    let deep_message = snapshot(2, vec![Message::user("lost"), with_args(MAX_JSON_DEPTH - 3)]);
+    for checkpoint in [deep_state, deep_message] {
+        let err = fx.checkpointer.put(&id, checkpoint, 1).await.unwrap_err();
+        assert!(is_too_deep(&err), "{err:?}");
+    }
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(saved), "nothing written");
+    assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap(), deepest.messages);
 }
 
 /// Messages carried by successive `put`s read back in order.

@@ -2,6 +2,7 @@
 //! append-only log, the rest of the state into the snapshot.
 
 use chrono::{DateTime, Utc};
+use lgadk_core::json;
 use lgadk_core::{Checkpoint, Checkpointer, Error, GraphError, GraphState, NewCheckpoint, Result, SessionId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -24,11 +25,19 @@ pub(crate) enum CheckpointFailure {
 }
 
 /// What the snapshot holds besides the state: the nodes still to run after an interrupt.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Envelope {
     state: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     next: Vec<String>,
+}
+
+/// [`Envelope`] as it is written: the state by reference, serialized in one pass.
+#[derive(Serialize)]
+struct EnvelopeRef<'a, S> {
+    state: &'a S,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    next: &'a [String],
 }
 
 /// A saved state as [`CompiledGraph::history`](crate::CompiledGraph::history) returns it.
@@ -60,14 +69,16 @@ pub(crate) fn encode<S: GraphState>(
     graph: &str,
     state: &mut S,
     log_len: u64,
-    next: Vec<String>,
+    next: &[String],
     step: u64,
     node: Option<String>,
 ) -> Result<NewCheckpoint> {
     let state_error =
         |source: lgadk_core::BoxError| -> Error { GraphError::State { graph: graph.to_owned(), source }.into() };
     let history = state.messages_mut().map(std::mem::take);
-    let snapshot = serde_json::to_value(&*state);
+    // Through lgadk's JSON limit: a state nested too deep is refused before it is written,
+    // and without recursing into it.
+    let envelope = json::to_value(&EnvelopeRef { state: &*state, next });
     let mut messages = Vec::new();
     if let Some(history) = history {
         let saved = usize::try_from(log_len).unwrap_or(usize::MAX);
@@ -79,8 +90,7 @@ pub(crate) fn encode<S: GraphState>(
         messages = history[saved..].to_vec();
         restore(state, history);
     }
-    let state = snapshot.map_err(|err| state_error(err.into()))?;
-    let envelope = serde_json::to_value(Envelope { state, next }).map_err(|err| state_error(err.into()))?;
+    let envelope = envelope.map_err(|err| err.into_error("a graph state", |source| state_error(source.into())))?;
     Ok(NewCheckpoint { state: envelope, step, node, messages })
 }
 
@@ -136,7 +146,7 @@ mod tests {
     fn encode_writes_only_new_messages_and_keeps_the_state() {
         let mut state = ChatState { input: "hi".into(), ..ChatState::default() };
         state.messages = vec![Message::user("a"), Message::assistant("b"), Message::user("c")];
-        let cp = encode("g", &mut state, 2, vec!["n".into()], 3, Some("n".into())).unwrap();
+        let cp = encode("g", &mut state, 2, &["n".into()], 3, Some("n".into())).unwrap();
         assert_eq!(cp.messages, vec![Message::user("c")]);
         assert_eq!(cp.state["state"]["messages"], serde_json::json!([]));
         assert_eq!(cp.state["state"]["input"], "hi");
@@ -147,7 +157,7 @@ mod tests {
     #[test]
     fn encode_rejects_a_history_that_shrank() {
         let mut state = ChatState { messages: vec![Message::user("a")], ..ChatState::default() };
-        let err = encode("g", &mut state, 2, Vec::new(), 1, None).unwrap_err();
+        let err = encode("g", &mut state, 2, &[], 1, None).unwrap_err();
         assert!(matches!(err, Error::Graph(GraphError::State { .. })), "{err:?}");
         assert_eq!(state.messages.len(), 1);
     }

@@ -461,7 +461,7 @@ impl<S: GraphState> CompiledGraph<S> {
             Outcome::Finished { step, node } => (Vec::new(), node, step, None),
             Outcome::Interrupted { node, frontier, step } => (frontier, Some(node.clone()), step, Some(node)),
         };
-        let new_checkpoint = checkpoint::encode(&topology.name, &mut state, base.log_len, next.clone(), step, node)?;
+        let new_checkpoint = checkpoint::encode(&topology.name, &mut state, base.log_len, &next, step, node)?;
         let created_at = match &session {
             Some(session) => session.created_at,
             None => {
@@ -627,7 +627,7 @@ mod tests {
 
     fn saved(version: u64, log_len: u64) -> Checkpoint {
         let mut state = ChatState::default();
-        let envelope = checkpoint::encode("g", &mut state, 0, Vec::new(), 1, None).unwrap().state;
+        let envelope = checkpoint::encode("g", &mut state, 0, &[], 1, None).unwrap().state;
         Checkpoint { version, step: 1, node: Some("reply".into()), created_at: created(), log_len, state: envelope }
     }
 

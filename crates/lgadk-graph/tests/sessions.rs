@@ -546,3 +546,45 @@ async fn dropping_run_after_the_checkpoint_still_tracks_the_turn() {
     assert_eq!(stats.interactions, 1, "the saved turn was tracked after the caller left");
     assert_eq!(stats.total_tokens_out, EchoModel::usage_for(2, "echo #1: hello").completion_tokens);
 }
+
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(serde_json::Value::Null, |inner, _| serde_json::json!([inner]))
+}
+
+/// A graph whose one node answers and leaves `extra["deep"]` nested `extra_levels` deep, and
+/// a tool call whose arguments nest `argument_levels` deep.
+fn deep_graph(sessions: &SessionManager, extra_levels: usize, argument_levels: usize) -> CompiledGraph<ChatState> {
+    GraphBuilder::new("deep")
+        .add_node_fn("deep", move |mut state: ChatState, _| async move {
+            state.messages.push(Message::user(state.input.clone()));
+            let mut call = Message::assistant("");
+            call.tool_calls.push(lgadk_core::ToolCall {
+                id: "c".into(),
+                name: "t".into(),
+                arguments: nested(argument_levels),
+            });
+            state.messages.push(call);
+            state.extra.insert("deep".into(), nested(extra_levels));
+            Ok(state)
+        })
+        .configure_session_management(sessions.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn state_or_message_nested_too_deep_fails_the_run_and_writes_nothing() {
+    let sessions = SessionManager::in_memory();
+    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
+    let fine = deep_graph(&sessions, 100, 100).run(RunRequest::new("one").with_session(id.clone())).await.unwrap();
+    let stats_before = sessions.get_session(&id).await.unwrap().unwrap().stats;
+
+    for (extra, arguments, what) in [(1_000, 1, "a graph state"), (1, lgadk_core::json::MAX_JSON_DEPTH, "a message")] {
+        let graph = deep_graph(&sessions, extra, arguments);
+        let err = graph.run(RunRequest::new("two").with_session(id.clone())).await.unwrap_err();
+        assert!(matches!(err, Error::NestingTooDeep { what: w, .. } if w == what), "{err:?}");
+        assert_eq!(graph.state(&id).await.unwrap().unwrap().messages, fine.state.messages);
+        assert_eq!(graph.history(&id, 10).await.unwrap().len(), 1);
+        assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats, stats_before);
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lgadk_core::session::check_metadata_size;
+use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
     Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Metadata, MetadataUpdate,
     NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats, SessionStore, Timeout, UserId,
@@ -274,6 +274,7 @@ impl SessionManager {
             None => span!("create", self),
         };
         async move {
+            new.metadata = check_metadata_depth(std::mem::take(&mut new.metadata))?;
             check_metadata_size(&new.metadata, self.inner.metadata_limit)?;
             if new.timeout == Timeout::Default {
                 new.timeout = match self.inner.default_timeout {
@@ -370,6 +371,7 @@ impl SessionManager {
     /// `SessionNotFound`; `MetadataTooLarge` (the stored metadata is then unchanged).
     pub async fn update_session_metadata(&self, id: &SessionId, metadata: Metadata, merge: bool) -> Result<Metadata> {
         async {
+            let metadata = check_metadata_depth(metadata)?;
             check_metadata_size(&metadata, self.inner.metadata_limit)?;
             let update = if merge { MetadataUpdate::Merge(metadata) } else { MetadataUpdate::Replace(metadata) };
             traced(self.dyn_store().update_metadata(id, update).await)

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use lgadk_core::session::{check_metadata_size, json_size, metadata_size, timestamp};
+use lgadk_core::session::{check_metadata_depth, check_metadata_size, json_size, metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT,
     DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession, Page,
@@ -345,6 +345,8 @@ impl SessionStore for InMemoryStore {
 
     async fn create(&self, new: NewSession) -> Result<Session> {
         let inner = &*self.inner;
+        let mut new = new;
+        new.metadata = check_metadata_depth(std::mem::take(&mut new.metadata))?;
         check_metadata_size(&new.metadata, inner.metadata_limit)?;
         let id = new.id.unwrap_or_default();
         let timeout_ms = match new.timeout.resolve(Some(DEFAULT_SESSION_TIMEOUT)) {
@@ -409,6 +411,7 @@ impl SessionStore for InMemoryStore {
 
     async fn update_metadata(&self, id: &SessionId, update: MetadataUpdate) -> Result<Metadata> {
         let limit = self.inner.metadata_limit;
+        let update = update.check_depth()?;
         self.inner.with_live(id, |record, now| {
             let size = match &update {
                 MetadataUpdate::Replace(map) => metadata_size(map),
@@ -525,6 +528,7 @@ impl Checkpointer for InMemoryStore {
 
     async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
         let retention = self.inner.checkpoint_retention;
+        let checkpoint = checkpoint.check_depth()?;
         self.inner.with_live(id, |record, now| {
             let history = record.history.get_or_insert_with(Box::default);
             if history.version != expected_version {

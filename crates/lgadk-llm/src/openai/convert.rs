@@ -23,10 +23,16 @@ pub(crate) enum MaxTokensField {
     Legacy,
 }
 
-fn arguments_text(arguments: &serde_json::Value) -> String {
+/// The arguments as the wire carries them: a JSON text, written within lgadk's nesting limit
+/// (a recursive writer would overflow the stack on arguments built deep in code).
+fn arguments_text(arguments: &serde_json::Value) -> Result<String> {
     match arguments {
-        serde_json::Value::String(raw) => raw.clone(),
-        other => other.to_string(),
+        serde_json::Value::String(raw) => Ok(raw.clone()),
+        other => lgadk_core::json::to_string(other).map_err(|err| {
+            err.into_error("a message", |source| Error::InvalidConfig {
+                reason: format!("tool-call arguments do not serialize: {source}"),
+            })
+        }),
     }
 }
 
@@ -46,12 +52,12 @@ fn to_wire_message(index: usize, message: &Message) -> Result<ChatCompletionRequ
                 .tool_calls
                 .iter()
                 .map(|call| {
-                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                    Ok(ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
                         id: call.id.clone(),
-                        function: FunctionCall { name: call.name.clone(), arguments: arguments_text(&call.arguments) },
-                    })
+                        function: FunctionCall { name: call.name.clone(), arguments: arguments_text(&call.arguments)? },
+                    }))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let content = (!message.content.is_empty() || tool_calls.is_empty())
                 .then(|| ChatCompletionRequestAssistantMessageContent::Text(message.content.clone()));
             ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
@@ -245,6 +251,19 @@ mod tests {
             serde_json::to_value(to_wire_request("m", &request, false, MaxTokensField::Legacy).unwrap()).unwrap();
         assert_eq!(legacy["max_tokens"], 64);
         assert!(legacy.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn tool_arguments_nested_too_deep_are_refused_not_overflowed() {
+        let deep = (0..100_000).fold(serde_json::Value::Null, |inner, _| serde_json::Value::Array(vec![inner]));
+        let call = ToolCall { id: "c1".into(), name: "f".into(), arguments: deep };
+        let request = ChatRequest::new(vec![Message { tool_calls: vec![call], ..Message::assistant("") }]);
+        let err = to_wire_request("m", &request, false, MaxTokensField::Completion).unwrap_err();
+        assert!(matches!(err, Error::NestingTooDeep { what: "a message", .. }), "{err}");
+        // Taken apart without recursing, so the test's own drop cannot overflow either.
+        for message in request.messages {
+            message.tool_calls.into_iter().for_each(|call| lgadk_core::json::dispose(call.arguments));
+        }
     }
 
     #[test]

@@ -101,7 +101,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lgadk_core::session::{check_metadata_size, timestamp};
+use lgadk_core::session::{check_metadata_depth, check_metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata,
     MetadataUpdate, NewCheckpoint, NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats,
@@ -218,8 +218,9 @@ impl RedisStore {
     }
 
     fn json(op: &'static str, what: &'static str, value: &impl Serialize) -> Result<String> {
-        serde_json::to_string(value)
-            .map_err(|source| Error::backend("redis", op, RedisFailure::BadJson { what, source }))
+        lgadk_core::json::to_string(value).map_err(|err| {
+            err.into_error(what, |source| Error::backend("redis", op, RedisFailure::BadJson { what, source }))
+        })
     }
 }
 
@@ -313,6 +314,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, new: NewSession) -> Result<Session> {
+        let mut new = new;
+        new.metadata = check_metadata_depth(std::mem::take(&mut new.metadata))?;
         check_metadata_size(&new.metadata, self.inner.metadata_limit)?;
         let now = self.now();
         let id = new.id.unwrap_or_default();
@@ -453,6 +456,7 @@ impl SessionStore for RedisStore {
 
     async fn update_metadata(&self, id: &SessionId, update: MetadataUpdate) -> Result<Metadata> {
         let limit = self.inner.metadata_limit;
+        let update = update.check_depth()?;
         // The result is never smaller than the update itself, so this saves a round trip.
         check_metadata_size(update.map(), limit)?;
         let (mode, map) = match &update {
@@ -791,6 +795,7 @@ impl Checkpointer for RedisStore {
 
     async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
         const OP: &str = "checkpoint_put";
+        let checkpoint = checkpoint.check_depth()?;
         let now = self.now();
         let body =
             StoredBody { step: checkpoint.step, node: checkpoint.node.as_deref(), at: now, state: &checkpoint.state };
