@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool reports on the terminal")]
 
 mod bench;
+mod msrv;
 mod redis;
 
 use std::env;
@@ -73,7 +74,8 @@ fn cargo_output(args: &[&str]) -> Result<String> {
 }
 
 /// Formatting, clippy on the whole workspace and on feature sets that unification would hide,
-/// docs with warnings denied, and the guard that keeps `lgadk-core` free of I/O dependencies.
+/// docs with warnings denied, the guard that keeps `lgadk-core` free of I/O dependencies, and
+/// the `rust-version` guard.
 fn lint() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
@@ -87,7 +89,8 @@ fn lint() -> Result<()> {
         cargo(&["clippy", "--package", package, features, "--", "-D", "warnings"])?;
     }
     cargo_with_env(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
-    core_dependency_guard()
+    core_dependency_guard()?;
+    msrv::check()
 }
 
 /// `lgadk-core` must build without a runtime, Redis or HTTP client in its normal dependencies.

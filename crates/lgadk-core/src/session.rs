@@ -23,7 +23,7 @@ pub const DEFAULT_METADATA_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Serialized size of `metadata` in bytes (compact JSON), as the metadata limit counts it;
-/// `usize::MAX` when it nests too deep to serialize (see [`json`](crate::json)).
+/// `usize::MAX` when it nests too deep to serialize (see [`crate::json`]).
 pub fn metadata_size(metadata: &Metadata) -> usize {
     json_size(metadata)
 }
