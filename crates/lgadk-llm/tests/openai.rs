@@ -354,6 +354,40 @@ async fn fail_with(reply: Reply) -> (Error, usize) {
 }
 
 #[tokio::test]
+async fn a_server_that_accepts_and_hangs_up_gets_one_request_by_default() {
+    let server = TestServer::always(Reply::HangUp.delayed(Duration::from_millis(200))).await;
+    let started = Instant::now();
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    let elapsed = started.elapsed();
+
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 1, "a completion is not idempotent: no retry once it was sent");
+    assert!(elapsed < Duration::from_millis(1500), "no backoff either: {elapsed:?}");
+    assert!(err.is_retryable(), "trying again may work, it is just not done behind the caller's back");
+    assert!(err.source().unwrap().to_string().contains("after the request was sent"), "{err:?}");
+
+    // The request that opens a stream is treated the same way.
+    let err = model(&server, fast_retry()).stream(hello()).await.err().expect("the server hangs up");
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 2, "one more request, not four");
+}
+
+#[tokio::test]
+async fn retrying_after_send_can_be_turned_on() {
+    let server = TestServer::always(Reply::HangUp).await;
+    let err =
+        model(&server, fast_retry().with_max_retries(2).with_retry_after_send(true)).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 3, "1 attempt + 2 retries");
+
+    let flaky =
+        TestServer::sequence(vec![Reply::HangUp, Reply::json(200, &completion("second time lucky", None))]).await;
+    let reply = model(&flaky, fast_retry().with_retry_after_send(true)).chat(hello()).await.unwrap();
+    assert_eq!(reply.message.content, "second time lucky");
+    assert_eq!(flaky.request_count(), 2);
+}
+
+#[tokio::test]
 async fn server_errors_and_overload_are_retried() {
     for status in [500, 502, 503, 529] {
         let (err, requests) = fail_with(Reply::error(status, "try later")).await;

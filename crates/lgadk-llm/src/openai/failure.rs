@@ -299,14 +299,15 @@ impl ProviderFailure {
         }
     }
 
-    /// Whether the retry loop tries again by itself: rate limits, server errors and transport
-    /// failures, never a timeout (it bounds the caller's wait) nor anything mid-stream.
-    pub(crate) fn retry_now(&self) -> bool {
+    /// Whether the retry loop tries again by itself: rate limits, server errors and failures
+    /// before the request was sent; a connection lost after sending only if `after_send`. Never
+    /// a timeout (it bounds the caller's wait) nor anything mid-stream.
+    pub(crate) fn retry_now(&self, after_send: bool) -> bool {
         match self.kind() {
             ModelErrorKind::Connect | ModelErrorKind::RateLimited { .. } | ModelErrorKind::ServerError => {
                 !matches!(self, Self::ErrorObject { .. })
             }
-            ModelErrorKind::ConnectionLost => true,
+            ModelErrorKind::ConnectionLost => after_send,
             _ => false,
         }
     }
@@ -337,7 +338,7 @@ mod tests {
     fn json_error_bodies_are_read() {
         let body = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
         let failure = ProviderFailure::from_status(429, Some(Duration::from_secs(2)), body);
-        assert!(failure.retry_now());
+        assert!(failure.retry_now(false));
         assert_eq!(failure.kind(), ModelErrorKind::RateLimited { retry_after: Some(Duration::from_secs(2)) });
         assert_eq!(failure.retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(failure.to_string(), "the provider answered 429: Rate limit reached");
@@ -348,9 +349,9 @@ mod tests {
         let quota = br#"{"error":{"message":"No quota","type":"insufficient_quota","code":null}}"#;
         let quota = ProviderFailure::from_status(429, None, quota);
         assert_eq!(quota.kind(), ModelErrorKind::Quota);
-        assert!(!quota.retry_now());
+        assert!(!quota.retry_now(true));
         assert_eq!(kind(400, "bad"), ModelErrorKind::InvalidRequest);
-        assert!(ProviderFailure::from_status(503, None, b"").retry_now());
+        assert!(ProviderFailure::from_status(503, None, b"").retry_now(false));
         let auth = ProviderFailure::from_status(401, None, b"<html>nope</html>");
         assert!(matches!(auth, ProviderFailure::Auth { status: 401, .. }));
         assert!(auth.to_string().contains("API key"), "{auth}");

@@ -51,12 +51,13 @@ pub(crate) fn process_env() -> EnvLookup {
 ///   (`stream_options.include_usage`). When a server reports no usage, it is counted with
 ///   the tokenizer ([`tokens`](crate::tokens)).
 /// - A timeout per request (for a stream: until it opens, then between chunks) and a connect
-///   timeout; retries per [`RetryPolicy`] (429, 5xx and connection failures, honouring
-///   `Retry-After`; never other 4xx). async-openai's own retry layer is switched off, so the
-///   number of requests sent is exactly what the policy allows.
+///   timeout; retries per [`RetryPolicy`] (429, 5xx and failures to connect, honouring
+///   `Retry-After`; never other 4xx, and by default never once the request was sent and the
+///   connection broke). async-openai's own retry layer is switched off, so the number of
+///   requests sent is exactly what the policy allows.
 /// - Failures are [`Error::Model`] with a [`ModelErrorKind`](lgadk_core::ModelErrorKind) read
-///   from the status, the error code and the wording of OpenAI and the compatible servers,
-///   and the HTTP status when there was one.
+///   from the status, the error code and the wording of OpenAI and the compatible servers
+///   (see the [crate docs](crate#model-errors)), and the HTTP status when there was one.
 ///
 /// ```no_run
 /// # async fn demo() -> lgadk_core::Result<()> {
@@ -316,7 +317,7 @@ impl OpenAiModel {
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
-                Err(failure) if retry < self.retry.max_retries && failure.retry_now() => {
+                Err(failure) if retry < self.retry.max_retries && failure.retry_now(self.retry.retry_after_send) => {
                     let delay = self.retry.backoff(retry, failure.retry_after());
                     retry += 1;
                     tracing::debug!(
