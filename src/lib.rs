@@ -31,7 +31,7 @@
 #[doc(inline)]
 pub use lgadk_core as core;
 #[doc(inline)]
-pub use lgadk_core::{Error, Result};
+pub use lgadk_core::{Error, ModelErrorKind, Result};
 #[doc(inline)]
 pub use lgadk_graph as graph;
 #[doc(inline)]

@@ -1,6 +1,7 @@
 //! The one public error type of lgadk, and the result alias every crate uses.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::id::SessionId;
 
@@ -84,15 +85,16 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// A model provider failed.
-    #[error("model `{model}` failed (status {}, retryable: {retryable})", DisplayStatus(*status))]
+    /// A model provider failed. Match on `kind` to react (shorten the conversation, back off,
+    /// fix the key); [`Error::is_retryable`] follows from it.
+    #[error("model `{model}` failed{}: {kind}", DisplayStatus(*status))]
     Model {
         /// The model id, e.g. `openai/gpt-4o-mini`.
         model: String,
+        /// What went wrong.
+        kind: ModelErrorKind,
         /// The HTTP status, when the provider answered with one.
         status: Option<u16>,
-        /// Whether trying again later may succeed (429, 5xx, connection errors).
-        retryable: bool,
         /// The provider's own error.
         #[source]
         source: BoxError,
@@ -124,8 +126,117 @@ struct DisplayStatus(Option<u16>);
 impl fmt::Display for DisplayStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(status) => write!(f, "{status}"),
-            None => f.write_str("none"),
+            Some(status) => write!(f, " with status {status}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a model call failed: the `kind` of an [`Error::Model`].
+///
+/// Providers map HTTP statuses, error codes and error messages onto these kinds, so a caller
+/// can tell a timeout from a refused connection, or a context-window overflow from any other
+/// bad request, without knowing the provider. New kinds may be added: a `match` needs a `_` arm.
+///
+/// ```
+/// use lgadk_core::{Error, ModelErrorKind};
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err {
+///         Error::Model { kind: ModelErrorKind::ContextWindowExceeded, .. } => "shorten the conversation",
+///         Error::Model { kind: ModelErrorKind::RateLimited { .. }, .. } => "slow down",
+///         err if err.is_retryable() => "try again later",
+///         _ => "give up",
+///     }
+/// }
+///
+/// let err = Error::model("openai/gpt-4o-mini", ModelErrorKind::ContextWindowExceeded, Some(400), "too long");
+/// assert_eq!(advice(&err), "shorten the conversation");
+/// assert!(!err.is_retryable());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelErrorKind {
+    /// No answer (for a stream: no next chunk) within the configured timeout, or the server
+    /// answered 408.
+    Timeout,
+    /// No connection could be made (refused, DNS, TLS, connect timeout): the request was never
+    /// sent.
+    Connect,
+    /// The request was sent and the connection broke before a complete answer arrived. The
+    /// server may have processed the request (and billed it).
+    ConnectionLost,
+    /// Too many requests (429, `rate_limit_exceeded`).
+    RateLimited {
+        /// The wait the server asked for (`Retry-After`, `retry-after-ms`), if it named one.
+        retry_after: Option<Duration>,
+    },
+    /// The credentials are missing, wrong or lack access (401, 403).
+    Authentication,
+    /// The account is out of quota or credit (`insufficient_quota`, 402): retrying does not help.
+    Quota,
+    /// The conversation plus the completion cap do not fit the model's context window.
+    ContextWindowExceeded,
+    /// The provider's content filter blocked the prompt or the completion.
+    ContentFiltered,
+    /// The server rejected the request (another 4xx: unknown model, bad parameter, …).
+    InvalidRequest,
+    /// The server failed or is overloaded (5xx, including 529).
+    ServerError,
+    /// The answer does not decode: not a completion, no choices, tool arguments that are not JSON.
+    MalformedResponse,
+    /// A stream broke off, or ended before the model finished.
+    StreamCut,
+    /// Anything else (the HTTP client could not be built, a scripted failure); see the source.
+    Other,
+}
+
+impl ModelErrorKind {
+    /// Whether the same call may succeed later: timeouts, connection failures (before or after
+    /// sending), rate limits, server errors and cut streams. A quota, credentials, an invalid
+    /// request, a context-window overflow, filtered content or a malformed answer stay as they
+    /// are until something changes.
+    ///
+    /// This says nothing about whether retrying is *safe*: after [`ConnectionLost`](Self::ConnectionLost)
+    /// or a [`StreamCut`](Self::StreamCut) the first request may have been processed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout
+                | Self::Connect
+                | Self::ConnectionLost
+                | Self::RateLimited { .. }
+                | Self::ServerError
+                | Self::StreamCut
+        )
+    }
+
+    /// The wait the server asked for, when it named one with a rate limit.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out"),
+            Self::Connect => f.write_str("could not connect"),
+            Self::ConnectionLost => f.write_str("connection lost after the request was sent"),
+            Self::RateLimited { retry_after: Some(wait) } => write!(f, "rate limited, retry after {wait:?}"),
+            Self::RateLimited { retry_after: None } => f.write_str("rate limited"),
+            Self::Authentication => f.write_str("authentication failed"),
+            Self::Quota => f.write_str("quota exhausted"),
+            Self::ContextWindowExceeded => f.write_str("context window exceeded"),
+            Self::ContentFiltered => f.write_str("content filtered"),
+            Self::InvalidRequest => f.write_str("invalid request"),
+            Self::ServerError => f.write_str("server error"),
+            Self::MalformedResponse => f.write_str("malformed response"),
+            Self::StreamCut => f.write_str("stream cut off"),
+            Self::Other => f.write_str("unclassified error"),
         }
     }
 }
@@ -253,16 +364,27 @@ impl Error {
         Self::Interrupted { node: node.into(), session_id: None }
     }
 
+    /// A [`Error::Model`] for model `model` failing with `kind`, keeping `cause` as the source.
+    pub fn model(
+        model: impl Into<String>,
+        kind: ModelErrorKind,
+        status: Option<u16>,
+        cause: impl Into<BoxError>,
+    ) -> Self {
+        Self::Model { model: model.into(), kind, status, source: cause.into() }
+    }
+
     /// Whether the session was unknown, ended or expired.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::SessionNotFound(_))
     }
 
-    /// Whether trying the same call again later may succeed: a retryable model error, a
-    /// backend failure, or a checkpoint conflict (after reloading).
+    /// Whether trying the same call again later may succeed: a model error whose kind
+    /// [is retryable](ModelErrorKind::is_retryable), a backend failure, or a checkpoint
+    /// conflict (after reloading).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Model { retryable, .. } => *retryable,
+            Self::Model { kind, .. } => kind.is_retryable(),
             Self::Backend { .. } | Self::Conflict { .. } => true,
             _ => false,
         }
@@ -283,14 +405,49 @@ mod tests {
     }
 
     #[test]
-    fn model_error_prints_status_and_retryability() {
-        let err = Error::Model {
-            model: "openai/gpt-4o-mini".into(),
-            status: Some(429),
-            retryable: true,
-            source: "rate limited".into(),
-        };
-        assert_eq!(err.to_string(), "model `openai/gpt-4o-mini` failed (status 429, retryable: true)");
+    fn model_error_prints_status_and_kind() {
+        let kind = ModelErrorKind::RateLimited { retry_after: Some(Duration::from_secs(2)) };
+        let err = Error::model("openai/gpt-4o-mini", kind, Some(429), "slow down");
+        assert_eq!(err.to_string(), "model `openai/gpt-4o-mini` failed with status 429: rate limited, retry after 2s");
         assert!(err.is_retryable());
+        assert_eq!(err.source().map(ToString::to_string).as_deref(), Some("slow down"));
+
+        let err = Error::model("local/llama3", ModelErrorKind::Timeout, None, "no answer within 30s");
+        assert_eq!(err.to_string(), "model `local/llama3` failed: timed out");
+    }
+
+    #[test]
+    fn retryability_follows_the_kind() {
+        use ModelErrorKind as K;
+        let retryable = [
+            K::Timeout,
+            K::Connect,
+            K::ConnectionLost,
+            K::RateLimited { retry_after: None },
+            K::ServerError,
+            K::StreamCut,
+        ];
+        let final_ = [
+            K::Authentication,
+            K::Quota,
+            K::ContextWindowExceeded,
+            K::ContentFiltered,
+            K::InvalidRequest,
+            K::MalformedResponse,
+            K::Other,
+        ];
+        for kind in retryable {
+            assert!(kind.is_retryable(), "{kind:?}");
+            assert!(Error::model("m", kind, None, "x").is_retryable());
+        }
+        for kind in final_ {
+            assert!(!kind.is_retryable(), "{kind:?}");
+            assert!(!Error::model("m", kind, None, "x").is_retryable());
+        }
+        assert_eq!(
+            K::RateLimited { retry_after: Some(Duration::from_millis(150)) }.retry_after(),
+            Some(Duration::from_millis(150))
+        );
+        assert_eq!(K::ServerError.retry_after(), None);
     }
 }

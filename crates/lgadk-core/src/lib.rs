@@ -51,7 +51,7 @@ pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, New
 #[doc(inline)]
 pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
-pub use error::{BoxError, Error, GraphError, Result};
+pub use error::{BoxError, Error, GraphError, ModelErrorKind, Result};
 #[doc(inline)]
 pub use id::{SessionId, UserId};
 #[doc(inline)]

@@ -173,8 +173,9 @@ impl<T: Unpin> Stream for Once<T> {
 /// A chat model: OpenAI, any OpenAI-compatible server, the offline model, or your own.
 ///
 /// # Contract
-/// - Failures are [`Error::Model`](crate::Error::Model) with the HTTP status when there is one
-///   and whether a retry may help; a provider never panics on a bad answer.
+/// - Failures are [`Error::Model`](crate::Error::Model) with a
+///   [`ModelErrorKind`](crate::ModelErrorKind) (which also says whether a retry may help) and the
+///   HTTP status when there is one; a provider never panics on a bad answer.
 /// - `usage` is what the provider reported, or counted with a real tokenizer when it reports
 ///   nothing; never a length-based guess.
 #[async_trait]

@@ -33,6 +33,33 @@
 //! # }
 //! ```
 //!
+//! # Model errors
+//!
+//! Every provider failure is an [`Error::Model`](lgadk_core::Error::Model) whose `kind`, a
+//! [`ModelErrorKind`](lgadk_core::ModelErrorKind), says what went wrong whatever the server.
+//! [`OpenAiModel`] reads it from the HTTP status, OpenAI's error `code`/`type`, and the wording
+//! of the compatible servers (vLLM, Ollama, LM Studio, llama.cpp, LiteLLM). "Retried" is what
+//! [`OpenAiModel`] does by itself under its [`RetryPolicy`]; `is_retryable()` says whether the
+//! caller may usefully try again later.
+//!
+//! | kind | from | retried | `is_retryable()` |
+//! |---|---|---|---|
+//! | `Connect` | refused, DNS, TLS, connect timeout: the request was never sent | yes | yes |
+//! | `RateLimited { retry_after }` | 429, `rate_limit_exceeded` | yes, after `Retry-After` | yes |
+//! | `ServerError` | 5xx, 529 overloaded, an error object in a stream | yes (not mid-stream) | yes |
+//! | `ConnectionLost` | the connection broke after the request was sent | only with [`RetryPolicy::with_retry_after_send`] | yes |
+//! | `Timeout` | no answer, or no next chunk, within the timeout; 408 | no (it bounds the caller's wait) | yes |
+//! | `StreamCut` | a stream broke off or ended before the model finished | no | yes |
+//! | `Quota` | `insufficient_quota`, 402 | no | no |
+//! | `Authentication` | 401, 403, `invalid_api_key` | no | no |
+//! | `ContextWindowExceeded` | `context_length_exceeded`, `exceed_context_size_error`, "maximum context length", "exceeds the context length", "prompt is too long", … | no | no |
+//! | `ContentFiltered` | `content_filter` (error code or finish reason), `content_policy_violation` | no | no |
+//! | `InvalidRequest` | any other 4xx | no | no |
+//! | `MalformedResponse` | an answer that is not a completion, has no choices, or bad tool arguments | no | no |
+//! | `Other` | the HTTP client could not be built; an exhausted [`OfflineModel`] script | no | no |
+//!
+//! The provider's own error (status, message, transport error) stays the `source`.
+//!
 //! # Feature flags
 //! | feature | default | adds |
 //! |---|---|---|

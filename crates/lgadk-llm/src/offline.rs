@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use lgadk_core::{
-    ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Error, Message, Result, Role, ToolCall, Usage,
+    ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Error, Message, ModelErrorKind, Result, Role,
+    ToolCall, Usage,
 };
 use tracing::field;
 
@@ -24,12 +25,12 @@ pub enum ScriptedReply {
     Text(String),
     /// An assistant message asking for these tool calls (an empty `id` gets `call_<n>`).
     ToolCalls(Vec<ToolCall>),
-    /// An [`Error::Model`] with this status and retryability.
+    /// An [`Error::Model`] of this kind and status.
     Failure {
+        /// What the error reports went wrong (it also decides whether a retry may help).
+        kind: ModelErrorKind,
         /// The HTTP status to report, if any.
         status: Option<u16>,
-        /// Whether the error says a retry may help.
-        retryable: bool,
     },
 }
 
@@ -44,9 +45,9 @@ impl ScriptedReply {
         Self::ToolCalls(vec![ToolCall { id: String::new(), name: name.into(), arguments }])
     }
 
-    /// A provider failure, e.g. `failure(Some(503), true)`.
-    pub fn failure(status: Option<u16>, retryable: bool) -> Self {
-        Self::Failure { status, retryable }
+    /// A provider failure, e.g. `failure(ModelErrorKind::ServerError, Some(503))`.
+    pub fn failure(kind: ModelErrorKind, status: Option<u16>) -> Self {
+        Self::Failure { kind, status }
     }
 }
 
@@ -88,7 +89,7 @@ struct Script {
 ///
 /// **Scripted** ([`OfflineModel::scripted`]): returns queued [`ScriptedReply`]s in order (text,
 /// tool calls, failures) and records each request for inspection; an empty queue is an
-/// [`Error::Model`], not a panic.
+/// [`Error::Model`] of kind [`Other`](ModelErrorKind::Other), not a panic.
 ///
 /// Both modes report [`Usage`] counted with the `o200k_base` tokenizer ([`tokens`]) and stream
 /// word by word, with usage on the final chunk.
@@ -190,8 +191,8 @@ impl OfflineModel {
         self.script.as_ref().map_or(0, |s| s.lock().unwrap_or_else(PoisonError::into_inner).queue.len())
     }
 
-    fn failure(&self, status: Option<u16>, retryable: bool, source: OfflineFailure) -> Error {
-        Error::Model { model: self.id.clone(), status, retryable, source: source.into() }
+    fn failure(&self, kind: ModelErrorKind, status: Option<u16>, source: OfflineFailure) -> Error {
+        Error::model(self.id.clone(), kind, status, source)
     }
 
     fn answer(&self, request: &ChatRequest) -> Result<ChatResponse> {
@@ -201,14 +202,18 @@ impl OfflineModel {
                 let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
                 script.requests.push(request.clone());
                 let Some(next) = script.queue.pop_front() else {
-                    return Err(self.failure(None, false, OfflineFailure::ScriptExhausted { served: script.served }));
+                    return Err(self.failure(
+                        ModelErrorKind::Other,
+                        None,
+                        OfflineFailure::ScriptExhausted { served: script.served },
+                    ));
                 };
                 script.served += 1;
                 match next {
                     ScriptedReply::Text(text) => Message::assistant(text),
                     ScriptedReply::ToolCalls(calls) => Message { tool_calls: calls, ..Message::assistant("") },
-                    ScriptedReply::Failure { status, retryable } => {
-                        return Err(self.failure(status, retryable, OfflineFailure::Scripted { index: script.served }));
+                    ScriptedReply::Failure { kind, status } => {
+                        return Err(self.failure(kind, status, OfflineFailure::Scripted { index: script.served }));
                     }
                 }
             }

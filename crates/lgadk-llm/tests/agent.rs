@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use lgadk_core::{Agent, AgentEvent, ChatState, Error, EventSink, GraphState, Message, Role, RunContext, ToolSpec};
+use lgadk_core::{
+    Agent, AgentEvent, ChatState, Error, EventSink, GraphState, Message, ModelErrorKind, Role, RunContext, ToolSpec,
+};
 use lgadk_llm::{ChatAgent, OfflineModel, PromptTemplate, ScriptedReply};
 use serde_json::json;
 
@@ -84,7 +86,10 @@ async fn the_template_renders_input_and_extra_values_but_history_keeps_the_raw_i
 
 #[tokio::test]
 async fn a_failing_model_leaves_the_state_and_usage_unchanged() {
-    let agent = ChatAgent::new("a", Arc::new(OfflineModel::scripted([ScriptedReply::failure(Some(500), true)])));
+    let agent = ChatAgent::new(
+        "a",
+        Arc::new(OfflineModel::scripted([ScriptedReply::failure(ModelErrorKind::ServerError, Some(500))])),
+    );
     let mut s = state("hello");
     s.messages.push(Message::user("earlier"));
     let before = s.clone();

@@ -4,7 +4,7 @@
 use std::error::Error as _;
 
 use futures_util::StreamExt;
-use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, Usage};
+use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, Usage};
 use lgadk_llm::{OfflineModel, ScriptedReply, tokens};
 use serde_json::json;
 
@@ -77,7 +77,7 @@ async fn scripted_replies_come_in_order_with_tool_calls_then_a_typed_error() {
     let model = OfflineModel::scripted([
         ScriptedReply::tool_call("get_weather", json!({"city": "Paris"})),
         ScriptedReply::text("It is sunny in Paris."),
-        ScriptedReply::failure(Some(503), true),
+        ScriptedReply::failure(ModelErrorKind::ServerError, Some(503)),
     ]);
     assert_eq!(model.remaining(), 3);
 
@@ -91,10 +91,15 @@ async fn scripted_replies_come_in_order_with_tool_calls_then_a_typed_error() {
     assert_eq!(second.message.content, "It is sunny in Paris.");
 
     let failure = model.chat(ChatRequest::default()).await.unwrap_err();
-    assert!(matches!(failure, Error::Model { status: Some(503), retryable: true, .. }), "{failure:?}");
+    assert!(
+        matches!(failure, Error::Model { kind: ModelErrorKind::ServerError, status: Some(503), .. }),
+        "{failure:?}"
+    );
+    assert!(failure.is_retryable());
 
     let exhausted = model.chat(ChatRequest::default()).await.unwrap_err();
-    assert!(matches!(&exhausted, Error::Model { status: None, retryable: false, .. }), "{exhausted:?}");
+    assert!(matches!(&exhausted, Error::Model { kind: ModelErrorKind::Other, status: None, .. }), "{exhausted:?}");
+    assert!(!exhausted.is_retryable());
     assert!(exhausted.source().unwrap().to_string().contains("no reply left after 3"), "{exhausted}");
 
     let seen = model.requests();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Reply, TestServer, chunk, completion, text_chunk, tool_completion, usage_chunk};
 use futures_util::StreamExt;
-use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ToolSpec, Usage};
+use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, ToolSpec, Usage};
 use lgadk_llm::{OpenAiModel, RetryPolicy};
 use serde_json::json;
 
@@ -44,11 +44,12 @@ async fn collect(model: &OpenAiModel, request: ChatRequest) -> Vec<Result<ChatCh
     model.stream(request).await.unwrap().collect().await
 }
 
-fn model_error(err: &Error) -> (Option<u16>, bool) {
+fn model_error(err: &Error) -> (Option<u16>, ModelErrorKind) {
     match err {
-        Error::Model { model, status, retryable, .. } => {
+        Error::Model { model, status, kind, .. } => {
             assert_eq!(model, "openai/gpt-test");
-            (*status, *retryable)
+            assert_eq!(err.is_retryable(), kind.is_retryable());
+            (*status, kind.clone())
         }
         other => panic!("expected Error::Model, got {other:?}"),
     }
@@ -188,10 +189,10 @@ async fn server_errors_are_retried_exactly_as_configured_then_reported_retryable
     let server = TestServer::always(Reply::raw(500, "text/plain", "upstream exploded")).await;
     let err = model(&server, fast_retry().with_max_retries(2)).chat(hello()).await.unwrap_err();
 
-    assert_eq!(model_error(&err), (Some(500), true));
+    assert_eq!(model_error(&err), (Some(500), ModelErrorKind::ServerError));
     assert!(err.is_retryable());
     assert_eq!(server.request_count(), 3, "1 attempt + 2 retries");
-    assert_eq!(err.to_string(), "model `openai/gpt-test` failed (status 500, retryable: true)");
+    assert_eq!(err.to_string(), "model `openai/gpt-test` failed with status 500: server error");
     let detail = err.source().unwrap().to_string();
     assert!(detail.contains("500") && detail.contains("upstream exploded"), "{detail}");
 }
@@ -200,7 +201,7 @@ async fn server_errors_are_retried_exactly_as_configured_then_reported_retryable
 async fn bad_request_is_not_retried() {
     let server = TestServer::always(Reply::error(400, "Invalid value for 'temperature'")).await;
     let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
-    assert_eq!(model_error(&err), (Some(400), false));
+    assert_eq!(model_error(&err), (Some(400), ModelErrorKind::InvalidRequest));
     assert_eq!(server.request_count(), 1);
     assert!(err.source().unwrap().to_string().contains("Invalid value for 'temperature'"));
 }
@@ -209,7 +210,7 @@ async fn bad_request_is_not_retried() {
 async fn unauthorized_is_a_clear_auth_error() {
     let server = TestServer::always(Reply::error(401, "Incorrect API key provided")).await;
     let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
-    assert_eq!(model_error(&err), (Some(401), false));
+    assert_eq!(model_error(&err), (Some(401), ModelErrorKind::Authentication));
     assert_eq!(server.request_count(), 1);
     let detail = err.source().unwrap().to_string();
     assert!(detail.contains("rejected the credentials") && detail.contains("OPENAI_API_KEY"), "{detail}");
@@ -220,7 +221,7 @@ async fn unauthorized_is_a_clear_auth_error() {
 async fn malformed_json_body_is_a_typed_decode_error() {
     let server = TestServer::always(Reply::raw(200, "application/json", "{\"id\": \"chatcmpl-1\", \"choi")).await;
     let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
-    assert_eq!(model_error(&err), (None, false));
+    assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
     assert_eq!(server.request_count(), 1);
     assert!(err.source().unwrap().to_string().contains("does not decode"));
     assert!(err.source().unwrap().source().is_some(), "the serde error is kept as the cause");
@@ -236,7 +237,7 @@ async fn stream_cut_mid_way_yields_the_chunks_then_a_typed_error() {
     assert_eq!(text, "Once upon");
     assert_eq!(errs.len(), 1, "exactly one error, then the stream ends");
     let err = errs.into_iter().next().unwrap().unwrap_err();
-    assert_eq!(model_error(&err), (None, true));
+    assert_eq!(model_error(&err), (None, ModelErrorKind::StreamCut));
     assert!(err.source().unwrap().to_string().contains("stream broke off"), "{err:?}");
     assert_eq!(server.request_count(), 1, "a stream is never retried mid-way");
 }
@@ -248,7 +249,7 @@ async fn stream_ending_before_the_model_finished_is_a_typed_error() {
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].as_ref().unwrap().delta, "Half a sent");
     let err = items[1].as_ref().unwrap_err();
-    assert_eq!(model_error(err), (None, true));
+    assert_eq!(model_error(err), (None, ModelErrorKind::StreamCut));
 }
 
 #[tokio::test]
@@ -272,7 +273,7 @@ async fn server_slower_than_the_timeout_fails_within_the_timeout() {
     let elapsed = started.elapsed();
     // 300 ms timeout plus a margin for a loaded 2-core CI machine.
     assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1000), "{elapsed:?}");
-    assert_eq!(model_error(&err), (None, true));
+    assert_eq!(model_error(&err), (None, ModelErrorKind::Timeout));
     assert!(err.source().unwrap().to_string().contains("no answer within 300ms"));
     assert_eq!(server.request_count(), 1, "a timeout is reported, not retried");
 
@@ -281,7 +282,7 @@ async fn server_slower_than_the_timeout_fails_within_the_timeout() {
     let started = Instant::now();
     let err = short_timeout_model(&slow_open).stream(hello()).await.err().expect("opening the stream times out");
     assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
-    assert_eq!(model_error(&err), (None, true));
+    assert_eq!(model_error(&err), (None, ModelErrorKind::Timeout));
 
     // …and so is each next chunk of a stream that opened and then went silent.
     let stalled = TestServer::always(Reply::sse_stalled(vec![text_chunk("first words")])).await;
@@ -291,7 +292,7 @@ async fn server_slower_than_the_timeout_fails_within_the_timeout() {
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].as_ref().unwrap().delta, "first words");
     let err = items[1].as_ref().unwrap_err();
-    assert_eq!(model_error(err), (None, true));
+    assert_eq!(model_error(err), (None, ModelErrorKind::Timeout));
     assert!(err.source().unwrap().to_string().contains("no answer within 300ms"));
 }
 
@@ -306,21 +307,30 @@ fn short_timeout_model(server: &TestServer) -> OpenAiModel {
 }
 
 #[tokio::test]
-async fn connection_refused_is_retryable_and_retried() {
+async fn connection_refused_is_a_connect_error_and_retried() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let model = OpenAiModel::builder("gpt-test")
-        .with_base_url(format!("http://{addr}/v1"))
-        .with_api_key("k")
-        .with_retry(fast_retry().with_max_retries(1))
-        .build()
-        .unwrap();
+    let refused = |retries: u32| {
+        OpenAiModel::builder("gpt-test")
+            .with_base_url(format!("http://{addr}/v1"))
+            .with_api_key("k")
+            .with_retry(RetryPolicy::default().with_max_retries(retries).with_base_delay(Duration::from_millis(100)))
+            .build()
+            .unwrap()
+    };
+    // Nothing listens, so no request can be counted: the retries show in the time taken, two
+    // backoffs of at least 75 ms and 150 ms (the jitter shortens each by up to a quarter).
     let started = Instant::now();
-    let err = model.chat(hello()).await.unwrap_err();
-    assert_eq!(model_error(&err), (None, true));
-    assert!(started.elapsed() >= Duration::from_millis(7), "one backoff happened");
+    let err = refused(2).chat(hello()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(model_error(&err), (None, ModelErrorKind::Connect));
+    assert!(elapsed >= Duration::from_millis(225), "two backoffs happened: {elapsed:?}");
+    assert!(err.source().unwrap().to_string().contains("could not connect"), "{err:?}");
     assert!(err.source().unwrap().source().is_some(), "the reqwest error is kept as the cause");
+
+    let err = refused(0).stream(hello()).await.err().expect("nothing listens");
+    assert_eq!(model_error(&err), (None, ModelErrorKind::Connect));
 }
 
 #[tokio::test]
@@ -332,4 +342,222 @@ async fn builder_validates_its_configuration() {
     let ok = OpenAiModel::builder("m").with_base_url("http://127.0.0.1:9/v1/").with_id("local/m").build().unwrap();
     assert_eq!((ok.id(), ok.base_url(), ok.model()), ("local/m", "http://127.0.0.1:9/v1", "m"));
     assert!(!format!("{ok:?}").contains("sk-"), "Debug never shows a key");
+}
+
+// ---- Error kinds, each from a real exchange, and what the retry loop does with them -------
+
+/// Sends `hello()` with up to 2 retries; returns the error and how many requests the server saw.
+async fn fail_with(reply: Reply) -> (Error, usize) {
+    let server = TestServer::always(reply).await;
+    let err = model(&server, fast_retry().with_max_retries(2)).chat(hello()).await.unwrap_err();
+    (err, server.request_count())
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_and_hangs_up_gets_one_request_by_default() {
+    let server = TestServer::always(Reply::HangUp.delayed(Duration::from_millis(200))).await;
+    let started = Instant::now();
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    let elapsed = started.elapsed();
+
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 1, "a completion is not idempotent: no retry once it was sent");
+    assert!(elapsed < Duration::from_millis(1500), "no backoff either: {elapsed:?}");
+    assert!(err.is_retryable(), "trying again may work, it is just not done behind the caller's back");
+    assert!(err.source().unwrap().to_string().contains("after the request was sent"), "{err:?}");
+
+    // The request that opens a stream is treated the same way.
+    let err = model(&server, fast_retry()).stream(hello()).await.err().expect("the server hangs up");
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 2, "one more request, not four");
+}
+
+#[tokio::test]
+async fn retrying_after_send_can_be_turned_on() {
+    let server = TestServer::always(Reply::HangUp).await;
+    let err =
+        model(&server, fast_retry().with_max_retries(2).with_retry_after_send(true)).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ConnectionLost));
+    assert_eq!(server.request_count(), 3, "1 attempt + 2 retries");
+
+    let flaky =
+        TestServer::sequence(vec![Reply::HangUp, Reply::json(200, &completion("second time lucky", None))]).await;
+    let reply = model(&flaky, fast_retry().with_retry_after_send(true)).chat(hello()).await.unwrap();
+    assert_eq!(reply.message.content, "second time lucky");
+    assert_eq!(flaky.request_count(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_and_overload_are_retried() {
+    for status in [500, 502, 503, 529] {
+        let (err, requests) = fail_with(Reply::error(status, "try later")).await;
+        assert_eq!(model_error(&err), (Some(status), ModelErrorKind::ServerError), "{status}");
+        assert_eq!(requests, 3, "{status}: 1 attempt + 2 retries");
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_and_report_the_wait_asked_for() {
+    let limited = || Reply::api_error(429, "Rate limit reached", Some("requests"), Some("rate_limit_exceeded"));
+    let (err, requests) = fail_with(limited().with_header("Retry-After", "0")).await;
+    let zero = ModelErrorKind::RateLimited { retry_after: Some(Duration::ZERO) };
+    assert_eq!(model_error(&err), (Some(429), zero));
+    assert_eq!(requests, 3, "1 attempt + 2 retries");
+
+    let server = TestServer::always(limited().with_header("retry-after-ms", "1500")).await;
+    let err = model(&server, RetryPolicy::none()).chat(hello()).await.unwrap_err();
+    let asked = ModelErrorKind::RateLimited { retry_after: Some(Duration::from_millis(1500)) };
+    assert_eq!(model_error(&err), (Some(429), asked));
+    assert_eq!(err.to_string(), "model `openai/gpt-test` failed with status 429: rate limited, retry after 1.5s");
+
+    let (err, _) = fail_with(Reply::raw(429, "text/plain", "slow down")).await;
+    assert_eq!(model_error(&err), (Some(429), ModelErrorKind::RateLimited { retry_after: None }));
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_is_final() {
+    let body = "You exceeded your current quota, please check your plan and billing details.";
+    let (err, requests) =
+        fail_with(Reply::api_error(429, body, Some("insufficient_quota"), Some("insufficient_quota"))).await;
+    assert_eq!(model_error(&err), (Some(429), ModelErrorKind::Quota));
+    assert_eq!(requests, 1);
+    assert!(!err.is_retryable());
+
+    let (err, requests) = fail_with(Reply::error(402, "Insufficient credits")).await;
+    assert_eq!(model_error(&err), (Some(402), ModelErrorKind::Quota));
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn credentials_errors_are_authentication() {
+    for status in [401, 403] {
+        let (err, requests) = fail_with(Reply::error(status, "no access")).await;
+        assert_eq!(model_error(&err), (Some(status), ModelErrorKind::Authentication));
+        assert_eq!(requests, 1);
+    }
+}
+
+#[tokio::test]
+async fn context_window_overflows_are_recognised_across_servers() {
+    let openai = "This model's maximum context length is 128000 tokens. However, your messages resulted in \
+                  130000 tokens. Please reduce the length of the messages.";
+    let cases = [
+        ("OpenAI", Reply::api_error(400, openai, Some("invalid_request_error"), Some("context_length_exceeded"))),
+        (
+            "vLLM",
+            Reply::json(
+                400,
+                &json!({"error": {"message": "This model's maximum context length is 4096 tokens and your request \
+                    has 5000 input tokens", "type": "BadRequestError", "param": null, "code": 400}}),
+            ),
+        ),
+        (
+            "vLLM (unwrapped)",
+            Reply::json(
+                400,
+                &json!({"object": "error", "message": "This model's maximum context length is 2048 tokens. However, \
+                    you requested 2100 tokens.", "type": "BadRequestError", "param": null, "code": 400}),
+            ),
+        ),
+        (
+            "llama.cpp",
+            Reply::json(
+                400,
+                &json!({"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context size \
+                    (4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476, "n_ctx": 4096}}),
+            ),
+        ),
+        ("Ollama", Reply::json(500, &json!({"error": "the input length exceeds the context length"}))),
+        (
+            "LM Studio",
+            Reply::error(
+                400,
+                "The number of tokens to keep from the initial prompt is greater than the context length. Try to \
+                 load the model with a larger context length, or provide a shorter input",
+            ),
+        ),
+        (
+            "LiteLLM",
+            Reply::api_error(
+                400,
+                "litellm.ContextWindowExceededError: litellm.BadRequestError: AnthropicException - prompt is too \
+                 long: 200001 tokens > 200000 maximum",
+                None,
+                Some("400"),
+            ),
+        ),
+        ("plain text", Reply::raw(413, "text/plain", "Input is too long for the model")),
+    ];
+    for (server_name, reply) in cases {
+        let (err, requests) = fail_with(reply).await;
+        let (_, kind) = model_error(&err);
+        assert_eq!(kind, ModelErrorKind::ContextWindowExceeded, "{server_name}: {err:?}");
+        assert_eq!(requests, 1, "{server_name}: an overflow is not retried, not even after a 500");
+        assert!(!err.is_retryable(), "{server_name}");
+    }
+    // Other bad requests stay invalid requests.
+    let (err, requests) = fail_with(Reply::error(404, "The model `gpt-test` does not exist")).await;
+    assert_eq!(model_error(&err), (Some(404), ModelErrorKind::InvalidRequest));
+    assert_eq!(requests, 1);
+}
+
+#[tokio::test]
+async fn content_filtering_is_recognised_from_the_error_code_and_the_finish_reason() {
+    let azure = "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.";
+    let (err, requests) = fail_with(Reply::api_error(400, azure, None, Some("content_filter"))).await;
+    assert_eq!(model_error(&err), (Some(400), ModelErrorKind::ContentFiltered));
+    assert_eq!(requests, 1);
+
+    let mut filtered = completion("", Some((12, 0)));
+    filtered["choices"][0]["finish_reason"] = json!("content_filter");
+    let server = TestServer::always(Reply::json(200, &filtered)).await;
+    let err = model(&server, fast_retry()).chat(hello()).await.unwrap_err();
+    assert_eq!(model_error(&err), (None, ModelErrorKind::ContentFiltered));
+    assert_eq!(server.request_count(), 1);
+
+    // A stream delivers what came before the filter stopped it (also in the stopping chunk),
+    // then the error.
+    let stopped = chunk(json!({"content": " the"}), Some("content_filter"));
+    let server = TestServer::always(Reply::sse(vec![text_chunk("Here is"), stopped])).await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert_eq!(items[0].as_ref().unwrap().delta, "Here is");
+    assert_eq!(items[1].as_ref().unwrap().delta, " the");
+    assert_eq!(model_error(items[2].as_ref().unwrap_err()), (None, ModelErrorKind::ContentFiltered));
+
+    let server = TestServer::always(Reply::sse(vec![chunk(json!({}), Some("content_filter"))])).await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(model_error(items[0].as_ref().unwrap_err()), (None, ModelErrorKind::ContentFiltered));
+}
+
+#[tokio::test]
+async fn malformed_answers_are_malformed_responses() {
+    let mut no_choices = completion("", None);
+    no_choices["choices"] = json!([]);
+    let (err, requests) = fail_with(Reply::json(200, &no_choices)).await;
+    assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
+    assert_eq!(requests, 1);
+
+    let (err, _) = fail_with(Reply::raw(200, "text/html", "<html>captive portal</html>")).await;
+    assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
+}
+
+#[tokio::test]
+async fn an_error_object_in_a_stream_is_classified() {
+    let error_event = json!({"error": {"message": "The server had an error while processing your request.",
+                                       "type": "server_error", "param": null, "code": null}});
+    let server = TestServer::always(Reply::sse(vec![text_chunk("Hel"), error_event])).await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].as_ref().unwrap().delta, "Hel");
+    let err = items[1].as_ref().unwrap_err();
+    assert_eq!(model_error(err), (None, ModelErrorKind::ServerError));
+    assert!(err.source().unwrap().to_string().contains("had an error while processing"), "{err:?}");
+
+    let overflow = json!({"error": {"message": "This model's maximum context length is 4096 tokens", "code": 400}});
+    let server = TestServer::always(Reply::sse(vec![overflow])).await;
+    let items = collect(&model(&server, fast_retry()), hello()).await;
+    assert_eq!(model_error(items[0].as_ref().unwrap_err()), (None, ModelErrorKind::ContextWindowExceeded));
+    assert_eq!(server.request_count(), 1);
 }

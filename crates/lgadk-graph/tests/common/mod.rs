@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use lgadk_core::{
-    Agent, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatState, ChatStream, Error, Message, Result, Role,
-    RunContext, Usage,
+    Agent, ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatState, ChatStream, Error, Message, ModelErrorKind,
+    Result, Role, RunContext, Usage,
 };
 
 /// Answers `echo #<n>: <last user message>`, reporting usage of (number of prompt messages × 10,
@@ -43,12 +43,7 @@ impl ChatModel for EchoModel {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_from.is_some_and(|from| n >= from) {
-            return Err(Error::Model {
-                model: self.id().to_owned(),
-                status: Some(500),
-                retryable: true,
-                source: "scripted failure".into(),
-            });
+            return Err(Error::model(self.id(), ModelErrorKind::ServerError, Some(500), "scripted failure"));
         }
         let last = request.messages.iter().rev().find(|m| m.role == Role::User).map_or("", |m| m.content.as_str());
         let answer = format!("echo #{n}: {last}");

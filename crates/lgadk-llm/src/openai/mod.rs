@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::types::chat::ChatCompletionResponseStream;
+use async_openai::types::chat::{ChatCompletionResponseStream, FinishReason};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lgadk_core::{
@@ -32,6 +32,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default bound on establishing a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The finish reason of a completion the provider's content filter stopped.
+const CONTENT_FILTER: &str = "content_filter";
+
 /// Reads a configuration variable; the process environment unless a registry says otherwise.
 pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -48,10 +51,13 @@ pub(crate) fn process_env() -> EnvLookup {
 ///   (`stream_options.include_usage`). When a server reports no usage, it is counted with
 ///   the tokenizer ([`tokens`](crate::tokens)).
 /// - A timeout per request (for a stream: until it opens, then between chunks) and a connect
-///   timeout; retries per [`RetryPolicy`] (429, 5xx and connection failures, honouring
-///   `Retry-After`; never other 4xx). async-openai's own retry layer is switched off, so the
-///   number of requests sent is exactly what the policy allows.
-/// - Failures are [`Error::Model`] with the HTTP status and whether a retry may help.
+///   timeout; retries per [`RetryPolicy`] (429, 5xx and failures to connect, honouring
+///   `Retry-After`; never other 4xx, and by default never once the request was sent and the
+///   connection broke). async-openai's own retry layer is switched off, so the number of
+///   requests sent is exactly what the policy allows.
+/// - Failures are [`Error::Model`] with a [`ModelErrorKind`](lgadk_core::ModelErrorKind) read
+///   from the status, the error code and the wording of OpenAI and the compatible servers
+///   (see the [crate docs](crate#model-errors)), and the HTTP status when there was one.
 ///
 /// ```no_run
 /// # async fn demo() -> lgadk_core::Result<()> {
@@ -311,10 +317,16 @@ impl OpenAiModel {
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
-                Err(failure) if retry < self.retry.max_retries && failure.retry_now() => {
+                Err(failure) if retry < self.retry.max_retries && failure.retry_now(self.retry.retry_after_send) => {
                     let delay = self.retry.backoff(retry, failure.retry_after());
                     retry += 1;
-                    tracing::debug!(retry, delay_ms = millis(delay), status = ?failure.status(), "retrying model call");
+                    tracing::debug!(
+                        retry,
+                        delay_ms = millis(delay),
+                        status = ?failure.status(),
+                        kind = %failure.kind(),
+                        "retrying model call"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 Err(failure) => return Err(failure),
@@ -338,6 +350,9 @@ impl OpenAiModel {
             .map_err(|f| f.into_error(&self.id))?;
         let (message, usage, finish_reason) =
             convert::from_wire_response(response).map_err(|f| f.into_error(&self.id))?;
+        if finish_reason.as_deref() == Some(CONTENT_FILTER) {
+            return Err(ProviderFailure::ContentFilter.into_error(&self.id));
+        }
         let usage = usage.unwrap_or_else(|| tokens::count_usage(request, &message));
         Ok(ChatResponse { message, usage, finish_reason })
     }
@@ -395,6 +410,7 @@ impl ChatModel for OpenAiModel {
             tool_calls: Vec::new(),
             finish_reason: None,
             usage: None,
+            pending: None,
             done: false,
             span,
             started,
@@ -415,6 +431,8 @@ struct StreamState {
     tool_calls: Vec<ToolCall>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    /// A failure to report after the chunk that came with it (a filtered completion's last words).
+    pending: Option<ProviderFailure>,
     done: bool,
     span: tracing::Span,
     started: Instant,
@@ -426,12 +444,16 @@ impl StreamState {
             if self.done {
                 return None;
             }
-            let next = tokio::time::timeout(self.timeout, self.inner.next()).instrument(self.span.clone()).await;
-            let outcome = match next {
-                Err(_) => Err(ProviderFailure::Timeout(self.timeout)),
-                Ok(Some(Err(e))) => Err(ProviderFailure::from_openai(e)),
-                Ok(Some(Ok(chunk))) => self.absorb(chunk),
-                Ok(None) => return self.end(),
+            let outcome = if let Some(failure) = self.pending.take() {
+                Err(failure)
+            } else {
+                let next = tokio::time::timeout(self.timeout, self.inner.next()).instrument(self.span.clone()).await;
+                match next {
+                    Err(_) => Err(ProviderFailure::Timeout(self.timeout)),
+                    Ok(Some(Err(e))) => Err(ProviderFailure::from_openai(e)),
+                    Ok(Some(Ok(chunk))) => self.absorb(chunk),
+                    Ok(None) => return self.end(),
+                }
             };
             match outcome {
                 Ok(Some(chunk)) => return Some((Ok(chunk), self)),
@@ -462,6 +484,14 @@ impl StreamState {
             self.tools.push(fragment);
         }
         let mut out = ChatChunk { delta, ..ChatChunk::default() };
+        if choice.finish_reason == Some(FinishReason::ContentFilter) {
+            // The filter stopped the model: deliver what came with this chunk, then fail.
+            if out.delta.is_empty() {
+                return Err(ProviderFailure::ContentFilter);
+            }
+            self.pending = Some(ProviderFailure::ContentFilter);
+            return Ok(Some(out));
+        }
         if let Some(reason) = choice.finish_reason {
             let reason = convert::finish_reason_name(reason).to_owned();
             out.tool_calls = self.tools.finish()?;

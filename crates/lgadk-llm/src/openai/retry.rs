@@ -2,13 +2,21 @@
 
 use std::time::Duration;
 
-/// Retries with jittered exponential backoff, for 429, 5xx and connection failures only.
+/// Retries with jittered exponential backoff, for answers that say "later" and for requests
+/// that never left.
+///
+/// Retried: rate limits (429 other than an exhausted quota), server errors (5xx, including
+/// 529 overloaded) and failures to connect, where the request was never sent. Not retried by
+/// default: a connection that broke **after** the request was sent
+/// ([`ConnectionLost`](lgadk_core::ModelErrorKind::ConnectionLost)), because a completion is
+/// not idempotent and the server may already be generating (and billing) the first one; turn
+/// that on with [`with_retry_after_send`](Self::with_retry_after_send). Never retried: other
+/// 4xx answers, undecodable bodies, timeouts (they bound the caller's wait) and a stream once
+/// it has started (only the request that opens it).
 ///
 /// Retry `n` (0-based) waits `min(base_delay · 2ⁿ, max_delay)`, shortened by a random 0–25 %
 /// so that many clients do not retry in lockstep. When the server sends `Retry-After` (or
-/// OpenAI's `retry-after-ms`) that wait is used instead, capped at `max_retry_after`. Other
-/// 4xx answers, undecodable bodies and timeouts are never retried; neither is a stream once it
-/// has started (only the request that opens it).
+/// OpenAI's `retry-after-ms`) that wait is used instead, capped at `max_retry_after`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -16,6 +24,7 @@ use std::time::Duration;
 ///
 /// let policy = RetryPolicy::default().with_max_retries(2).with_base_delay(Duration::from_millis(10));
 /// assert_eq!(policy.max_retries, 2);
+/// assert!(!policy.retry_after_send);
 /// assert!(policy.backoff(0, None) <= Duration::from_millis(10));
 /// assert_eq!(policy.backoff(0, Some(Duration::from_secs(600))), policy.max_retry_after);
 /// ```
@@ -30,6 +39,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Upper bound of a wait the server asks for with `Retry-After`. Default 60 s.
     pub max_retry_after: Duration,
+    /// Also retry when the connection broke after the request was sent. Default `false`: the
+    /// server may have processed the first request, so a retry can cost a second completion.
+    pub retry_after_send: bool,
 }
 
 impl Default for RetryPolicy {
@@ -39,6 +51,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
+            retry_after_send: false,
         }
     }
 }
@@ -74,6 +87,16 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_retry_after(mut self, max_retry_after: Duration) -> Self {
         self.max_retry_after = max_retry_after;
+        self
+    }
+
+    /// Whether to retry when the connection broke after the request was sent (default `false`).
+    ///
+    /// Turn it on for servers where a duplicated completion costs less than a failed call, for
+    /// example a local model behind a proxy that drops idle connections.
+    #[must_use]
+    pub fn with_retry_after_send(mut self, retry_after_send: bool) -> Self {
+        self.retry_after_send = retry_after_send;
         self
     }
 

@@ -1,6 +1,7 @@
 //! A loopback HTTP/1.1 server speaking `/v1/chat/completions`, hand-rolled on a tokio
 //! `TcpListener` so that tests control every byte: JSON replies, SSE streams sent event by
-//! event, streams cut mid-way, slow answers and error statuses.
+//! event, streams cut mid-way, slow answers, error statuses in the shapes OpenAI and the
+//! compatible servers send, and connections that are dropped without an answer.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: a failure is a panic")]
 
@@ -36,6 +37,9 @@ pub(crate) enum Reply {
     /// if `cut`, the connection drops in the middle of a chunk instead of ending the body;
     /// if `stall`, the connection stays open and silent after the events.
     Sse { events: Vec<Value>, done: bool, cut: bool, stall: bool },
+    /// Reads the request, then closes the connection without answering (a proxy or a
+    /// crashing server that accepted the request).
+    HangUp,
     /// Waits, then sends the inner reply.
     Delayed(Duration, Box<Self>),
 }
@@ -51,6 +55,11 @@ impl Reply {
 
     pub(crate) fn error(status: u16, message: &str) -> Self {
         Self::json(status, &json!({"error": {"message": message, "type": "test_error", "param": null, "code": null}}))
+    }
+
+    /// An OpenAI-style error body with `type` and `code`.
+    pub(crate) fn api_error(status: u16, message: &str, kind: Option<&str>, code: Option<&str>) -> Self {
+        Self::json(status, &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
     }
 
     pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -187,9 +196,16 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        529 => "Site Overloaded",
         _ => "Status",
     }
 }
@@ -247,6 +263,11 @@ async fn serve(mut socket: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Hand
                 return Ok(());
             }
             socket.write_all(b"0\r\n\r\n").await?;
+        }
+        Reply::HangUp => {
+            // Close without a byte of answer; the client sees the connection end.
+            drop(socket);
+            return Ok(());
         }
         Reply::Delayed(..) => unreachable!(),
     }
