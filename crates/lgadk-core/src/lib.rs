@@ -39,6 +39,10 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
+/// `serde_json`, re-exported: [`Metadata`] is a `serde_json` map, so applications can build
+/// and read it (`serde_json::json!`, `Value`) without a dependency of their own.
+pub use serde_json;
+
 #[doc(inline)]
 pub use agent::{Agent, AgentEvent, ChatState, EventSink, GraphState, RunContext};
 #[doc(inline)]
@@ -48,7 +52,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use error::{BoxError, Error, GraphError, Result};
 #[doc(inline)]
-pub use id::{SessionId, UserId};
+pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
