@@ -196,7 +196,10 @@ async fn scenario(model: Arc<dyn ChatModel>, session_manager: SessionManager) ->
     let alice_sessions = session_manager.get_user_sessions(&alice).await?;
     println!("  Alice's active sessions: {}", alice_sessions.len());
 
-    let summary = session_manager.summary(&alice_session).await?;
+    let summary = session_manager
+        .summary(&alice_session)
+        .await?
+        .ok_or_else(|| lgadk::Error::SessionNotFound(alice_session.clone()))?;
     println!("  Alice's session statistics:");
     println!("    - Interactions: {}", summary.interactions);
     println!("    - Total tokens in: {}", summary.total_tokens_in);
@@ -206,7 +209,10 @@ async fn scenario(model: Arc<dyn ChatModel>, session_manager: SessionManager) ->
 
     let update = metadata(&[("subscription", "premium"), ("last_topic", "neural networks")]);
     session_manager.update_session_metadata(&alice_session, update, true).await?;
-    let alice_metadata = session_manager.get_session_metadata(&alice_session).await?;
+    let alice_metadata = session_manager
+        .get_session_metadata(&alice_session)
+        .await?
+        .ok_or_else(|| lgadk::Error::SessionNotFound(alice_session.clone()))?;
     println!("  Alice's updated metadata: {}", serde_json::Value::Object(alice_metadata.metadata));
 
     println!("\n🔚 Ending sessions:");

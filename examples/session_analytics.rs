@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lgadk::core::{Metadata, NewSession, SessionId, Timeout, UserId};
 use lgadk::session::SessionSummary;
-use lgadk::{Result, SessionManager};
+use lgadk::{Error, Result, SessionManager};
 use serde_json::json;
 
 fn metadata(value: serde_json::Value) -> Metadata {
@@ -66,12 +66,15 @@ async fn main() -> Result<()> {
     }
 
     sessions.update_session_metadata(&laptop, metadata(json!({"plan": "premium", "topic": "billing"})), true).await?;
-    let view = sessions.get_session_metadata(&laptop).await?;
+    let view = sessions.get_session_metadata(&laptop).await?.ok_or_else(|| Error::SessionNotFound(laptop.clone()))?;
     println!("\nAlice's laptop metadata after a merge: {}", serde_json::Value::Object(view.metadata));
 
     println!("\nSummaries:");
     for (label, id) in [("alice/laptop", &laptop), ("alice/phone", &phone), ("bob/desktop", &bob_main)] {
-        print_summary(label, &sessions.summary(id).await?);
+        match sessions.summary(id).await? {
+            Some(summary) => print_summary(label, &summary),
+            None => println!("  {label} ({id}) is gone"),
+        }
     }
 
     println!("\nWaiting 400 ms: Bob's support session has a 300 ms idle timeout...");
