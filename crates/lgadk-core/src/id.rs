@@ -142,6 +142,13 @@ macro_rules! define_id {
             }
         }
 
+        /// For `&&id`, as iterating over a slice of references yields.
+        impl<'a, 'b: 'a> $into<'a> for &'a &'b $name {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                Ok(Cow::Borrowed(*self))
+            }
+        }
+
         impl<'a> $into<'a> for &str {
             fn $method(self) -> Result<Cow<'a, $name>> {
                 $name::parse(self).map(Cow::Owned)
@@ -176,7 +183,7 @@ define_id!(
     /// ```
     SessionId,
     InvalidSessionId,
-    /// Anything a session id argument accepts: a [`SessionId`] (by value or by reference) or
+    /// Anything a session id argument accepts: a [`SessionId`] (by value, `&id` or `&&id`) or
     /// text (`&str`, `String`, `&String`) that is parsed on the way in.
     ///
     /// `&SessionId` is borrowed as it is (no clone, no allocation); text is validated and a
@@ -292,6 +299,10 @@ mod tests {
         assert!(matches!(id.clone().into_session_id().unwrap(), Cow::Owned(_)));
         let borrowed = (&id).into_session_id().unwrap();
         assert!(matches!(borrowed, Cow::Borrowed(b) if std::ptr::eq(b, &id)), "a borrowed id is not cloned");
+        let refs = [&id];
+        for twice in refs.iter() {
+            assert!(matches!(twice.into_session_id().unwrap(), Cow::Borrowed(b) if std::ptr::eq(b, &id)));
+        }
         assert_eq!(*"s1".into_session_id().unwrap(), id);
         assert_eq!(*String::from("s1").into_session_id().unwrap(), id);
         assert_eq!(*(&String::from("s1")).into_session_id().unwrap(), id);
