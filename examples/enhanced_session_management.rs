@@ -3,20 +3,27 @@
 //!
 //! ```text
 //! cargo run --example enhanced_session_management                          # in memory, offline model
+//! cargo run --example enhanced_session_management -- --help                # providers, env vars, backends
 //! cargo run --example enhanced_session_management -- --model openai/gpt-4o-mini   # needs OPENAI_API_KEY
 //! cargo run --example enhanced_session_management -- --model ollama/llama3
-//! cargo run --example enhanced_session_management --features redis -- --backend redis --redis-url redis://127.0.0.1:6390
+//! OPENAI_BASE_URL=http://localhost:8000/v1 cargo run --example enhanced_session_management -- --model openai/<served model>
+//! cargo run --example enhanced_session_management -- --backend redis --redis-url redis://127.0.0.1:6390
+//! RUST_LOG=lgadk=debug cargo run --example enhanced_session_management   # the spans, on stderr
 //! ```
+//!
+//! If a turn fails (the model is unreachable, Redis goes away…), the sessions the run created
+//! are ended before it exits with the error, so a failed run leaves nothing behind in Redis.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "an example prints its scenario")]
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lgadk::SessionManager;
-use lgadk::core::{Agent, ChatModel, ChatRequest, ChatState, Message, Metadata, Result, RunContext, UserId};
+use lgadk::core::{Agent, ChatModel, ChatRequest, ChatState, Error, Message, Result, RunContext, SessionId, UserId};
 use lgadk::graph::{GraphBuilder, RunRequest};
+use lgadk::{SessionManager, metadata, serde_json};
 
 /// A simple agent that answers the user's queries with a model, keeping the conversation.
 struct SimpleAgent {
@@ -53,29 +60,82 @@ impl Agent<ChatState> for SimpleAgent {
     }
 }
 
+/// Writes one line of the transcript. A closed stdout (`| head`) must not abort the run
+/// half-way: the sessions still get ended, so write errors are ignored.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+#[derive(Debug, PartialEq)]
 struct Args {
     model: String,
     backend: String,
     redis_url: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: enhanced_session_management [--model <registry name>] [--backend memory|redis] [--redis-url <url>]";
+#[derive(Debug, PartialEq)]
+enum Command {
+    Help,
+    Run(Args),
+}
 
-fn parse_args() -> std::result::Result<Args, String> {
-    let mut args = Args { model: "offline".to_owned(), backend: "memory".to_owned(), redis_url: None };
-    let mut it = std::env::args().skip(1);
+const USAGE: &str =
+    "usage: enhanced_session_management [--model <provider/model>] [--backend memory|redis] [--redis-url <url>]";
+
+/// The `--help` text: options, the model providers `get_model` knows, the environment
+/// variables and the session backends.
+fn help() -> String {
+    let providers = lgadk::llm::ModelRegistry::with_defaults().providers().join(", ");
+    format!(
+        "LG-ADK's enhanced session management example: two users talk to an assistant, with session
+analytics, a metadata merge, and the sessions ended at the end (also when a turn fails).
+
+{USAGE}
+
+Options:
+  --model <provider/model>  the model to answer with (default: offline)
+  --backend memory|redis    where sessions live (default: memory)
+  --redis-url <url>         the Redis server for --backend redis (default: $LGADK_REDIS_URL)
+  -h, --help                print this help
+
+Model providers ({providers}):
+  offline                   a deterministic model built in: no network, no key
+  openai/<model>            OpenAI, e.g. openai/gpt-4o-mini; with OPENAI_BASE_URL set, any
+                            OpenAI-compatible server (vLLM, LM Studio, LiteLLM, Ollama, ...)
+  ollama/<model>            a local Ollama server, e.g. ollama/llama3 (no key)
+
+Environment variables:
+  OPENAI_API_KEY    the API key for openai/<model>; required for OpenAI's own endpoint
+  OPENAI_BASE_URL   an OpenAI-compatible endpoint for openai/<model>,
+                    e.g. http://localhost:8000/v1 (vLLM) or http://localhost:1234/v1 (LM Studio)
+  OLLAMA_HOST       where ollama/<model> connects (default: http://localhost:11434)
+  LGADK_REDIS_URL   the Redis URL for --backend redis when --redis-url is not given,
+                    e.g. redis://127.0.0.1:6379/0
+  RUST_LOG          tracing filter for the spans on stderr, e.g. RUST_LOG=lgadk=debug
+
+Session backends:
+  memory   in this process; everything is gone when it exits
+  redis    shared through Redis (lgadk built with the `redis` feature, a default one)
+"
+    )
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Command, String> {
+    let mut parsed = Args { model: "offline".to_owned(), backend: "memory".to_owned(), redis_url: None };
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--model" => args.model = value()?,
-            "--backend" => args.backend = value()?,
-            "--redis-url" => args.redis_url = Some(value()?),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+            "--model" => parsed.model = value()?,
+            "--backend" => parsed.backend = value()?,
+            "--redis-url" => parsed.redis_url = Some(value()?),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(args)
+    Ok(Command::Run(parsed))
 }
 
 async fn session_manager(args: &Args) -> std::result::Result<SessionManager, String> {
@@ -91,130 +151,193 @@ async fn redis_manager(args: &Args) -> std::result::Result<SessionManager, Strin
     let url = args
         .redis_url
         .clone()
-        .or_else(|| std::env::var("LGADK_REDIS_URL").ok())
+        .or_else(|| std::env::var("LGADK_REDIS_URL").ok().filter(|url| !url.trim().is_empty()))
         .ok_or("--backend redis needs --redis-url <url> (or LGADK_REDIS_URL)")?;
-    SessionManager::redis(&url).await.map_err(|err| format!("cannot use Redis at {url}: {err}"))
+    SessionManager::redis(&url).await.map_err(|err| format!("cannot use Redis at {url}: {}", chain(&err)))
 }
 
 #[cfg(not(feature = "redis"))]
 async fn redis_manager(_: &Args) -> std::result::Result<SessionManager, String> {
-    Err("this build has no Redis support: run with `--features redis`".to_owned())
+    Err("this build has no Redis support: build lgadk with its `redis` feature".to_owned())
+}
+
+/// The error with its causes, `outer: inner: …`.
+fn chain(err: &Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 fn secs(duration: Duration) -> String {
     format!("{:.2}s", duration.as_secs_f64())
 }
 
-fn metadata(pairs: &[(&str, &str)]) -> Metadata {
-    pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect()
+/// `RUST_LOG=lgadk=debug` prints the `session.*`, `graph.*` and `model.*` spans (one line when
+/// each closes, with its timings) and their events on stderr; stdout keeps the transcript.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::from_default_env())
+        .with_span_events(FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
+    init_tracing();
+    cli(std::env::args().skip(1), &mut std::io::stdout(), &mut std::io::stderr()).await
+}
+
+/// The whole program on explicit streams: `--help` goes to `out` with success, bad arguments
+/// to `err` with exit code 2, a failed run to `err` with exit code 1.
+pub(crate) async fn cli(
+    args: impl IntoIterator<Item = String>,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(Command::Help) => {
+            let _ = write!(out, "{}", help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(args)) => args,
         Err(message) => {
-            eprintln!("{message}");
+            say!(
+                err,
+                "error: {message}\n{USAGE}\nRun with --help for the providers, environment variables and backends."
+            );
             return ExitCode::from(2);
         }
     };
-    match run(&args).await {
+    match run(&args, out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!(err, "error: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: &Args) -> std::result::Result<(), String> {
-    let model = lgadk_llm::get_model(&args.model).map_err(|err| format!("model `{}`: {err}", args.model))?;
+async fn run(args: &Args, out: &mut (dyn Write + Send)) -> std::result::Result<(), String> {
+    let model = lgadk::get_model(&args.model).map_err(|err| format!("model `{}`: {}", args.model, chain(&err)))?;
     let session_manager = session_manager(args).await?;
-    scenario(model, session_manager).await.map_err(|err| {
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        message
-    })
+    scenario(model, session_manager, out).await.map_err(|err| chain(&err))
 }
 
-async fn scenario(model: Arc<dyn ChatModel>, session_manager: SessionManager) -> Result<()> {
+/// The seed's conversation; if any step fails, the sessions it created are ended before the
+/// error is returned.
+pub(crate) async fn scenario(
+    model: Arc<dyn ChatModel>,
+    session_manager: SessionManager,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    let mut created = Vec::new();
+    let outcome = conversation(model, &session_manager, out, &mut created).await;
+    if outcome.is_err() && !created.is_empty() {
+        say!(out, "\n🧹 The run failed; ending the sessions it created:");
+        for id in &created {
+            match session_manager.end_session(id).await {
+                Ok(true) => say!(out, "  Ended session {id}"),
+                Ok(false) => say!(out, "  Session {id} was already gone"),
+                Err(err) => say!(out, "  Could not end session {id}: {}", chain(&err)),
+            }
+        }
+    }
+    outcome
+}
+
+/// The session, or `SessionNotFound`: it was created by this run, so it should be live.
+fn live<T>(found: Option<T>, id: &SessionId) -> Result<T> {
+    found.ok_or_else(|| Error::SessionNotFound(id.clone()))
+}
+
+async fn conversation(
+    model: Arc<dyn ChatModel>,
+    session_manager: &SessionManager,
+    out: &mut (dyn Write + Send),
+    created: &mut Vec<SessionId>,
+) -> Result<()> {
     let agent = SimpleAgent::new("assistant", model);
     let graph = GraphBuilder::new("conversational_assistant")
         .add_agent(agent)
         .configure_session_management(session_manager.clone())
         .build()?;
 
-    println!("Enhanced Session Management Example");
-    println!("-----------------------------------");
+    say!(out, "Enhanced Session Management Example");
+    say!(out, "-----------------------------------");
 
     // Interactions are not tracked by hand here (LG-ADK's example guessed tokens as length/4):
     // `run` tracks every turn itself, with the usage the model reported and the measured time.
 
-    println!("\n🧑‍💻 Alice starts a conversation:");
-    let alice = UserId::parse("alice")?;
-    let alice_metadata = metadata(&[("device", "laptop"), ("location", "New York"), ("language", "en-US")]);
-    let alice_session = session_manager.create_session(Some(alice.clone()), alice_metadata).await?;
-    println!("  Session created for Alice: {alice_session}");
+    say!(out, "\n🧑‍💻 Alice starts a conversation:");
+    let alice_metadata = metadata! {"device" => "laptop", "location" => "New York", "language" => "en-US"};
+    let alice_session = session_manager.create_session("alice", alice_metadata).await?;
+    created.push(alice_session.clone());
+    say!(out, "  Session created for Alice: {alice_session}");
 
     let alice_message = "Hello! Can you tell me about machine learning?";
+    say!(out, "  Alice: {alice_message}");
     let alice_response = graph.run(RunRequest::new(alice_message).with_session(alice_session.clone())).await?;
-    println!("  Alice: {alice_message}");
-    println!("  Assistant: {}", alice_response.output);
-    println!("  Response time: {}", secs(alice_response.response_time));
+    say!(out, "  Assistant: {}", alice_response.output);
+    say!(out, "  Response time: {}", secs(alice_response.response_time));
 
-    println!("\n🧑‍💻 Bob starts a conversation:");
-    let bob_metadata = metadata(&[("device", "mobile"), ("location", "London"), ("language", "en-GB")]);
+    say!(out, "\n🧑‍💻 Bob starts a conversation:");
+    let bob_metadata = metadata! {"device" => "mobile", "location" => "London", "language" => "en-GB"};
     let bob_message = "Hi there! What's the weather like today?";
-    // No session id: `run` creates Bob's session from his user id and metadata.
+    say!(out, "  Bob: {bob_message}");
+    // No session id: `run` creates Bob's session from his user id and metadata, once the
+    // turn has succeeded (a failed first turn leaves no session behind).
     let bob_response =
         graph.run(RunRequest::new(bob_message).with_user(UserId::parse("bob")?).with_metadata(bob_metadata)).await?;
     let bob_session = bob_response.session_id.clone();
-    println!("  Session created for Bob: {bob_session}");
-    println!("  Bob: {bob_message}");
-    println!("  Assistant: {}", bob_response.output);
-    println!("  Response time: {}", secs(bob_response.response_time));
+    created.push(bob_session.clone());
+    say!(out, "  Assistant: {}", bob_response.output);
+    say!(out, "  Response time: {}", secs(bob_response.response_time));
+    say!(out, "  Session created for Bob: {bob_session}");
 
-    println!("\n🧑‍💻 Alice continues her conversation:");
+    say!(out, "\n🧑‍💻 Alice continues her conversation:");
     let alice_followup = "Can you explain neural networks specifically?";
+    say!(out, "  Alice: {alice_followup}");
     let alice_response = graph.run(RunRequest::new(alice_followup).with_session(alice_session.clone())).await?;
-    println!("  Alice: {alice_followup}");
-    println!("  Assistant: {}", alice_response.output);
-    println!("  Response time: {}", secs(alice_response.response_time));
+    say!(out, "  Assistant: {}", alice_response.output);
+    say!(out, "  Response time: {}", secs(alice_response.response_time));
 
-    println!("\n🧑‍💻 Bob continues his conversation:");
+    say!(out, "\n🧑‍💻 Bob continues his conversation:");
     let bob_followup = "And what about tomorrow's forecast?";
+    say!(out, "  Bob: {bob_followup}");
     let bob_response = graph.run(RunRequest::new(bob_followup).with_session(bob_session.clone())).await?;
-    println!("  Bob: {bob_followup}");
-    println!("  Assistant: {}", bob_response.output);
-    println!("  Response time: {}", secs(bob_response.response_time));
+    say!(out, "  Assistant: {}", bob_response.output);
+    say!(out, "  Response time: {}", secs(bob_response.response_time));
 
-    println!("\n📊 Session Analytics and Tracking:");
-    let alice_sessions = session_manager.get_user_sessions(&alice).await?;
-    println!("  Alice's active sessions: {}", alice_sessions.len());
+    say!(out, "\n📊 Session Analytics and Tracking:");
+    let alice_sessions = session_manager.get_user_sessions("alice").await?;
+    say!(out, "  Alice's active sessions: {}", alice_sessions.len());
 
-    let summary = session_manager.summary(&alice_session).await?;
-    println!("  Alice's session statistics:");
-    println!("    - Interactions: {}", summary.interactions);
-    println!("    - Total tokens in: {}", summary.total_tokens_in);
-    println!("    - Total tokens out: {}", summary.total_tokens_out);
-    println!("    - Avg response time: {}", secs(summary.avg_response_time));
-    println!("    - Session duration: {}", secs(summary.duration));
+    let summary = live(session_manager.summary(&alice_session).await?, &alice_session)?;
+    say!(out, "  Alice's session statistics:");
+    say!(out, "    - Interactions: {}", summary.interactions);
+    say!(out, "    - Total tokens in: {}", summary.total_tokens_in);
+    say!(out, "    - Total tokens out: {}", summary.total_tokens_out);
+    say!(out, "    - Avg response time: {}", secs(summary.avg_response_time));
+    say!(out, "    - Session duration: {}", secs(summary.duration));
 
-    let update = metadata(&[("subscription", "premium"), ("last_topic", "neural networks")]);
+    let update = metadata! {"subscription" => "premium", "last_topic" => "neural networks"};
     session_manager.update_session_metadata(&alice_session, update, true).await?;
-    let alice_metadata = session_manager.get_session_metadata(&alice_session).await?;
-    println!("  Alice's updated metadata: {}", serde_json::Value::Object(alice_metadata.metadata));
+    let alice_metadata = live(session_manager.get_session_metadata(&alice_session).await?, &alice_session)?;
+    say!(out, "  Alice's updated metadata: {}", serde_json::Value::Object(alice_metadata.into_metadata()));
 
-    println!("\n🔚 Ending sessions:");
+    say!(out, "\n🔚 Ending sessions:");
     session_manager.end_session(&alice_session).await?;
+    say!(out, "  Ended Alice's session: {alice_session}");
     session_manager.end_session(&bob_session).await?;
-    println!("  Ended Alice's session: {alice_session}");
-    println!("  Ended Bob's session: {bob_session}");
-    println!("  Alice's session exists: {}", session_manager.session_exists(&alice_session).await?);
-    println!("  Bob's session exists: {}", session_manager.session_exists(&bob_session).await?);
+    say!(out, "  Ended Bob's session: {bob_session}");
+    say!(out, "  Alice's session exists: {}", session_manager.session_exists(&alice_session).await?);
+    say!(out, "  Bob's session exists: {}", session_manager.session_exists(&bob_session).await?);
     Ok(())
 }

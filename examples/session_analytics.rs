@@ -1,22 +1,15 @@
 //! Session analytics without a graph: two users, several sessions, tracked interactions, merged
 //! metadata, one session expiring under a short timeout, a summary per session, sessions ended.
 //!
-//! Runs on the in-memory store with no network: `cargo run --example session_analytics`.
+//! Runs on the in-memory store with no network: `cargo run --example session_analytics`
+//! (`RUST_LOG=lgadk=debug` also prints the `session.*` spans on stderr).
 #![allow(clippy::print_stdout, reason = "an example reports on the terminal")]
 
 use std::time::Duration;
 
-use lgadk::core::{Metadata, NewSession, SessionId, Timeout, UserId};
+use lgadk::core::{NewSession, SessionId, Timeout, UserId};
 use lgadk::session::SessionSummary;
-use lgadk::{Result, SessionManager};
-use serde_json::json;
-
-fn metadata(value: serde_json::Value) -> Metadata {
-    match value {
-        serde_json::Value::Object(map) => map,
-        _ => Metadata::new(),
-    }
-}
+use lgadk::{Error, Result, SessionManager, metadata, serde_json};
 
 fn print_summary(label: &str, summary: &SessionSummary) {
     println!("  {label} ({})", summary.session_id);
@@ -30,6 +23,11 @@ fn print_summary(label: &str, summary: &SessionSummary) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .try_init();
     let sessions = SessionManager::builder(lgadk::session::InMemoryStore::new())
         .default_timeout(Some(Duration::from_secs(30 * 60)))
         .build();
@@ -40,16 +38,16 @@ async fn main() -> Result<()> {
     println!("-----------------");
 
     // Alice works on two devices; each device gets its own session.
-    let laptop = sessions.create_session(Some(alice.clone()), metadata(json!({"device": "laptop"}))).await?;
-    let phone = sessions.create_session(Some(alice.clone()), metadata(json!({"device": "phone"}))).await?;
+    let laptop = sessions.create_session(&alice, metadata! {"device" => "laptop"}).await?;
+    let phone = sessions.create_session(&alice, metadata! {"device" => "phone"}).await?;
     // Bob's support session has a caller-chosen id and a short idle timeout.
     let ticket = SessionId::parse("support:ticket-4711")?;
     let short = NewSession::for_user(bob.clone())
         .with_id(ticket.clone())
-        .with_metadata(metadata(json!({"channel": "chat"})))
+        .with_metadata(metadata! {"channel" => "chat"})
         .with_timeout(Timeout::After(Duration::from_millis(300)));
     sessions.create_session_with(short).await?;
-    let bob_main = sessions.create_session(Some(bob.clone()), metadata(json!({"device": "desktop"}))).await?;
+    let bob_main = sessions.create_session(&bob, metadata! {"device" => "desktop"}).await?;
     let (alice_count, bob_count) =
         (sessions.get_user_sessions(&alice).await?.len(), sessions.get_user_sessions(&bob).await?.len());
     println!("\nCreated 4 sessions: alice has {alice_count}, bob has {bob_count}");
@@ -65,13 +63,17 @@ async fn main() -> Result<()> {
         sessions.track_interaction(id, tokens_in, tokens_out, Duration::from_millis(millis)).await?;
     }
 
-    sessions.update_session_metadata(&laptop, metadata(json!({"plan": "premium", "topic": "billing"})), true).await?;
-    let view = sessions.get_session_metadata(&laptop).await?;
-    println!("\nAlice's laptop metadata after a merge: {}", serde_json::Value::Object(view.metadata));
+    sessions.update_session_metadata(&laptop, metadata! {"plan" => "premium", "topic" => "billing"}, true).await?;
+    // Readers answer `None` for a session that is unknown, ended or expired.
+    let view = sessions.get_session_metadata(&laptop).await?.ok_or_else(|| Error::SessionNotFound(laptop.clone()))?;
+    println!("\nAlice's laptop metadata after a merge: plan {}, topic {}", view["plan"], view["topic"]);
 
     println!("\nSummaries:");
     for (label, id) in [("alice/laptop", &laptop), ("alice/phone", &phone), ("bob/desktop", &bob_main)] {
-        print_summary(label, &sessions.summary(id).await?);
+        match sessions.summary(id).await? {
+            Some(summary) => print_summary(label, &summary),
+            None => println!("  {label} ({id}) is gone"),
+        }
     }
 
     println!("\nWaiting 400 ms: Bob's support session has a 300 ms idle timeout...");

@@ -17,7 +17,27 @@
 //! let first = graph.run(RunRequest::new("Hello! What is machine learning?")).await?;
 //! let again = graph.run(RunRequest::new("And neural networks?").with_session(first.session_id.clone())).await?;
 //! assert_eq!(again.state.messages.len(), 4, "the second turn continued the first");
-//! assert_eq!(sessions.summary(&first.session_id).await?.interactions, 2);
+//! assert_eq!(sessions.summary(&first.session_id).await?.map(|s| s.interactions), Some(2));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The session API takes ids as text or as typed ids, and metadata from [`metadata!`]; a
+//! session that is unknown, ended or expired reads as `None` and fails writes with
+//! `SessionNotFound`:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lgadk::Result<()> {
+//! use lgadk::{SessionManager, metadata};
+//!
+//! let sessions = SessionManager::in_memory();
+//! let id = sessions.create_session("alice", metadata! {"plan" => "pro", "seats" => 3}).await?;
+//! let view = sessions.get_session_metadata(&id).await?.expect("just created");
+//! assert_eq!(view["seats"], 3);
+//! assert_eq!(sessions.get_user_sessions("alice").await?, [id.clone()]);
+//! sessions.end_session(&id).await?;
+//! assert!(sessions.get_session_metadata(&id).await?.is_none());
 //! # Ok(())
 //! # }
 //! ```
@@ -30,8 +50,10 @@
 
 #[doc(inline)]
 pub use lgadk_core as core;
+/// `serde_json`, re-exported: session metadata is a `serde_json` map.
+pub use lgadk_core::serde_json;
 #[doc(inline)]
-pub use lgadk_core::{Error, ModelErrorKind, Result};
+pub use lgadk_core::{Error, Metadata, ModelErrorKind, Result, SessionId, UserId, metadata};
 #[doc(inline)]
 pub use lgadk_graph as graph;
 #[doc(inline)]

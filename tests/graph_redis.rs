@@ -38,7 +38,7 @@ async fn history_continues_across_two_graphs_sharing_one_redis() {
     assert_eq!(user_messages(&third.state), ["one", "two", "three"]);
     assert_eq!(third.state.messages.len(), 6);
     assert_eq!(b.state(&id).await.unwrap().unwrap().messages, third.state.messages);
-    assert_eq!(sessions.summary(&id).await.unwrap().interactions, 3);
+    assert_eq!(sessions.summary(&id).await.unwrap().unwrap().interactions, 3);
     let history = b.history(&id, 10).await.unwrap();
     assert_eq!(history.iter().map(|s| s.state.messages.len()).collect::<Vec<_>>(), [6, 4, 2]);
 }
@@ -67,7 +67,7 @@ async fn twenty_concurrent_runs_on_one_session_all_land() {
     let mut expected: Vec<String> = (0..20).map(|i| format!("msg {i}")).collect();
     expected.sort();
     assert_eq!(seen, expected);
-    assert_eq!(sessions.summary(&id).await.unwrap().interactions, 20);
+    assert_eq!(sessions.summary(&id).await.unwrap().unwrap().interactions, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +99,7 @@ async fn two_graphs_racing_on_one_session_commit_or_conflict_and_lose_nothing() 
     committed.sort();
     assert_eq!(saved, committed, "every committed turn is in the history, and only those");
     assert_eq!(state.messages.len(), 2 * committed.len());
-    assert_eq!(sessions.summary(&id).await.unwrap().interactions, committed.len() as u64);
+    assert_eq!(sessions.summary(&id).await.unwrap().unwrap().interactions, committed.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,5 +127,5 @@ async fn racing_graphs_with_retry_commit_more_and_still_lose_nothing() {
     }
     let state = b.state(&id).await.unwrap().unwrap();
     assert_eq!(state.messages.len(), 2 * committed);
-    assert_eq!(sessions.summary(&id).await.unwrap().interactions, committed as u64);
+    assert_eq!(sessions.summary(&id).await.unwrap().unwrap().interactions, committed as u64);
 }

@@ -7,10 +7,10 @@ mod graph_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use graph_common::{RecordingModel, assistant_graph, metadata};
-use lgadk::SessionManager;
+use graph_common::{RecordingModel, assistant_graph};
 use lgadk::core::{Role, Usage, UserId};
 use lgadk::graph::RunRequest;
+use lgadk::{SessionManager, metadata};
 use lgadk_llm::OfflineModel;
 
 async fn seed_scenario(sessions: SessionManager) {
@@ -19,13 +19,13 @@ async fn seed_scenario(sessions: SessionManager) {
     let (alice, bob) = (UserId::parse("alice").unwrap(), UserId::parse("bob").unwrap());
 
     // Alice creates her session, then talks; Bob's session is created by `run`.
-    let alice_meta = metadata(&[("device", "laptop"), ("location", "New York"), ("language", "en-US")]);
-    let alice_session = sessions.create_session(Some(alice.clone()), alice_meta).await.unwrap();
+    let alice_meta = metadata! {"device" => "laptop", "location" => "New York", "language" => "en-US"};
+    let alice_session = sessions.create_session("alice", alice_meta).await.unwrap();
     let a1 = graph
         .run(RunRequest::new("Hello! Can you tell me about machine learning?").with_session(alice_session.clone()))
         .await
         .unwrap();
-    let bob_meta = metadata(&[("device", "mobile"), ("location", "London"), ("language", "en-GB")]);
+    let bob_meta = metadata! {"device" => "mobile", "location" => "London", "language" => "en-GB"};
     let b1 = graph
         .run(
             RunRequest::new("Hi there! What's the weather like today?")
@@ -61,11 +61,11 @@ async fn seed_scenario(sessions: SessionManager) {
 
     assert_eq!(sessions.get_user_sessions(&alice).await.unwrap(), std::slice::from_ref(&alice_session));
     assert_eq!(sessions.get_user_sessions(&bob).await.unwrap(), std::slice::from_ref(&bob_session));
-    let bob_record = sessions.get_session_metadata(&bob_session).await.unwrap();
+    let bob_record = sessions.get_session_metadata(&bob_session).await.unwrap().unwrap();
     assert_eq!(bob_record.user_id, Some(bob.clone()));
     assert_eq!(bob_record.metadata, bob_meta);
 
-    let summary = sessions.summary(&alice_session).await.unwrap();
+    let summary = sessions.summary(&alice_session).await.unwrap().unwrap();
     assert_eq!(summary.interactions, 2);
     assert_eq!(
         Usage::new(summary.total_tokens_in, summary.total_tokens_out),
@@ -77,24 +77,25 @@ async fn seed_scenario(sessions: SessionManager) {
     assert!(summary.avg_response_time.abs_diff(measured) < Duration::from_millis(1), "{summary:?} vs {measured:?}");
     assert!(summary.duration >= a2.response_time);
     assert_eq!(summary.user_id, Some(alice.clone()));
-    let bob_summary = sessions.summary(&bob_session).await.unwrap();
+    let bob_summary = sessions.summary(&bob_session).await.unwrap().unwrap();
     assert_eq!(
         (bob_summary.interactions, bob_summary.total_tokens_in),
         (2, reported[1].prompt_tokens + reported[3].prompt_tokens)
     );
 
-    let update = metadata(&[("subscription", "premium"), ("last_topic", "neural networks")]);
+    let update = metadata! {"subscription" => "premium", "last_topic" => "neural networks"};
     sessions.update_session_metadata(&alice_session, update, true).await.unwrap();
-    let merged = sessions.get_session_metadata(&alice_session).await.unwrap().metadata;
+    let merged = sessions.get_session_metadata(&alice_session).await.unwrap().unwrap();
+    assert_eq!(merged["subscription"], "premium");
     assert_eq!(
-        merged,
-        metadata(&[
-            ("device", "laptop"),
-            ("location", "New York"),
-            ("language", "en-US"),
-            ("subscription", "premium"),
-            ("last_topic", "neural networks"),
-        ])
+        merged.into_metadata(),
+        metadata! {
+            "device" => "laptop",
+            "location" => "New York",
+            "language" => "en-US",
+            "subscription" => "premium",
+            "last_topic" => "neural networks",
+        }
     );
 
     assert!(sessions.end_session(&alice_session).await.unwrap());
@@ -102,6 +103,7 @@ async fn seed_scenario(sessions: SessionManager) {
     assert!(!sessions.session_exists(&alice_session).await.unwrap());
     assert!(!sessions.session_exists(&bob_session).await.unwrap());
     assert!(sessions.get_user_sessions(&alice).await.unwrap().is_empty());
+    assert!(sessions.summary(&alice_session).await.unwrap().is_none(), "an ended session reads as absent");
     let err = graph.run(RunRequest::new("still there?").with_session(alice_session)).await.unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
 }

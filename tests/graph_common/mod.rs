@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use lgadk::SessionManager;
-use lgadk::core::{
-    Agent, ChatModel, ChatRequest, ChatResponse, ChatState, Message, Metadata, Result, RunContext, Usage,
-};
+use lgadk::core::{Agent, ChatModel, ChatRequest, ChatResponse, ChatState, Message, Result, RunContext, Usage};
 use lgadk::graph::{CompiledGraph, GraphBuilder};
 
 /// Forwards to `inner` and keeps the usage of every reply.
@@ -74,8 +72,4 @@ pub fn assistant_graph(model: Arc<dyn ChatModel>, sessions: SessionManager) -> C
         .configure_session_management(sessions)
         .build()
         .expect("a one-agent graph builds")
-}
-
-pub fn metadata(pairs: &[(&str, &str)]) -> Metadata {
-    pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect()
 }

@@ -1,6 +1,6 @@
 //! Validated identifiers for sessions and users.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ fn check(raw: &str) -> std::result::Result<(), &'static str> {
 }
 
 macro_rules! define_id {
-    ($(#[$doc:meta])* $name:ident, $error:ident) => {
+    ($(#[$doc:meta])* $name:ident, $error:ident, $(#[$into_doc:meta])* $into:ident :: $method:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
@@ -116,8 +116,54 @@ macro_rules! define_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-                let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                let raw = <Cow<'de, str>>::deserialize(deserializer)?;
                 Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+
+        $(#[$into_doc])*
+        pub trait $into<'a>: Send {
+            #[doc = concat!("The [`", stringify!($name), "`] this value stands for: borrowed when it already is one, parsed from text otherwise.")]
+            ///
+            /// # Errors
+            #[doc = concat!("[`Error::", stringify!($error), "`] when text is not a valid id.")]
+            fn $method(self) -> Result<Cow<'a, $name>>;
+        }
+
+        impl<'a> $into<'a> for &'a $name {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                Ok(Cow::Borrowed(self))
+            }
+        }
+
+        impl<'a> $into<'a> for $name {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                Ok(Cow::Owned(self))
+            }
+        }
+
+        /// For `&&id`, as iterating over a slice of references yields.
+        impl<'a, 'b: 'a> $into<'a> for &'a &'b $name {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                Ok(Cow::Borrowed(*self))
+            }
+        }
+
+        impl<'a> $into<'a> for &str {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                $name::parse(self).map(Cow::Owned)
+            }
+        }
+
+        impl<'a> $into<'a> for String {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                $name::parse(&self).map(Cow::Owned)
+            }
+        }
+
+        impl<'a> $into<'a> for &String {
+            fn $method(self) -> Result<Cow<'a, $name>> {
+                $name::parse(self).map(Cow::Owned)
             }
         }
     };
@@ -136,14 +182,79 @@ define_id!(
     /// # Ok::<(), lgadk_core::Error>(())
     /// ```
     SessionId,
-    InvalidSessionId
+    InvalidSessionId,
+    /// Anything a session id argument accepts: a [`SessionId`] (by value, `&id` or `&&id`) or
+    /// text (`&str`, `String`, `&String`) that is parsed on the way in.
+    ///
+    /// `&SessionId` is borrowed as it is (no clone, no allocation); text is validated and a
+    /// malformed id fails the call with [`Error::InvalidSessionId`] before anything is read or
+    /// written.
+    ///
+    /// ```
+    /// use lgadk_core::{IntoSessionId, SessionId};
+    ///
+    /// fn show<'a>(id: impl IntoSessionId<'a>) -> lgadk_core::Result<String> {
+    ///     Ok(id.into_session_id()?.to_string())
+    /// }
+    /// let id = SessionId::parse("s-1")?;
+    /// assert_eq!(show(&id)?, "s-1");
+    /// assert_eq!(show("s-2")?, "s-2");
+    /// assert_eq!(show(String::from("s-3"))?, "s-3");
+    /// assert!(show("not valid").is_err());
+    /// # Ok::<(), lgadk_core::Error>(())
+    /// ```
+    IntoSessionId::into_session_id
 );
 
 define_id!(
     /// Identifies the user a session belongs to; the same rules as [`SessionId`].
     UserId,
-    InvalidUserId
+    InvalidUserId,
+    /// Anything a user id argument accepts: a [`UserId`] (by value or by reference) or text
+    /// (`&str`, `String`, `&String`) that is parsed on the way in; a malformed id fails the call
+    /// with [`Error::InvalidUserId`]. See [`IntoSessionId`] for the session side.
+    IntoUserId::into_user_id
 );
+
+/// The optional owner of a new session: anything [`IntoUserId`] accepts (the session belongs
+/// to that user), or an `Option<UserId>` (`None`: no owner).
+///
+/// `Some("alice")` is not accepted (write `"alice"`), so that a bare `None` needs no type
+/// annotation.
+///
+/// ```
+/// use lgadk_core::{IntoOptionalUserId, UserId};
+///
+/// fn owner(user: impl IntoOptionalUserId) -> lgadk_core::Result<Option<UserId>> {
+///     user.into_optional_user_id()
+/// }
+/// let alice = UserId::parse("alice")?;
+/// assert_eq!(owner("alice")?, Some(alice.clone()));
+/// assert_eq!(owner(&alice)?, Some(alice.clone()));
+/// assert_eq!(owner(Some(alice.clone()))?, Some(alice));
+/// assert_eq!(owner(None)?, None);
+/// assert!(owner("no spaces please").is_err());
+/// # Ok::<(), lgadk_core::Error>(())
+/// ```
+pub trait IntoOptionalUserId: Send {
+    /// The owner, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] when text is not a valid id.
+    fn into_optional_user_id(self) -> Result<Option<UserId>>;
+}
+
+impl<'a, T: IntoUserId<'a>> IntoOptionalUserId for T {
+    fn into_optional_user_id(self) -> Result<Option<UserId>> {
+        Ok(Some(self.into_user_id()?.into_owned()))
+    }
+}
+
+impl IntoOptionalUserId for Option<UserId> {
+    fn into_optional_user_id(self) -> Result<Option<UserId>> {
+        Ok(self)
+    }
+}
 
 impl SessionId {
     /// A new random id (UUID v4 from the operating system's RNG, hyphenated).
@@ -180,6 +291,26 @@ mod tests {
         }
         assert!(SessionId::parse(&"x".repeat(128)).is_ok());
         assert!(SessionId::parse("A-z_0.9:").is_ok());
+    }
+
+    #[test]
+    fn arguments_borrow_ids_and_parse_text() {
+        let id = SessionId::parse("s1").unwrap();
+        assert!(matches!(id.clone().into_session_id().unwrap(), Cow::Owned(_)));
+        let borrowed = (&id).into_session_id().unwrap();
+        assert!(matches!(borrowed, Cow::Borrowed(b) if std::ptr::eq(b, &id)), "a borrowed id is not cloned");
+        let refs = [&id];
+        for twice in refs.iter() {
+            assert!(matches!(twice.into_session_id().unwrap(), Cow::Borrowed(b) if std::ptr::eq(b, &id)));
+        }
+        assert_eq!(*"s1".into_session_id().unwrap(), id);
+        assert_eq!(*String::from("s1").into_session_id().unwrap(), id);
+        assert_eq!(*(&String::from("s1")).into_session_id().unwrap(), id);
+        assert!(matches!("a b".into_session_id(), Err(Error::InvalidSessionId { .. })));
+        assert!(matches!("a b".into_user_id(), Err(Error::InvalidUserId { .. })));
+        assert!(matches!("a b".into_optional_user_id(), Err(Error::InvalidUserId { .. })));
+        assert_eq!(None.into_optional_user_id().unwrap(), None);
+        assert_eq!("u".into_optional_user_id().unwrap(), Some(UserId::parse("u").unwrap()));
     }
 
     #[test]

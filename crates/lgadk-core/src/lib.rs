@@ -40,8 +40,8 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
-/// The serde_json this crate builds [`Metadata`] and states with, so callers need no
-/// dependency of their own.
+/// `serde_json`, re-exported: [`Metadata`] is a `serde_json` map, so applications can build
+/// and read it (`serde_json::json!`, `Value`) without a dependency of their own.
 pub use serde_json;
 
 #[doc(inline)]
@@ -53,7 +53,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
 pub use error::{BoxError, Error, GraphError, ModelErrorKind, Result};
 #[doc(inline)]
-pub use id::{SessionId, UserId};
+pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]

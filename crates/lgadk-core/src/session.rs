@@ -13,7 +13,49 @@ use crate::id::{SessionId, UserId};
 use crate::json;
 
 /// A session's user-defined metadata: a JSON object.
+///
+/// Build one with [`metadata!`](crate::metadata!), or as any `serde_json` map (`serde_json` is
+/// re-exported as [`lgadk_core::serde_json`](crate::serde_json), so no separate dependency is
+/// needed).
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// Builds a [`Metadata`] map from `key => value` pairs.
+///
+/// Keys are anything `Into<String>`; values anything `Into<serde_json::Value>` (text, numbers,
+/// booleans, `Option`s, `Vec`s, another `Metadata`, or a `serde_json::json!` value for
+/// anything nested). The conversions are checked by the compiler: building metadata cannot
+/// fail at run time. A repeated key keeps its last value.
+///
+/// ```
+/// use lgadk_core::{metadata, serde_json::json};
+///
+/// let plan = "pro";
+/// let meta = metadata! {
+///     "plan" => plan,
+///     "seats" => 3,
+///     "trial" => false,
+///     "tags" => vec!["beta", "eu"],
+///     "billing" => json!({"currency": "EUR"}),
+/// };
+/// assert_eq!(meta["plan"], "pro");
+/// assert_eq!(meta["seats"], 3);
+/// assert_eq!(meta["billing"]["currency"], "EUR");
+/// assert!(metadata! {}.is_empty());
+/// ```
+#[macro_export]
+macro_rules! metadata {
+    ($($key:expr => $value:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut map = $crate::Metadata::new();
+        $(
+            map.insert(
+                ::std::convert::Into::<::std::string::String>::into($key),
+                ::std::convert::Into::<$crate::serde_json::Value>::into($value),
+            );
+        )*
+        map
+    }};
+}
 
 /// Metadata limit every backend applies unless configured otherwise: 64 KiB serialized.
 pub const DEFAULT_METADATA_LIMIT: usize = 64 * 1024;
@@ -416,6 +458,17 @@ mod tests {
         let back: Cursor = cursor.to_string().parse().unwrap();
         assert_eq!(back, cursor);
         assert!("nope".parse::<Cursor>().is_err());
+    }
+
+    #[test]
+    fn metadata_macro_builds_the_same_map_as_inserts() {
+        let mut by_hand = Metadata::new();
+        by_hand.insert("plan".into(), serde_json::json!("pro"));
+        by_hand.insert("n".into(), serde_json::json!(3));
+        by_hand.insert("none".into(), serde_json::Value::Null);
+        let key = String::from("plan");
+        let none: Option<u8> = None;
+        assert_eq!(crate::metadata! { key => "basic", "n" => 3, "none" => none, "plan" => "pro" }, by_hand);
     }
 
     #[test]

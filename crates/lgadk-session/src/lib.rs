@@ -10,24 +10,23 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> lgadk_core::Result<()> {
 //! use std::time::Duration;
-//! use lgadk_core::{Metadata, UserId};
-//! use lgadk_session::SessionManager;
+//! use lgadk_session::{SessionManager, metadata};
 //!
 //! let sessions = SessionManager::in_memory();
-//! let mut metadata = Metadata::new();
-//! metadata.insert("device".into(), "laptop".into());
-//! let id = sessions.create_session(Some(UserId::parse("alice")?), metadata).await?;
+//! let id = sessions.create_session("alice", metadata! {"device" => "laptop"}).await?;
 //!
 //! sessions.track_interaction(&id, 42, 128, Duration::from_millis(850)).await?;
-//! let mut update = Metadata::new();
-//! update.insert("plan".into(), "premium".into());
-//! let merged = sessions.update_session_metadata(&id, update, true).await?;
+//! let merged = sessions.update_session_metadata(&id, metadata! {"plan" => "premium"}, true).await?;
 //! assert_eq!(merged.len(), 2);
 //!
-//! let summary = sessions.summary(&id).await?;
+//! let summary = sessions.summary(&id).await?.expect("the session is live");
 //! assert_eq!((summary.interactions, summary.total_tokens_out), (1, 128));
 //! sessions.end_session(&id).await?;
+//! // Readers answer `None` (or `false`) for a session that is unknown, ended or expired;
+//! // writers fail with `Error::SessionNotFound`.
 //! assert!(!sessions.session_exists(&id).await?);
+//! assert!(sessions.summary(&id).await?.is_none());
+//! assert!(sessions.touch(&id).await.is_err());
 //! # Ok(())
 //! # }
 //! ```
@@ -46,6 +45,10 @@ pub mod redis;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// `serde_json`, re-exported from `lgadk-core`: metadata is a `serde_json` map.
+pub use lgadk_core::serde_json;
+#[doc(inline)]
+pub use lgadk_core::{IntoOptionalUserId, IntoSessionId, IntoUserId, Metadata, metadata};
 pub use manager::{
     ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata, SessionSummary, SynchronizedSessionManager,
 };

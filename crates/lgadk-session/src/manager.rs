@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
-    Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Metadata, MetadataUpdate,
-    NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats, SessionStore, Timeout, UserId,
+    Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, IntoOptionalUserId,
+    IntoSessionId, IntoUserId, Metadata, MetadataUpdate, NewSession, Page, Result, Session, SessionId, SessionPage,
+    SessionStats, SessionStore, Timeout, UserId,
 };
 use serde::Serialize;
 use tracing::Instrument;
@@ -22,21 +23,40 @@ use crate::memory::InMemoryStore;
 /// names follow LG-ADK's session manager one to one, so code ports line by line; every call is
 /// traced as a `session.<op>` span with the backend's name and the session id.
 ///
+/// # Arguments
+/// Id arguments take a [`SessionId`] or [`UserId`] by reference or by value, or text (`&str`,
+/// `String`): see [`IntoSessionId`], [`IntoUserId`] and, for the owner of a new session,
+/// [`IntoOptionalUserId`] (`"alice"`, `&alice`, `Some(alice)` or `None`). Text that is not a
+/// valid id fails the call with `InvalidSessionId`/`InvalidUserId` before the store is asked
+/// anything. A borrowed id is used as it is, with no clone.
+///
+/// # Absent sessions
+/// One rule for every method: a session that is unknown, ended or expired is **absent**.
+/// - Readers answer for it without an error: [`get_session`](Self::get_session),
+///   [`get_session_metadata`](Self::get_session_metadata) and [`summary`](Self::summary) return
+///   `Ok(None)`, [`session_exists`](Self::session_exists) and [`end_session`](Self::end_session)
+///   `Ok(false)`, and the user listings leave it out.
+/// - Writers fail with `SessionNotFound` and do not bring it back:
+///   [`track_interaction`](Self::track_interaction),
+///   [`record_interaction`](Self::record_interaction),
+///   [`update_session_metadata`](Self::update_session_metadata), [`touch`](Self::touch).
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> lgadk_core::Result<()> {
 /// use std::time::Duration;
-/// use lgadk_core::UserId;
-/// use lgadk_session::SessionManager;
+/// use lgadk_session::{SessionManager, metadata};
 ///
 /// let sessions = SessionManager::in_memory();
-/// let alice = UserId::parse("alice")?;
-/// let id = sessions.create_session(Some(alice.clone()), Default::default()).await?;
+/// let id = sessions.create_session("alice", metadata! {"plan" => "pro"}).await?;
 /// sessions.track_interaction(&id, 12, 40, Duration::from_millis(300)).await?;
-/// assert_eq!(sessions.summary(&id).await?.interactions, 1);
-/// assert_eq!(sessions.get_user_sessions(&alice).await?, [id.clone()]);
+/// let summary = sessions.summary(&id).await?.expect("the session is live");
+/// assert_eq!(summary.interactions, 1);
+/// assert_eq!(sessions.get_user_sessions("alice").await?, [id.clone()]);
+/// assert_eq!(sessions.get_session_metadata(&id).await?.expect("live").get("plan"), Some(&"pro".into()));
 /// assert!(sessions.end_session(&id).await?);
 /// assert!(!sessions.session_exists(&id).await?);
+/// assert!(sessions.summary(&id).await?.is_none(), "ended sessions read as absent");
 /// # Ok(())
 /// # }
 /// ```
@@ -116,6 +136,9 @@ impl SessionManagerBuilder {
 /// A session's metadata beside its typed record fields, as
 /// [`SessionManager::get_session_metadata`] returns it. The user's map is exactly as stored:
 /// record fields are never mixed into it, so no key name is reserved.
+///
+/// It dereferences to the user's map, so `view.get("plan")`, `view["plan"]`, `view.len()` and
+/// iteration read the metadata directly; the `metadata` field stays available.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionMetadata {
     /// The owning user.
@@ -126,6 +149,21 @@ pub struct SessionMetadata {
     pub last_active: DateTime<Utc>,
     /// The user's metadata.
     pub metadata: Metadata,
+}
+
+impl SessionMetadata {
+    /// The user's map, without the record fields.
+    pub fn into_metadata(self) -> Metadata {
+        self.metadata
+    }
+}
+
+impl std::ops::Deref for SessionMetadata {
+    type Target = Metadata;
+
+    fn deref(&self) -> &Metadata {
+        &self.metadata
+    }
 }
 
 /// The analytics of one session, as LG-ADK's session summary printed them.
@@ -254,11 +292,13 @@ impl SessionManager {
         self.inner.default_timeout
     }
 
-    /// Creates a session for `user_id` with `metadata` and the default timeout; returns its id.
+    /// Creates a session for `user_id` (`"alice"`, `&alice`, `Some(alice)`, or `None` for no
+    /// owner) with `metadata` and the default timeout; returns its id.
     ///
     /// # Errors
-    /// `MetadataTooLarge`, `Backend`.
-    pub async fn create_session(&self, user_id: Option<UserId>, metadata: Metadata) -> Result<SessionId> {
+    /// `InvalidUserId`, `MetadataTooLarge`, `Backend`.
+    pub async fn create_session(&self, user_id: impl IntoOptionalUserId, metadata: Metadata) -> Result<SessionId> {
+        let user_id = user_id.into_optional_user_id()?;
         let new = NewSession { user_id, metadata, ..NewSession::default() };
         Ok(self.create_session_with(new).await?.id)
     }
@@ -291,32 +331,35 @@ impl SessionManager {
     /// The session, or `None` if it is unknown, ended or expired.
     ///
     /// # Errors
-    /// `Backend`, `Corrupt`.
-    pub async fn get_session(&self, id: &SessionId) -> Result<Option<Session>> {
-        traced(self.dyn_store().get(id).instrument(span!("get", self, id)).await)
+    /// `InvalidSessionId`, `Backend`, `Corrupt`.
+    pub async fn get_session(&self, id: impl IntoSessionId<'_>) -> Result<Option<Session>> {
+        let id = id.into_session_id()?;
+        traced(self.dyn_store().get(&id).instrument(span!("get", self, id)).await)
     }
 
-    /// The session's metadata with its typed `user_id`, `created_at` and `last_active`.
+    /// The session's metadata with its typed `user_id`, `created_at` and `last_active`, or
+    /// `None` if the session is unknown, ended or expired.
     ///
     /// # Errors
-    /// `SessionNotFound` if the session is unknown, ended or expired.
-    pub async fn get_session_metadata(&self, id: &SessionId) -> Result<SessionMetadata> {
-        let session = self.require(id, "get_metadata").await?;
-        Ok(SessionMetadata {
+    /// `InvalidSessionId`, `Backend`, `Corrupt`.
+    pub async fn get_session_metadata(&self, id: impl IntoSessionId<'_>) -> Result<Option<SessionMetadata>> {
+        let id = id.into_session_id()?;
+        let session = self.read(&id, "get_metadata").await?;
+        Ok(session.map(|session| SessionMetadata {
             user_id: session.user_id,
             created_at: session.created_at,
             last_active: session.last_active,
             metadata: session.metadata,
-        })
+        }))
     }
 
     /// Adds one turn's tokens and response time to the session's totals and extends its timeout.
     ///
     /// # Errors
-    /// `SessionNotFound` if the session is unknown, ended or expired.
+    /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired.
     pub async fn track_interaction(
         &self,
-        id: &SessionId,
+        id: impl IntoSessionId<'_>,
         tokens_in: u64,
         tokens_out: u64,
         response_time: Duration,
@@ -327,23 +370,25 @@ impl SessionManager {
     /// [`track_interaction`](Self::track_interaction) with an [`Interaction`] value.
     ///
     /// # Errors
-    /// `SessionNotFound` if the session is unknown, ended or expired.
-    pub async fn record_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
-        traced(self.dyn_store().track_interaction(id, turn).instrument(span!("track_interaction", self, id)).await)
+    /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired.
+    pub async fn record_interaction(&self, id: impl IntoSessionId<'_>, turn: Interaction) -> Result<SessionStats> {
+        let id = id.into_session_id()?;
+        traced(self.dyn_store().track_interaction(&id, turn).instrument(span!("track_interaction", self, id)).await)
     }
 
     /// Every live session of `user`, newest first. For users with very many sessions, page
     /// with [`user_sessions`](Self::user_sessions) instead.
     ///
     /// # Errors
-    /// `Backend`.
-    pub async fn get_user_sessions(&self, user: &UserId) -> Result<Vec<SessionId>> {
+    /// `InvalidUserId`, `Backend`.
+    pub async fn get_user_sessions(&self, user: impl IntoUserId<'_>) -> Result<Vec<SessionId>> {
+        let user = user.into_user_id()?;
         let span = tracing::debug_span!("session.list_user", backend = self.inner.store.backend(), user.id = %user);
         async {
             let mut all = Vec::new();
             let mut page = Page::first(Page::MAX_LIMIT);
             loop {
-                let got = traced(self.dyn_store().list_user_sessions(user, page).await)?;
+                let got = traced(self.dyn_store().list_user_sessions(&user, page).await)?;
                 all.extend(got.ids);
                 match got.next {
                     Some(cursor) => page = Page::after(cursor, Page::MAX_LIMIT),
@@ -358,23 +403,31 @@ impl SessionManager {
     /// One page of `user`'s live sessions, newest first.
     ///
     /// # Errors
-    /// `Backend`.
-    pub async fn user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
+    /// `InvalidUserId`, `Backend`.
+    pub async fn user_sessions(&self, user: impl IntoUserId<'_>, page: Page) -> Result<SessionPage> {
+        let user = user.into_user_id()?;
         let span = tracing::debug_span!("session.list_user", backend = self.inner.store.backend(), user.id = %user);
-        traced(self.dyn_store().list_user_sessions(user, page).instrument(span).await)
+        traced(self.dyn_store().list_user_sessions(&user, page).instrument(span).await)
     }
 
     /// Merges `metadata` into the session's metadata (`merge = true`: top-level keys overwrite,
     /// others stay) or replaces it (`merge = false`); returns the result.
     ///
     /// # Errors
-    /// `SessionNotFound`; `MetadataTooLarge` (the stored metadata is then unchanged).
-    pub async fn update_session_metadata(&self, id: &SessionId, metadata: Metadata, merge: bool) -> Result<Metadata> {
+    /// `InvalidSessionId`; `SessionNotFound`; `MetadataTooLarge` (the stored metadata is then
+    /// unchanged).
+    pub async fn update_session_metadata(
+        &self,
+        id: impl IntoSessionId<'_>,
+        metadata: Metadata,
+        merge: bool,
+    ) -> Result<Metadata> {
+        let id = id.into_session_id()?;
         async {
             let metadata = check_metadata_depth(metadata)?;
             check_metadata_size(&metadata, self.inner.metadata_limit)?;
             let update = if merge { MetadataUpdate::Merge(metadata) } else { MetadataUpdate::Replace(metadata) };
-            traced(self.dyn_store().update_metadata(id, update).await)
+            traced(self.dyn_store().update_metadata(&id, update).await)
         }
         .instrument(span!("update_metadata", self, id))
         .await
@@ -383,28 +436,32 @@ impl SessionManager {
     /// Marks the session active now, extending its sliding timeout (LG-ADK's `update_session`).
     ///
     /// # Errors
-    /// `SessionNotFound` if the session is unknown, ended or expired.
+    /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired.
     #[doc(alias = "update_session")]
-    pub async fn touch(&self, id: &SessionId) -> Result<()> {
-        traced(self.dyn_store().touch(id).instrument(span!("touch", self, id)).await)
+    pub async fn touch(&self, id: impl IntoSessionId<'_>) -> Result<()> {
+        let id = id.into_session_id()?;
+        traced(self.dyn_store().touch(&id).instrument(span!("touch", self, id)).await)
     }
 
-    /// Ends the session, deleting it with its checkpoints; `false` if it was not live.
+    /// Ends the session, deleting it with its checkpoints; `false` if it was not live (ending
+    /// an absent session is not an error, so ending twice is harmless).
     ///
     /// # Errors
-    /// `Backend`.
+    /// `InvalidSessionId`, `Backend`.
     #[doc(alias = "remove_session")]
-    pub async fn end_session(&self, id: &SessionId) -> Result<bool> {
-        traced(self.dyn_store().end(id).instrument(span!("end", self, id)).await)
+    pub async fn end_session(&self, id: impl IntoSessionId<'_>) -> Result<bool> {
+        let id = id.into_session_id()?;
+        traced(self.dyn_store().end(&id).instrument(span!("end", self, id)).await)
     }
 
     /// Whether the session is live (not unknown, ended or expired). Does not extend it.
     ///
     /// # Errors
-    /// `Backend`.
+    /// `InvalidSessionId`, `Backend`.
     #[doc(alias = "is_session_valid")]
-    pub async fn session_exists(&self, id: &SessionId) -> Result<bool> {
-        traced(self.dyn_store().exists(id).instrument(span!("exists", self, id)).await)
+    pub async fn session_exists(&self, id: impl IntoSessionId<'_>) -> Result<bool> {
+        let id = id.into_session_id()?;
+        traced(self.dyn_store().exists(&id).instrument(span!("exists", self, id)).await)
     }
 
     /// Removes expired sessions now and returns how many were removed.
@@ -416,12 +473,15 @@ impl SessionManager {
         traced(self.dyn_store().purge_expired().instrument(span!("purge_expired", self)).await)
     }
 
-    /// The session's analytics: interactions, tokens, average response time, duration.
+    /// The session's analytics (interactions, tokens, average response time, duration), or
+    /// `None` if the session is unknown, ended or expired (LG-ADK's `get_session_summary`).
     ///
     /// # Errors
-    /// `SessionNotFound` if the session is unknown, ended or expired.
-    pub async fn summary(&self, id: &SessionId) -> Result<SessionSummary> {
-        Ok(SessionSummary::of(self.require(id, "summary").await?))
+    /// `InvalidSessionId`, `Backend`, `Corrupt`.
+    #[doc(alias = "get_session_summary")]
+    pub async fn summary(&self, id: impl IntoSessionId<'_>) -> Result<Option<SessionSummary>> {
+        let id = id.into_session_id()?;
+        Ok(self.read(&id, "summary").await?.map(SessionSummary::of))
     }
 
     /// Purges expired sessions every `interval` on the current tokio runtime until the
@@ -460,11 +520,8 @@ impl SessionManager {
         &*self.inner.store
     }
 
-    async fn require(&self, id: &SessionId, op: &'static str) -> Result<Session> {
+    async fn read(&self, id: &SessionId, op: &'static str) -> Result<Option<Session>> {
         let span = tracing::debug_span!("session.get", backend = self.inner.store.backend(), session.id = %id, op);
-        match traced(self.dyn_store().get(id).instrument(span).await)? {
-            Some(session) => Ok(session),
-            None => Err(Error::SessionNotFound(id.clone())),
-        }
+        traced(self.dyn_store().get(id).instrument(span).await)
     }
 }

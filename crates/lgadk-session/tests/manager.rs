@@ -1,11 +1,11 @@
 //! `SessionManager` behaviour on top of the store contract: defaults, limits, analytics, reaper.
-#![allow(clippy::unwrap_used, reason = "test code: a failure is a panic")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test code: a failure is a panic")]
 
 use std::time::Duration;
 
-use lgadk_core::{Error, ManualClock, Metadata, NewSession, SessionId, Timeout, UserId};
-use lgadk_session::{InMemoryStore, SessionManager};
-use serde_json::json;
+use lgadk_core::{Error, Interaction, ManualClock, Metadata, NewSession, Page, SessionId, Timeout, UserId};
+use lgadk_session::serde_json::{self, json};
+use lgadk_session::{InMemoryStore, SessionManager, metadata};
 
 fn meta(value: serde_json::Value) -> Metadata {
     serde_json::from_value(value).unwrap()
@@ -42,11 +42,11 @@ async fn no_default_timeout_means_sessions_never_expire() {
 async fn summary_reports_the_seed_analytics() {
     let (sessions, clock) = manager_with_clock();
     let alice = UserId::parse("alice").unwrap();
-    let id = sessions.create_session(Some(alice.clone()), meta(json!({"device": "laptop"}))).await.unwrap();
+    let id = sessions.create_session(&alice, metadata! {"device" => "laptop"}).await.unwrap();
     sessions.track_interaction(&id, 10, 30, Duration::from_millis(200)).await.unwrap();
     clock.advance(Duration::from_millis(1500));
     sessions.track_interaction(&id, 20, 50, Duration::from_millis(400)).await.unwrap();
-    let summary = sessions.summary(&id).await.unwrap();
+    let summary = sessions.summary(&id).await.unwrap().unwrap();
     assert_eq!(summary.interactions, 2);
     assert_eq!((summary.total_tokens_in, summary.total_tokens_out), (30, 80));
     assert_eq!(summary.avg_response_time, Duration::from_millis(300));
@@ -60,22 +60,108 @@ async fn metadata_view_keeps_record_fields_out_of_the_users_map() {
     let (sessions, _) = manager_with_clock();
     let alice = UserId::parse("alice").unwrap();
     let id = sessions.create_session(Some(alice.clone()), meta(json!({"user_id": "spoofed"}))).await.unwrap();
-    let view = sessions.get_session_metadata(&id).await.unwrap();
+    let view = sessions.get_session_metadata(&id).await.unwrap().unwrap();
     assert_eq!(view.user_id, Some(alice));
     assert_eq!(view.metadata, meta(json!({"user_id": "spoofed"})), "no key name is reserved");
+    assert_eq!(view.get("user_id"), Some(&json!("spoofed")), "the view reads as the user's map");
+    assert_eq!((view["user_id"].as_str(), view.len()), (Some("spoofed"), 1));
+    assert_eq!(view.into_metadata(), metadata! {"user_id" => "spoofed"});
     let merged = sessions.update_session_metadata(&id, meta(json!({"plan": "premium"})), true).await.unwrap();
     assert_eq!(merged, meta(json!({"user_id": "spoofed", "plan": "premium"})));
     let replaced = sessions.update_session_metadata(&id, meta(json!({"only": 1})), false).await.unwrap();
     assert_eq!(replaced, meta(json!({"only": 1})));
 }
 
+/// One rule for absent sessions: every reader answers `None`/`false`/leaves it out, every
+/// writer fails with `SessionNotFound` and does not bring it back.
+async fn assert_absent(sessions: &SessionManager, id: &SessionId, user: &UserId, why: &str) {
+    assert_eq!(sessions.get_session(id).await.unwrap(), None, "get_session: {why}");
+    assert_eq!(sessions.get_session_metadata(id).await.unwrap(), None, "get_session_metadata: {why}");
+    assert_eq!(sessions.summary(id).await.unwrap(), None, "summary: {why}");
+    assert!(!sessions.session_exists(id).await.unwrap(), "session_exists: {why}");
+    assert!(!sessions.get_user_sessions(user).await.unwrap().contains(id), "get_user_sessions: {why}");
+    assert!(!sessions.user_sessions(user, Page::default()).await.unwrap().ids.contains(id), "user_sessions: {why}");
+
+    let not_found = |result: Result<(), Error>, op: &str| match result {
+        Err(Error::SessionNotFound(got)) => assert_eq!(&got, id, "{op}: {why}"),
+        other => panic!("{op} on an absent session ({why}) gave {other:?}"),
+    };
+    not_found(sessions.track_interaction(id, 1, 1, Duration::ZERO).await.map(drop), "track_interaction");
+    not_found(sessions.record_interaction(id, Interaction::tokens(1, 1)).await.map(drop), "record_interaction");
+    not_found(sessions.update_session_metadata(id, metadata! {"a" => 1}, true).await.map(drop), "update (merge)");
+    not_found(sessions.update_session_metadata(id, metadata! {"a" => 1}, false).await.map(drop), "update (replace)");
+    not_found(sessions.touch(id).await, "touch");
+    assert_eq!(sessions.get_session(id).await.unwrap(), None, "a failed write brought it back: {why}");
+    assert!(!sessions.end_session(id).await.unwrap(), "end_session: {why}");
+}
+
 #[tokio::test]
-async fn analytics_of_a_missing_session_are_not_found() {
+async fn absent_sessions_read_as_none_and_writes_to_them_fail() {
+    let (sessions, clock) = manager_with_clock();
+    let alice = UserId::parse("alice").unwrap();
+    assert_absent(&sessions, &SessionId::parse("never-created").unwrap(), &alice, "unknown").await;
+
+    let ended = sessions.create_session(&alice, metadata! {"k" => "v"}).await.unwrap();
+    sessions.track_interaction(&ended, 1, 2, Duration::from_millis(5)).await.unwrap();
+    assert!(sessions.end_session(&ended).await.unwrap());
+    assert_absent(&sessions, &ended, &alice, "ended").await;
+
+    let expired = sessions.create_session(&alice, metadata! {"k" => "v"}).await.unwrap();
+    assert!(sessions.summary(&expired).await.unwrap().is_some());
+    clock.advance(Duration::from_secs(61));
+    assert_absent(&sessions, &expired, &alice, "expired").await;
+}
+
+#[tokio::test]
+async fn id_arguments_take_ids_or_text_and_reject_bad_text() {
     let (sessions, _) = manager_with_clock();
-    let id = SessionId::parse("gone").unwrap();
-    assert!(matches!(sessions.summary(&id).await, Err(Error::SessionNotFound(_))));
-    assert!(matches!(sessions.get_session_metadata(&id).await, Err(Error::SessionNotFound(_))));
-    assert!(matches!(sessions.touch(&id).await, Err(Error::SessionNotFound(_))));
+    let alice = UserId::parse("alice").unwrap();
+    let owned = String::from("alice");
+    let ids = [
+        sessions.create_session("alice", Metadata::new()).await.unwrap(),
+        sessions.create_session(&owned, Metadata::new()).await.unwrap(),
+        sessions.create_session(owned.clone(), Metadata::new()).await.unwrap(),
+        sessions.create_session(&alice, Metadata::new()).await.unwrap(),
+        sessions.create_session(alice.clone(), Metadata::new()).await.unwrap(),
+        sessions.create_session(Some(alice.clone()), Metadata::new()).await.unwrap(),
+    ];
+    let anonymous = sessions.create_session(None, Metadata::new()).await.unwrap();
+    assert_eq!(sessions.get_session(&anonymous).await.unwrap().unwrap().user_id, None);
+    let mut listed = sessions.get_user_sessions("alice").await.unwrap();
+    listed.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected, "every spelling of the owner is the same user");
+    assert_eq!(sessions.user_sessions(&owned, Page::first(2)).await.unwrap().ids.len(), 2);
+
+    // A session id as text works everywhere a `&SessionId` does.
+    let text = ids[0].to_string();
+    sessions.track_interaction(text.as_str(), 3, 4, Duration::from_millis(1)).await.unwrap();
+    sessions.touch(&text).await.unwrap();
+    sessions.update_session_metadata(text.clone(), metadata! {"plan" => "pro"}, true).await.unwrap();
+    assert_eq!(sessions.get_session_metadata(text.as_str()).await.unwrap().unwrap().get("plan"), Some(&json!("pro")));
+    assert_eq!(sessions.summary(&text).await.unwrap().unwrap().total_tokens_out, 4);
+    assert!(sessions.session_exists(ids[0].clone()).await.unwrap());
+    assert!(sessions.end_session(text).await.unwrap());
+
+    // Malformed text is the call's error, of the right kind, before the store is asked.
+    let bad_session =
+        |result: Result<(), Error>| assert!(matches!(result, Err(Error::InvalidSessionId { .. })), "{result:?}");
+    bad_session(sessions.get_session("a b").await.map(drop));
+    bad_session(sessions.get_session_metadata("a b").await.map(drop));
+    bad_session(sessions.summary("").await.map(drop));
+    bad_session(sessions.session_exists("{x}").await.map(drop));
+    bad_session(sessions.track_interaction("a b", 1, 1, Duration::ZERO).await.map(drop));
+    bad_session(sessions.record_interaction("a b", Interaction::default()).await.map(drop));
+    bad_session(sessions.update_session_metadata("a b", Metadata::new(), true).await.map(drop));
+    bad_session(sessions.touch("a b").await);
+    bad_session(sessions.end_session("a*").await.map(drop));
+    let bad_user =
+        |result: Result<(), Error>| assert!(matches!(result, Err(Error::InvalidUserId { .. })), "{result:?}");
+    bad_user(sessions.create_session("bob smith", Metadata::new()).await.map(drop));
+    bad_user(sessions.get_user_sessions("bob smith").await.map(drop));
+    bad_user(sessions.user_sessions("", Page::default()).await.map(drop));
+    assert_eq!(sessions.clear_expired_sessions().await.unwrap(), 0);
 }
 
 #[tokio::test]
