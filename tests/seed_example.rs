@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lgadk::SessionManager;
-use lgadk::core::{ChatModel, ChatRequest, ChatResponse, Result};
+use lgadk::core::{ChatModel, ChatRequest, ChatResponse, ModelErrorKind, Result};
 use lgadk_llm::{ModelRegistry, OfflineModel, OpenAiModel, RetryPolicy, ScriptedReply};
 
 /// A transcript the example and a test model both write to, so their order can be checked.
@@ -182,7 +182,7 @@ async fn a_run_failing_midway_ends_every_session_it_created() {
     let model = OfflineModel::scripted([
         ScriptedReply::text("one"),
         ScriptedReply::text("two"),
-        ScriptedReply::failure(Some(503), true),
+        ScriptedReply::failure(ModelErrorKind::ServerError, Some(503)),
     ]);
     failed_run_leaves_nothing(Arc::new(model), SessionManager::in_memory(), 2).await;
 }
@@ -195,7 +195,7 @@ async fn a_failed_run_on_redis_leaves_no_session_behind() {
     let model = OfflineModel::scripted([
         ScriptedReply::text("one"),
         ScriptedReply::text("two"),
-        ScriptedReply::failure(None, false),
+        ScriptedReply::failure(ModelErrorKind::InvalidRequest, None),
     ]);
     let sessions = SessionManager::redis(&server.url()).await.unwrap();
     failed_run_leaves_nothing(Arc::new(model), sessions, 2).await;
