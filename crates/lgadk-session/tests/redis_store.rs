@@ -5,9 +5,6 @@
 #![allow(clippy::print_stderr, reason = "the round-trip test prints its table")]
 
 use std::error::Error as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use lgadk_core::session::metadata_size;
@@ -16,7 +13,7 @@ use lgadk_core::{
     Page, SessionId, SessionStore, SystemClock, Timeout, UserId,
 };
 use lgadk_session::RedisStore;
-use lgadk_session::testing::RedisServer;
+use lgadk_session::testing::{Monitor, MonitoredCommand, RedisServer};
 use serde_json::json;
 
 fn sid(raw: &str) -> SessionId {
@@ -52,54 +49,15 @@ fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
     NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages }
 }
 
-/// Watches every command the server executes (MONITOR on its own connection).
-struct Monitor {
-    lines: mpsc::Receiver<String>,
-    markers: usize,
-}
-
-impl Monitor {
-    fn start(server: &RedisServer) -> Self {
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
-        stream.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).unwrap();
-        assert_eq!(ok.trim_end(), "+OK");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in reader.lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { lines, markers: 0 }
-    }
-
-    /// The top-level commands (not those run inside scripts) executed since the last call.
-    fn commands_since_last(&mut self, server: &RedisServer) -> Vec<String> {
-        self.markers += 1;
-        let marker = format!("lgadk-marker-{}", self.markers);
-        server.command(&["ECHO", &marker]).unwrap();
-        let mut commands = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(Duration::from_secs(5)).expect("MONITOR went quiet");
-            if line.contains(&marker) {
-                return commands;
-            }
-            if line.contains("[0 lua]") {
-                continue;
-            }
-            // `+<time> [<db> <client>] "<command>" "<arg>" …`
-            let Some((_, rest)) = line.split_once("] \"") else { continue };
-            let name = rest.split('"').next().unwrap_or_default().to_lowercase();
-            if !matches!(name.as_str(), "echo" | "info" | "ping") {
-                commands.push(name);
-            }
-        }
-    }
+/// The top-level commands (not those scripts ran) executed since the last call, by name.
+fn top_level(monitor: &mut Monitor, server: &RedisServer) -> Vec<String> {
+    monitor
+        .commands_since_last(server)
+        .into_iter()
+        .filter(|command| !command.from_script)
+        .map(|command| command.name())
+        .filter(|name| !matches!(name.as_str(), "info" | "ping"))
+        .collect()
 }
 
 fn evalsha_calls(server: &RedisServer) -> u64 {
@@ -110,9 +68,12 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
-/// Every operation is one round trip; the table is printed for the notes.
+/// Every operation costs the round trips the module docs state: one EVALSHA for reads and
+/// writes of one session; listing and purge read the index first (their scripts must name
+/// every key they touch); `end` of a session with an owner asks the script for the owner's
+/// index first. The table is printed for the notes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_is_one_round_trip() {
+async fn every_operation_costs_its_documented_round_trips() {
     let Some(server) = RedisServer::start() else { return };
     let clock = ManualClock::starting_now();
     let store = store(&server, "rt", clock.clone()).await;
@@ -130,18 +91,20 @@ async fn every_operation_is_one_round_trip() {
     store.put(&warm, snapshot(1, vec![Message::user("hi")]), 0).await.unwrap();
     store.latest(&warm).await.unwrap();
     store.messages(&warm, 0..10).await.unwrap();
-    store.purge_expired().await.unwrap();
+    store.create(NewSession::default().with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
     store.end(&warm).await.unwrap();
 
     let mut monitor = Monitor::start(&server);
-    monitor.commands_since_last(&server);
+    top_level(&mut monitor, &server);
     let mut table = Vec::new();
     macro_rules! measure {
         ($name:literal, $call:expr) => {{
             let before = evalsha_calls(&server);
             let result = $call;
             let after = evalsha_calls(&server);
-            let commands = monitor.commands_since_last(&server);
+            let commands = top_level(&mut monitor, &server);
             table.push(($name, commands.clone(), after - before));
             result
         }};
@@ -171,12 +134,15 @@ async fn every_operation_is_one_round_trip() {
     measure!("checkpoint list", store.list(&id, 10).await.unwrap());
     measure!("checkpoint messages", store.messages(&id, 0..2).await.unwrap());
     measure!("checkpoint delete", store.delete(&id).await.unwrap());
-    measure!("end", store.end(&id).await.unwrap());
+    measure!("end (owner)", store.end(&id).await.unwrap());
+    let anonymous = store.create(NewSession::default()).await.unwrap().id;
+    top_level(&mut monitor, &server); // not measured: the create above
+    measure!("end (no owner)", store.end(&anonymous).await.unwrap());
     for _ in 0..3 {
         store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
     }
     clock.advance(Duration::from_millis(1));
-    monitor.commands_since_last(&server); // not measured: the creates above
+    top_level(&mut monitor, &server); // not measured: the creates above
     let purged = measure!("purge_expired (3 due)", store.purge_expired().await.unwrap());
     assert_eq!(purged, 3);
     measure!("purge_expired (none due)", store.purge_expired().await.unwrap());
@@ -186,12 +152,17 @@ async fn every_operation_is_one_round_trip() {
         eprintln!("| {name} | {} | {evalsha} |", commands.join(" "));
     }
     for (name, commands, evalsha) in &table {
-        assert_eq!(commands.len(), 1, "{name}: {commands:?}");
-        if *name == "checkpoint delete" {
-            assert_eq!((commands[0].as_str(), *evalsha), ("del", 0), "{name}");
-        } else {
-            assert_eq!((commands[0].as_str(), *evalsha), ("evalsha", 1), "{name}");
-        }
+        let expected: &[&str] = match *name {
+            "checkpoint delete" => &["del"],
+            "list_user_sessions" => &["zrevrangebylex", "evalsha"],
+            "end (owner)" => &["evalsha", "evalsha"],
+            "purge_expired (3 due)" => &["zrangebyscore", "evalsha"],
+            "purge_expired (none due)" => &["zrangebyscore"],
+            _ => &["evalsha"],
+        };
+        assert_eq!(commands, expected, "{name}");
+        let scripts = expected.iter().filter(|command| **command == "evalsha").count();
+        assert_eq!(*evalsha, u64::try_from(scripts).unwrap(), "{name}: EVALSHA calls");
     }
 }
 
@@ -475,4 +446,111 @@ async fn connect_errors_are_typed() {
     assert!(matches!(err, Error::Backend { backend: "redis", op: "connect", .. }), "{err:?}");
     assert!(err.source().is_some());
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+/// The keys a command touches, as the server itself reads them (`COMMAND GETKEYS`); none for
+/// commands without key arguments.
+fn touched_keys(conn: &mut redis::Connection, command: &MonitoredCommand) -> Vec<String> {
+    let mut getkeys = redis::cmd("COMMAND");
+    getkeys.arg("GETKEYS");
+    for arg in &command.args {
+        getkeys.arg(arg);
+    }
+    getkeys.query(conn).unwrap_or_default()
+}
+
+/// Checks every script call among `commands`: each key a command inside the script touched
+/// must be one of the KEYS of the EVALSHA that ran it. Returns the number of script calls
+/// and one line per undeclared key.
+fn undeclared_keys(conn: &mut redis::Connection, op: &str, commands: &[MonitoredCommand]) -> (usize, Vec<String>) {
+    let calls = Monitor::script_calls(commands);
+    let mut found = Vec::new();
+    for call in &calls {
+        let declared = call.call.declared_keys().unwrap_or_default();
+        for command in &call.commands {
+            for key in touched_keys(conn, command) {
+                if !declared.contains(&key) {
+                    found.push(format!("{op}: {} {key} (declared {declared:?})", command.args[0]));
+                }
+            }
+        }
+    }
+    (calls.len(), found)
+}
+
+/// Redis' scripting contract: a script touches only the keys it receives in KEYS (servers and
+/// proxies that route or check by key depend on it). Every script, on every path that reaches
+/// another key (index entries, dangling entries, a recreated session, purge, sweeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_touch_only_the_keys_they_declare() {
+    let Some(server) = RedisServer::start() else { return };
+    let clock = ManualClock::starting_now();
+    let store = store(&server, "kd", clock.clone()).await;
+    let mut conn = raw(&server);
+    let (alice, bob) = (user("alice"), user("bob"));
+    let ten = Timeout::After(Duration::from_secs(10));
+    let mut monitor = Monitor::start(&server);
+    let mut report: Vec<(&str, usize, Vec<String>)> = Vec::new();
+    macro_rules! check {
+        ($op:literal, $call:expr) => {{
+            monitor.commands_since_last(&server);
+            let result = $call;
+            let commands = monitor.commands_since_last(&server);
+            let (calls, found) = undeclared_keys(&mut conn, $op, &commands);
+            report.push(($op, calls, found));
+            result
+        }};
+    }
+
+    let new = NewSession::for_user(alice.clone()).with_id(sid("a1")).with_metadata(meta(json!({"k": 1})));
+    let a1 = check!("create (user)", store.create(new.with_timeout(ten)).await.unwrap().id);
+    let anon = check!("create (no user)", store.create(NewSession::default().with_id(sid("n1"))).await.unwrap().id);
+    check!("get", store.get(&a1).await.unwrap());
+    check!("exists", store.exists(&a1).await.unwrap());
+    check!("touch", store.touch(&a1).await.unwrap());
+    check!("track_interaction", store.track_interaction(&a1, Interaction::tokens(1, 2)).await.unwrap());
+    check!("update_metadata", store.update_metadata(&a1, MetadataUpdate::Merge(meta(json!({"x": 2})))).await.unwrap());
+    check!("checkpoint version", store.version(&a1).await.unwrap());
+    check!("checkpoint put", store.put(&a1, snapshot(1, vec![Message::user("hi")]), 0).await.unwrap());
+    check!("checkpoint latest", store.latest(&a1).await.unwrap());
+    check!("checkpoint list", store.list(&a1, 5).await.unwrap());
+    check!("checkpoint messages", store.messages(&a1, 0..5).await.unwrap());
+
+    // A dangling entry (as after Redis dropped the session by TTL) that listing must judge.
+    let lost = store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap().id;
+    let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{lost}}}:s")]);
+    let listed = check!("list_user_sessions", store.list_user_sessions(&alice, Page::first(10)).await.unwrap());
+    assert_eq!(listed.ids, std::slice::from_ref(&a1));
+
+    check!("end (user)", store.end(&a1).await.unwrap());
+    check!("end (no user)", store.end(&anon).await.unwrap());
+
+    // An expired session recreated with the same id for another user.
+    let short = Timeout::After(Duration::from_secs(1));
+    store.create(NewSession::for_user(alice.clone()).with_id(sid("re")).with_timeout(short)).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    check!("create (replaces another user's)", {
+        store.create(NewSession::for_user(bob.clone()).with_id(sid("re")).with_timeout(ten)).await.unwrap()
+    });
+
+    // Purge: one expired, one extended (re-filed), one Redis already dropped.
+    let doomed = store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id;
+    let extended = store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id;
+    let dropped = store.create(NewSession::for_user(bob.clone()).with_timeout(short)).await.unwrap().id;
+    let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{dropped}}}:s")]);
+    clock.advance(Duration::from_millis(900));
+    store.touch(&extended).await.unwrap();
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(check!("purge_expired", store.purge_expired().await.unwrap()), 1);
+    assert!(store.get(&doomed).await.unwrap().is_none());
+
+    let mut failures = Vec::new();
+    for (op, calls, found) in &report {
+        eprintln!("{op}: {calls} script call(s), {} undeclared key(s)", found.len());
+        if *calls == 0 && !op.starts_with("purge") {
+            failures.push(format!("{op}: ran no script"));
+        }
+        failures.extend(found.iter().cloned());
+    }
+    assert!(failures.is_empty(), "scripts touched keys they did not declare:\n{}", failures.join("\n"));
 }

@@ -50,18 +50,25 @@
 //! before any purge ran is cleaned from the indexes but not counted.
 //!
 //! # Round trips
-//! Every operation on a single Redis is one atomic round trip: one EVALSHA of a Lua script
-//! (loaded again automatically after NOSCRIPT), or one plain command.
+//! Every script receives in KEYS every key it touches, as Redis' scripting contract requires
+//! (servers, proxies and clusters that check or route by key depend on it; a test watches the
+//! commands each script runs with MONITOR). A key named by data, such as a session named by
+//! an index entry or the user index named by a session's owner, is therefore read by one call
+//! and handed to the script by the next. Reads and writes of one session are one atomic round
+//! trip: one EVALSHA (loaded again automatically after NOSCRIPT), or one plain command.
 //!
 //! | operation | single Redis | cluster |
 //! |---|---|---|
-//! | `create` | 1 EVALSHA | 2 (index ZADDs in parallel, then EVALSHA) |
+//! | `create` | 1 EVALSHA (+1 ZREM when it replaces an expired session of another owner) | 2 (index ZADDs in parallel, then EVALSHA) |
 //! | `get`, `exists`, `touch`, `track_interaction`, `update_metadata` | 1 EVALSHA | 1 EVALSHA |
-//! | `list_user_sessions` | 1 EVALSHA | ZREVRANGEBYLEX + one HMGET per entry (in parallel) + ZREM of dangling entries |
-//! | `end` | 1 EVALSHA | 2 (EVALSHA, then index ZREMs in parallel) |
-//! | `purge_expired` | 1 EVALSHA per batch of 256 | per batch: ZRANGEBYSCORE + one EVALSHA per entry (in parallel) + index updates |
+//! | `list_user_sessions` | ZREVRANGEBYLEX + 1 EVALSHA (again per further batch when dropped entries leave the page short) | ZREVRANGEBYLEX + one HMGET per entry (in parallel) + ZREM of dangling entries |
+//! | `end` | 1 EVALSHA without an owner; 2 with one (the first answers with the owner, whose user index the second names) | 2 (EVALSHA, then index ZREMs in parallel) |
+//! | `purge_expired` | ZRANGEBYSCORE + 1 EVALSHA per batch of 256 (ZRANGEBYSCORE alone when nothing is due) | per batch: ZRANGEBYSCORE + one EVALSHA per entry (in parallel) + index updates |
 //! | `version`, `put`, `latest`, `checkpoint`, `list`, `messages` | 1 EVALSHA | 1 EVALSHA |
 //! | checkpointer `delete` | 1 DEL | 1 DEL |
+//!
+//! Listing and purge re-check every entry inside their script (it may have changed since it
+//! was read), so on a single Redis they stay atomic per batch.
 //!
 //! # Cluster
 //! The user index and the expiry index live in other slots than the session, so on a cluster
@@ -78,8 +85,10 @@
 //! - The expiry index is one key (`P:x`, in its own slot). Only `create`, `end` and purge touch
 //!   it, never a turn, so it is not a hot key.
 //!
-//! On a single Redis the scripts update the indexes themselves, so there is nothing to repair;
-//! listing still drops entries of sessions that Redis expired by TTL.
+//! On a single Redis the scripts update the indexes themselves, so there is nothing to repair,
+//! except the user-index entry of an expired session replaced by `create` for another owner
+//! (removed right after, best effort; stale from that moment, so listing drops it if that
+//! fails); listing still drops entries of sessions that Redis expired by TTL.
 //!
 //! # Damaged data
 //! A field that lgadk did not write in its format (a counter that is not a non-negative
@@ -124,6 +133,8 @@ const PURGE_BATCH: usize = 256;
 /// Cluster only: an index entry whose session does not exist is kept this long after the
 /// session's creation time, because its `create` may still be in flight.
 const REPAIR_GRACE_MS: i64 = 60 * 1000;
+/// `end` script: the session has another owner than the call expected (see `lua/end.lua`).
+const END_OTHER_OWNER: i64 = 2;
 /// Longest stored timeout (2^53 - 1 ms, about 285,000 years): Lua numbers are doubles.
 const MAX_TIMEOUT_MS: u64 = (1 << 53) - 1;
 
@@ -360,13 +371,17 @@ impl SessionStore for RedisStore {
             status::CORRUPT => return Err(reply.corrupt(&id, 1)),
             _ => return Err(reply.bad("unknown status")),
         }
-        if cluster {
-            // The script replaced an expired session with this id: clean its entries.
-            let (old_user, old_member) = (reply.text(1)?, reply.text(2)?);
-            if !old_member.is_empty() && old_member != member {
-                let old_user = (!old_user.is_empty()).then_some(old_user.as_str());
-                let old_key = old_user.map(|user| self.keys().user_raw(user));
-                self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_user)).await.ok();
+        // The script replaced an expired session with this id: clean its entries. On a single
+        // Redis the script did, except for another owner's user index, which it could not name.
+        let (old_user, old_member) = (reply.text(1)?, reply.text(2)?);
+        if !old_member.is_empty() && old_member != member {
+            let old_owner = (!old_user.is_empty()).then_some(old_user.as_str());
+            let old_key = old_owner.map(|user| self.keys().user_raw(user));
+            if cluster {
+                self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_owner)).await.ok();
+            } else if let Some(old_key) = old_key.filter(|_| old_owner != user) {
+                // Best effort: the entry is stale already, and listing drops stale entries.
+                self.caller().command::<()>("create", redis::cmd("ZREM").arg(old_key).arg(&old_member)).await.ok();
             }
         }
         Ok(Session {
@@ -483,23 +498,7 @@ impl SessionStore for RedisStore {
     async fn list_user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
         let limit = page.effective_limit();
         let bound = page.cursor.as_ref().map_or_else(|| "+".to_owned(), keys::bound_after);
-        let members = if self.is_cluster() {
-            self.list_cluster(user, limit, bound).await?
-        } else {
-            let mut invocation = scripts::LIST.prepare_invoke();
-            invocation.key(self.keys().user(user)).arg(self.now()).arg(self.prefix()).arg(user.as_str());
-            invocation.arg(bound).arg(limit);
-            let reply = self.run("list_user_sessions", &invocation).await?;
-            match reply.status()? {
-                status::OK => (reply.texts_from(2)?, reply.int(1)? == 1),
-                status::CORRUPT => {
-                    let id = SessionId::parse(&reply.text(1)?).map_err(|_| reply.bad("bad session id"))?;
-                    return Err(reply.corrupt(&id, 2));
-                }
-                _ => return Err(reply.bad("unknown status")),
-            }
-        };
-        let (members, more) = members;
+        let (members, more) = self.list_entries(user, limit, bound).await?;
         let mut ids = Vec::with_capacity(members.len());
         let mut last = None;
         for member in &members {
@@ -519,43 +518,158 @@ impl SessionStore for RedisStore {
     async fn end(&self, id: &SessionId) -> Result<bool> {
         let keys = self.keys().session(id);
         let cluster = self.is_cluster();
-        let mut invocation = scripts::END.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
+        // On a single Redis the script removes the index entries too, but it may only touch the
+        // owner's user index if it receives it in KEYS: the first call assumes no owner and
+        // answers with the owner when there is one, the second names that owner's index. Only
+        // a session recreated for another owner in between needs a third, unchecked, call.
+        let mut owner: Option<String> = None;
+        for attempt in 0..3 {
+            let unchecked = cluster || attempt == 2;
+            let mut invocation = scripts::END.prepare_invoke();
+            for key in keys.all() {
+                invocation.key(key);
+            }
+            if !cluster {
+                invocation.key(self.keys().expiry());
+                if let Some(owner) = owner.as_deref().filter(|_| !unchecked) {
+                    invocation.key(self.keys().user_raw(owner));
+                }
+            }
+            let expected = if unchecked { "*" } else { owner.as_deref().unwrap_or("") };
+            invocation.arg(self.now()).arg(expected);
+            let reply = self.run("end", &invocation).await?;
+            let (user, member) = (reply.text(1)?, reply.text(2)?);
+            if reply.status()? == END_OTHER_OWNER {
+                owner = (!user.is_empty()).then_some(user);
+                continue;
+            }
+            if unchecked && !member.is_empty() {
+                // Best effort: an entry left behind is removed by the next listing or purge.
+                let user = (!user.is_empty()).then_some(user.as_str());
+                let user_key = user.map(|user| self.keys().user_raw(user));
+                let expiry_entry = keys::expiry_entry(&member, user);
+                if cluster {
+                    self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
+                } else if let Some(user_key) = user_key {
+                    self.caller().command::<()>("end", redis::cmd("ZREM").arg(user_key).arg(&member)).await.ok();
+                }
+            }
+            return Ok(reply.status()? == 1);
         }
-        if !cluster {
-            invocation.key(self.keys().expiry());
-        }
-        invocation.arg(self.now()).arg(self.prefix());
-        let reply = self.run("end", &invocation).await?;
-        let was_live = reply.status()? == 1;
-        let (user, member) = (reply.text(1)?, reply.text(2)?);
-        if cluster && !member.is_empty() {
-            // Best effort: an entry left behind is removed by the next listing or purge.
-            let user = (!user.is_empty()).then_some(user.as_str());
-            let user_key = user.map(|user| self.keys().user_raw(user));
-            self.unindex(user_key.as_deref(), &member, &keys::expiry_entry(&member, user)).await.ok();
-        }
-        Ok(was_live)
+        Err(Error::backend("redis", "end", RedisFailure::BadReply { script: "end", detail: "no final answer" }))
     }
 
     async fn purge_expired(&self) -> Result<usize> {
         let mut removed = 0;
         loop {
-            let (gone, seen) = if self.is_cluster() {
-                self.purge_batch_cluster().await?
-            } else {
-                let mut invocation = scripts::PURGE.prepare_invoke();
-                invocation.key(self.keys().expiry()).arg(self.now()).arg(self.prefix()).arg(PURGE_BATCH);
-                let reply = self.run("purge_expired", &invocation).await?;
-                let count = |index| usize::try_from(reply.int(index)?).map_err(|_| reply.bad("negative count"));
-                (count(0)?, count(1)?)
-            };
+            let (gone, seen) =
+                if self.is_cluster() { self.purge_batch_cluster().await? } else { self.purge_batch_single().await? };
             removed += gone;
             if seen < PURGE_BATCH {
                 return Ok(removed);
             }
         }
+    }
+}
+
+/// The single-Redis halves of listing and purge: read the index, then one script that names
+/// every key it touches.
+impl RedisStore {
+    /// Up to `limit` live entries of `user`'s index after `bound`, newest first, and whether
+    /// another live one follows.
+    async fn list_entries(&self, user: &UserId, limit: usize, mut bound: String) -> Result<(Vec<String>, bool)> {
+        if self.is_cluster() {
+            return self.list_cluster(user, limit, bound).await;
+        }
+        const OP: &str = "list_user_sessions";
+        let key = self.keys().user(user);
+        let now = self.now();
+        let mut found = Vec::new();
+        loop {
+            let want = limit + 1 - found.len();
+            let cmd = redis::cmd("ZREVRANGEBYLEX").arg(&key).arg(&bound).arg("-").arg("LIMIT").arg(0).arg(want).clone();
+            let entries: Vec<String> = self.caller().command(OP, &cmd).await?;
+            let Some(last) = entries.last() else { return Ok((found, false)) };
+            bound = format!("({last}");
+            let mut invocation = scripts::LIST.prepare_invoke();
+            invocation.key(&key);
+            let mut checked = Vec::new();
+            let mut dropped = Vec::new();
+            for entry in &entries {
+                match keys::parse_member(entry) {
+                    Some((_, id)) => {
+                        invocation.key(self.keys().session(&id).record);
+                        checked.push(entry);
+                    }
+                    None => dropped.push(entry),
+                }
+            }
+            invocation.arg(now).arg(user.as_str()).arg(checked.len());
+            for entry in checked.iter().chain(&dropped) {
+                invocation.arg(*entry);
+            }
+            let reply = self.run(OP, &invocation).await?;
+            match reply.status()? {
+                status::OK => {}
+                status::CORRUPT => {
+                    let id = SessionId::parse(&reply.text(1)?).map_err(|_| reply.bad("bad session id"))?;
+                    return Err(reply.corrupt(&id, 2));
+                }
+                _ => return Err(reply.bad("unknown status")),
+            }
+            for entry in reply.texts_from(1)? {
+                if found.len() == limit {
+                    return Ok((found, true));
+                }
+                found.push(entry);
+            }
+            if entries.len() < want {
+                return Ok((found, false));
+            }
+        }
+    }
+
+    /// One purge batch on a single Redis: `(removed, entries seen)`.
+    async fn purge_batch_single(&self) -> Result<(usize, usize)> {
+        const OP: &str = "purge_expired";
+        let now = self.now();
+        let expiry = self.keys().expiry();
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(expiry)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PURGE_BATCH)
+            .clone();
+        let due: Vec<String> = self.caller().command(OP, &cmd).await?;
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut invocation = scripts::PURGE.prepare_invoke();
+        invocation.key(expiry);
+        let mut checked = Vec::new();
+        let mut dropped = Vec::new();
+        for entry in &due {
+            let parsed = keys::parse_expiry_entry(entry)
+                .and_then(|(member, user)| keys::parse_member(member).map(|(_, id)| (id, user)));
+            let Some((id, user)) = parsed else {
+                dropped.push(entry);
+                continue;
+            };
+            for key in self.keys().session(&id).all() {
+                invocation.key(key);
+            }
+            invocation.key(user.map_or_else(|| expiry.to_owned(), |user| self.keys().user_raw(user)));
+            checked.push(entry);
+        }
+        invocation.arg(now).arg(checked.len());
+        for entry in checked.iter().chain(&dropped) {
+            invocation.arg(*entry);
+        }
+        let reply = self.run(OP, &invocation).await?;
+        let removed = usize::try_from(reply.int(0)?).map_err(|_| reply.bad("negative count"))?;
+        Ok((removed, due.len()))
     }
 }
 
