@@ -3,8 +3,8 @@
 //! [`RedisServer`] runs its own `redis-server --port <free> --bind 127.0.0.1 --save ""
 //! --appendonly no` in a temporary directory and kills it by pid (and waits for it) on drop;
 //! [`RedisCluster`] does the same for a 3-master cluster on loopback; [`Monitor`] records what
-//! a server executes (`MONITOR`), script commands included. Neither ever uses port
-//! 6379 or sends FLUSHALL, so a developer's own Redis is never touched.
+//! a server executes (`MONITOR`), script commands included. None of them ever uses port 6379
+//! or sends FLUSHALL, so a developer's own Redis is never touched.
 //!
 //! The binary comes from `LGADK_REDIS_SERVER` (a path) or `PATH`; `redis-cli` (needed for
 //! clusters) from `LGADK_REDIS_CLI` or next to the server or `PATH`. When the server binary is

@@ -119,7 +119,7 @@ async fn cluster_scripts_touch_only_the_keys_they_declare() {
     let Some((cluster, store, clock, mut raw)) = start().await else { return };
     let mut getkeys = redis::Client::open(cluster.urls()[0].as_str()).unwrap().get_connection().unwrap();
     let mut monitors: Vec<Monitor> = cluster.nodes().iter().map(Monitor::start).collect();
-    let mut drain = |monitors: &mut Vec<Monitor>| -> Vec<MonitoredCommand> {
+    let drain = |monitors: &mut Vec<Monitor>| -> Vec<MonitoredCommand> {
         monitors.iter_mut().zip(cluster.nodes()).flat_map(|(monitor, node)| monitor.commands_since_last(node)).collect()
     };
     let mut report: Vec<(&str, usize, Vec<String>)> = Vec::new();
@@ -158,4 +158,30 @@ async fn cluster_scripts_touch_only_the_keys_they_declare() {
         failures.extend(found.iter().cloned());
     }
     assert!(failures.is_empty(), "scripts touched keys they did not declare:\n{}", failures.join("\n"));
+}
+
+/// Without a reaper, one create in 8 sweeps on a cluster too: entries whose session Redis
+/// dropped leave the user index and the expiry index, and an idle user's index goes with
+/// its last entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_sweep_indexes_across_slots() {
+    let Some((_cluster, store, clock, mut raw)) = start().await else { return };
+    let alice = user("alice");
+    let hour = Timeout::After(Duration::from_secs(3600));
+    let short = Timeout::After(Duration::from_secs(1));
+    let dangling = store.create(NewSession::for_user(alice.clone()).with_timeout(hour)).await.unwrap().id;
+    let carols = store.create(NewSession::for_user(user("carol")).with_timeout(short)).await.unwrap().id;
+    for id in [&dangling, &carols] {
+        let _: () = redis::cmd("DEL").arg(format!("c:{{{id}}}:s")).query(&mut raw).unwrap();
+    }
+    clock.advance(Duration::from_secs(11 * 60));
+    for _ in 0..8 {
+        store.create(NewSession::for_user(alice.clone()).with_timeout(hour)).await.unwrap();
+    }
+    let carol_index: i64 = redis::cmd("EXISTS").arg("c:u:{carol}").query(&mut raw).unwrap();
+    assert_eq!(carol_index, 0, "carol's entry was swept with her expiry entry");
+    let expiry: Vec<String> = redis::cmd("ZRANGE").arg("c:x").arg(0).arg(-1).query(&mut raw).unwrap();
+    assert!(!expiry.iter().any(|entry| entry.contains(carols.as_str())), "{expiry:?}");
+    let entries: Vec<String> = redis::cmd("ZRANGE").arg("c:u:{alice}").arg(0).arg(-1).query(&mut raw).unwrap();
+    assert_eq!(entries.len(), 8, "the dangling entry went: {entries:?}");
 }

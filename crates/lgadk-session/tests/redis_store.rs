@@ -79,8 +79,11 @@ async fn every_operation_costs_its_documented_round_trips() {
     let store = store(&server, "rt", clock.clone()).await;
     let alice = user("alice");
 
-    // Warm up: load every script once, so NOSCRIPT reloads do not count.
+    // Warm up: load every script once, so NOSCRIPT reloads do not count. The first create
+    // through a store sweeps: a second store's sweeps alice's index, which holds `warm`.
     let warm = store.create(NewSession::for_user(alice.clone()).with_id(sid("warm"))).await.unwrap().id;
+    let sweeper = self::store(&server, "rt", clock.clone()).await;
+    sweeper.create(NewSession::for_user(alice.clone())).await.unwrap();
     store.get(&warm).await.unwrap();
     store.exists(&warm).await.unwrap();
     store.touch(&warm).await.unwrap();
@@ -146,6 +149,33 @@ async fn every_operation_costs_its_documented_round_trips() {
     let purged = measure!("purge_expired (3 due)", store.purge_expired().await.unwrap());
     assert_eq!(purged, 3);
     measure!("purge_expired (none due)", store.purge_expired().await.unwrap());
+    // Every 8th create through a store also reads both indexes for a sweep, and runs the sweep
+    // script when they hold entries to check: first for users with no other session, then
+    // for alice, who has one.
+    for (name, owner) in
+        [("create (every 8th: sweep, nothing found)", None), ("create (every 8th: sweep)", Some(&alice))]
+    {
+        if let Some(owner) = owner {
+            store.create(NewSession::for_user(owner.clone())).await.unwrap();
+            top_level(&mut monitor, &server); // not measured
+        }
+        let mut ticks = 0;
+        for round in 0..8 {
+            let owner = owner.cloned().unwrap_or_else(|| user(&format!("new-{round}")));
+            let before = evalsha_calls(&server);
+            store.create(NewSession::for_user(owner)).await.unwrap();
+            let evalsha = evalsha_calls(&server) - before;
+            let mut commands = top_level(&mut monitor, &server);
+            commands.sort();
+            if commands.len() > 1 {
+                ticks += 1;
+                table.push((name, commands, evalsha));
+            } else {
+                assert_eq!((commands, evalsha), (vec!["evalsha".to_owned()], 1));
+            }
+        }
+        assert_eq!(ticks, 1, "one create in 8 sweeps");
+    }
 
     eprintln!("| operation | top-level commands | EVALSHA (commandstats) |");
     for (name, commands, evalsha) in &table {
@@ -156,6 +186,8 @@ async fn every_operation_costs_its_documented_round_trips() {
             "checkpoint delete" => &["del"],
             "list_user_sessions" => &["zrevrangebylex", "evalsha"],
             "end (owner)" => &["evalsha", "evalsha"],
+            "create (every 8th: sweep, nothing found)" => &["evalsha", "zrangebylex", "zrangebyscore"],
+            "create (every 8th: sweep)" => &["evalsha", "evalsha", "zrangebylex", "zrangebyscore"],
             "purge_expired (3 due)" => &["zrangebyscore", "evalsha"],
             "purge_expired (none due)" => &["zrangebyscore"],
             _ => &["evalsha"],
@@ -544,6 +576,23 @@ async fn scripts_touch_only_the_keys_they_declare() {
     assert_eq!(check!("purge_expired", store.purge_expired().await.unwrap()), 1);
     assert!(store.get(&doomed).await.unwrap().is_none());
 
+    // Sweeps: alice's index holds an entry whose session Redis dropped, carol's session is
+    // gone too and overdue by more than the grace; one of the next 8 creates sweeps both.
+    let dangling = store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap().id;
+    let carols = store.create(NewSession::for_user(user("carol")).with_timeout(short)).await.unwrap().id;
+    for id in [&dangling, &carols] {
+        let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{id}}}:s")]);
+    }
+    clock.advance(Duration::from_secs(11 * 60));
+    check!("create (8, one sweeps)", {
+        for _ in 0..8 {
+            store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap();
+        }
+    });
+    assert_eq!(cmd::<i64>(&mut conn, &["EXISTS", "kd:u:{carol}"]), 0, "the sweep dropped carol's entry");
+    let alice_entries: Vec<String> = cmd(&mut conn, &["ZRANGE", "kd:u:{alice}", "0", "-1"]);
+    assert!(!alice_entries.iter().any(|entry| entry.ends_with(dangling.as_str())), "{alice_entries:?}");
+
     let mut failures = Vec::new();
     for (op, calls, found) in &report {
         eprintln!("{op}: {calls} script call(s), {} undeclared key(s)", found.len());
@@ -553,4 +602,58 @@ async fn scripts_touch_only_the_keys_they_declare() {
         failures.extend(found.iter().cloned());
     }
     assert!(failures.is_empty(), "scripts touched keys they did not declare:\n{}", failures.join("\n"));
+}
+
+/// Index growth without a reaper: sessions come and go (Redis drops their keys by TTL, as the
+/// garbage-collection grace allows) while nothing lists or purges. The sweeps that every 8th
+/// create runs keep both indexes near the sessions that still exist, and remove the indexes
+/// of users who never come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_stay_bounded_without_a_reaper() {
+    const ROUNDS: usize = 200;
+    const STEP: Duration = Duration::from_secs(10);
+    // Redis drops a session's keys `timeout + 10 min` (601 s) after its last write: 61 rounds.
+    const KEPT_ROUNDS: usize = 61;
+    let Some(server) = RedisServer::start() else { return };
+    let clock = ManualClock::starting_now();
+    let store = store(&server, "grow", clock.clone()).await;
+    let mut conn = raw(&server);
+    let alice = user("alice");
+    let timeout = Timeout::After(Duration::from_secs(1));
+    let mut created = Vec::new();
+    for round in 0..ROUNDS {
+        // Redis' TTL: everything of the sessions created KEPT_ROUNDS rounds ago is gone now.
+        if let Some(expired) = round.checked_sub(KEPT_ROUNDS).and_then(|old| created.get(old)) {
+            for id in expired {
+                for suffix in ["s", "m", "cp", "h"] {
+                    let _: () = cmd(&mut conn, &["DEL", &format!("grow:{{{id}}}:{suffix}")]);
+                }
+            }
+        }
+        let regular = store.create(NewSession::for_user(alice.clone()).with_timeout(timeout)).await.unwrap().id;
+        let once = user(&format!("once-{round}"));
+        let visitor = store.create(NewSession::for_user(once).with_timeout(timeout)).await.unwrap().id;
+        created.push([regular, visitor]);
+        clock.advance(STEP);
+    }
+    let present = 2 * KEPT_ROUNDS;
+    let expiry: usize = cmd(&mut conn, &["ZCARD", "grow:x"]);
+    let regular: usize = cmd(&mut conn, &["ZCARD", "grow:u:{alice}"]);
+    let visitors = cmd::<Vec<String>>(&mut conn, &["KEYS", "grow:u:{once-*"]).len();
+    eprintln!(
+        "after {ROUNDS} rounds ({} sessions created, {present} still in Redis, none live): expiry index {expiry}, \
+         alice's index {regular}, one-time users' indexes {visitors}",
+        2 * ROUNDS
+    );
+    // Each sweep checks 16 entries per index, every 8 creates (4 rounds), and a round adds two
+    // entries: what Redis dropped leaves the indexes within a few sweeps.
+    assert!(expiry <= present + 16, "expiry index: {expiry} entries for {present} sessions");
+    assert!(regular <= KEPT_ROUNDS + 16, "alice's index: {regular} entries");
+    assert!(visitors <= KEPT_ROUNDS + 16, "{visitors} one-time users' indexes for {KEPT_ROUNDS} sessions");
+    // Nothing live was lost on the way, and purge still counts what expired.
+    let live = store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::Never)).await.unwrap().id;
+    assert_eq!(store.list_user_sessions(&alice, Page::first(5)).await.unwrap().ids, [live]);
+    clock.advance(STEP);
+    let purged = store.purge_expired().await.unwrap();
+    assert!(purged >= present - 2 && purged <= present, "purge removed {purged} of {present}");
 }
