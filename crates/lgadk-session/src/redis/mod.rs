@@ -111,6 +111,7 @@
 //! | operation | single Redis | cluster |
 //! |---|---|---|
 //! | `create` | 1 EVALSHA (+1 ZREM when it replaces an expired session of another owner) | 2 (index ZADDs in parallel, then EVALSHA) |
+//! | every 8th `create`, in addition ([sweep](#index-growth-without-a-reaper)) | ZRANGEBYLEX and ZRANGEBYSCORE sent together + 1 EVALSHA when they found entries | the two reads + one HMGET per entry found (in parallel) + index updates |
 //! | `get`, `exists`, `touch`, `track_interaction`, `update_metadata` | 1 EVALSHA | 1 EVALSHA |
 //! | `list_user_sessions` | ZREVRANGEBYLEX + 1 EVALSHA (again per further batch when dropped entries leave the page short) | ZREVRANGEBYLEX + one HMGET per entry (in parallel) + ZREM of dangling entries |
 //! | `end` | 1 EVALSHA without an owner; 2 with one (the first answers with the owner, whose user index the second names) | 2 (EVALSHA, then index ZREMs in parallel) |

@@ -11,7 +11,9 @@ for i = 1, n do
   local e = ARGV[2 + i]
   local k = 1 + (i - 1) * 5
   local member, user = string.match(e, '^(%d+|[^|]+)|(.*)$')
-  if member and redis.call('ZSCORE', index, e) then
+  if not member then
+    redis.call('ZREM', index, e)
+  elseif redis.call('ZSCORE', index, e) then
     local f = redis.call('HMGET', KEYS[k + 1], 'ix', 'l', 't')
     local state = 'stale'
     if f[1] == member then state = liveness(f[2], f[3]) end
