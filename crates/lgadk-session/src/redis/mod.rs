@@ -60,8 +60,9 @@
 //! - drops user-index entries whose session is missing, expired, recreated or someone
 //!   else's (listing would hide them anyway);
 //! - drops expiry-index entries whose session is missing or recreated, with their
-//!   user-index entry (so the index of a user who never comes back empties and disappears),
-//!   and re-files those of sessions extended meanwhile, as purge would;
+//!   user-index entry (so the index of a user who never comes back empties and disappears
+//!   once their sessions, all with a timeout, are gone), and re-files those of sessions
+//!   extended meanwhile, as purge would;
 //! - never deletes a session: an expired one keeps its expiry entry (moved out of the sweep's
 //!   window for a grace period), so `purge_expired` still deletes and counts it.
 //!
@@ -93,12 +94,12 @@
 //!   everysec` (the AOF default) Redis writes the log before answering but fsyncs it once a
 //!   second: a crash of the Redis process normally loses nothing, a crash or power loss of
 //!   the host loses up to about a second (two when the disk stalls) of acknowledged turns,
-//!   metadata updates, checkpoints and creates. With
-//!   `appendonly no`, RDB snapshots (`save`) lose everything since the last snapshot,
-//!   typically minutes, and without `save` everything is lost. Replication is asynchronous:
-//!   a failover to a replica can lose the last acknowledged writes whatever the setting.
-//!   Writes lost that way come back as the older state: a turn's checkpoint, log messages
-//!   and counters are missing, and a session created in the lost window is unknown.
+//!   metadata updates, checkpoints and creates. With `appendonly no`, RDB snapshots (`save`)
+//!   lose everything since the last snapshot, typically minutes, and without `save`
+//!   everything is lost. Replication is asynchronous: a failover to a replica can lose the
+//!   last acknowledged writes whatever the setting. After such a loss the older state is
+//!   back: a turn's checkpoint, log messages and counters are missing, and a session created
+//!   in the lost window is unknown.
 //!
 //! # Round trips
 //! Every script receives in KEYS every key it touches, as Redis' scripting contract requires
