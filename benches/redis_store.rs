@@ -296,10 +296,14 @@ fn main() {
         let measured = ratio(report, STORE, RAW);
         report.target("track_interaction, 50 tasks: RedisStore / raw EVALSHA", measured, Goal::AtLeast(0.7), times);
         for (kind, per_call) in round_trips {
+            // Every 8th create also sweeps the indexes: two reads sent together, then one
+            // EVALSHA when they found entries (see "Index growth without a reaper" in
+            // `lgadk_session::redis`).
+            let most = if kind == Kind::Create { 1.0 + 3.0 / 8.0 } else { 1.0 };
             report.target(
                 &format!("{}, 1 task: round trips (client commands) per call", kind.name()),
                 Some(per_call),
-                Goal::AtMost(1.0),
+                Goal::AtMost(most),
                 |n| format!("{n:.2}"),
             );
         }

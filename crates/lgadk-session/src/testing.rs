@@ -2,8 +2,9 @@
 //!
 //! [`RedisServer`] runs its own `redis-server --port <free> --bind 127.0.0.1 --save ""
 //! --appendonly no` in a temporary directory and kills it by pid (and waits for it) on drop;
-//! [`RedisCluster`] does the same for a 3-master cluster on loopback. Neither ever uses port
-//! 6379 or sends FLUSHALL, so a developer's own Redis is never touched.
+//! [`RedisCluster`] does the same for a 3-master cluster on loopback; [`Monitor`] records what
+//! a server executes (`MONITOR`), script commands included. None of them ever uses port 6379
+//! or sends FLUSHALL, so a developer's own Redis is never touched.
 //!
 //! The binary comes from `LGADK_REDIS_SERVER` (a path) or `PATH`; `redis-cli` (needed for
 //! clusters) from `LGADK_REDIS_CLI` or next to the server or `PATH`. When the server binary is
@@ -21,6 +22,8 @@
 //! ```
 #![allow(clippy::panic, clippy::expect_used, clippy::print_stderr, reason = "test support: a failure is a loud panic")]
 
+mod monitor;
 mod redis_server;
 
+pub use monitor::{Monitor, MonitoredCommand, ScriptCall};
 pub use redis_server::{RedisCluster, RedisServer};

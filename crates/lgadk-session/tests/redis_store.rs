@@ -5,9 +5,6 @@
 #![allow(clippy::print_stderr, reason = "the round-trip test prints its table")]
 
 use std::error::Error as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use lgadk_core::session::metadata_size;
@@ -16,7 +13,7 @@ use lgadk_core::{
     Page, SessionId, SessionStore, SystemClock, Timeout, UserId,
 };
 use lgadk_session::RedisStore;
-use lgadk_session::testing::RedisServer;
+use lgadk_session::testing::{Monitor, MonitoredCommand, RedisServer};
 use serde_json::json;
 
 fn sid(raw: &str) -> SessionId {
@@ -52,54 +49,15 @@ fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
     NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages }
 }
 
-/// Watches every command the server executes (MONITOR on its own connection).
-struct Monitor {
-    lines: mpsc::Receiver<String>,
-    markers: usize,
-}
-
-impl Monitor {
-    fn start(server: &RedisServer) -> Self {
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
-        stream.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut ok = String::new();
-        reader.read_line(&mut ok).unwrap();
-        assert_eq!(ok.trim_end(), "+OK");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in reader.lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { lines, markers: 0 }
-    }
-
-    /// The top-level commands (not those run inside scripts) executed since the last call.
-    fn commands_since_last(&mut self, server: &RedisServer) -> Vec<String> {
-        self.markers += 1;
-        let marker = format!("lgadk-marker-{}", self.markers);
-        server.command(&["ECHO", &marker]).unwrap();
-        let mut commands = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(Duration::from_secs(5)).expect("MONITOR went quiet");
-            if line.contains(&marker) {
-                return commands;
-            }
-            if line.contains("[0 lua]") {
-                continue;
-            }
-            // `+<time> [<db> <client>] "<command>" "<arg>" …`
-            let Some((_, rest)) = line.split_once("] \"") else { continue };
-            let name = rest.split('"').next().unwrap_or_default().to_lowercase();
-            if !matches!(name.as_str(), "echo" | "info" | "ping") {
-                commands.push(name);
-            }
-        }
-    }
+/// The top-level commands (not those scripts ran) executed since the last call, by name.
+fn top_level(monitor: &mut Monitor, server: &RedisServer) -> Vec<String> {
+    monitor
+        .commands_since_last(server)
+        .into_iter()
+        .filter(|command| !command.from_script)
+        .map(|command| command.name())
+        .filter(|name| !matches!(name.as_str(), "info" | "ping"))
+        .collect()
 }
 
 fn evalsha_calls(server: &RedisServer) -> u64 {
@@ -110,16 +68,22 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
-/// Every operation is one round trip; the table is printed for the notes.
+/// Every operation costs the round trips the module docs state: one EVALSHA for reads and
+/// writes of one session; listing and purge read the index first (their scripts must name
+/// every key they touch); `end` of a session with an owner asks the script for the owner's
+/// index first. The table is printed for the notes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_is_one_round_trip() {
+async fn every_operation_costs_its_documented_round_trips() {
     let Some(server) = RedisServer::start() else { return };
     let clock = ManualClock::starting_now();
     let store = store(&server, "rt", clock.clone()).await;
     let alice = user("alice");
 
-    // Warm up: load every script once, so NOSCRIPT reloads do not count.
+    // Warm up: load every script once, so NOSCRIPT reloads do not count. The first create
+    // through a store sweeps: a second store's sweeps alice's index, which holds `warm`.
     let warm = store.create(NewSession::for_user(alice.clone()).with_id(sid("warm"))).await.unwrap().id;
+    let sweeper = self::store(&server, "rt", clock.clone()).await;
+    sweeper.create(NewSession::for_user(alice.clone())).await.unwrap();
     store.get(&warm).await.unwrap();
     store.exists(&warm).await.unwrap();
     store.touch(&warm).await.unwrap();
@@ -130,18 +94,20 @@ async fn every_operation_is_one_round_trip() {
     store.put(&warm, snapshot(1, vec![Message::user("hi")]), 0).await.unwrap();
     store.latest(&warm).await.unwrap();
     store.messages(&warm, 0..10).await.unwrap();
-    store.purge_expired().await.unwrap();
+    store.create(NewSession::default().with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
     store.end(&warm).await.unwrap();
 
     let mut monitor = Monitor::start(&server);
-    monitor.commands_since_last(&server);
+    top_level(&mut monitor, &server);
     let mut table = Vec::new();
     macro_rules! measure {
         ($name:literal, $call:expr) => {{
             let before = evalsha_calls(&server);
             let result = $call;
             let after = evalsha_calls(&server);
-            let commands = monitor.commands_since_last(&server);
+            let commands = top_level(&mut monitor, &server);
             table.push(($name, commands.clone(), after - before));
             result
         }};
@@ -171,27 +137,64 @@ async fn every_operation_is_one_round_trip() {
     measure!("checkpoint list", store.list(&id, 10).await.unwrap());
     measure!("checkpoint messages", store.messages(&id, 0..2).await.unwrap());
     measure!("checkpoint delete", store.delete(&id).await.unwrap());
-    measure!("end", store.end(&id).await.unwrap());
+    measure!("end (owner)", store.end(&id).await.unwrap());
+    let anonymous = store.create(NewSession::default()).await.unwrap().id;
+    top_level(&mut monitor, &server); // not measured: the create above
+    measure!("end (no owner)", store.end(&anonymous).await.unwrap());
     for _ in 0..3 {
         store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
     }
     clock.advance(Duration::from_millis(1));
-    monitor.commands_since_last(&server); // not measured: the creates above
+    top_level(&mut monitor, &server); // not measured: the creates above
     let purged = measure!("purge_expired (3 due)", store.purge_expired().await.unwrap());
     assert_eq!(purged, 3);
     measure!("purge_expired (none due)", store.purge_expired().await.unwrap());
+    // Every 8th create through a store also reads both indexes for a sweep, and runs the sweep
+    // script when they hold entries to check: first for users with no other session, then
+    // for alice, who has one.
+    for (name, owner) in
+        [("create (every 8th: sweep, nothing found)", None), ("create (every 8th: sweep)", Some(&alice))]
+    {
+        if let Some(owner) = owner {
+            store.create(NewSession::for_user(owner.clone())).await.unwrap();
+            top_level(&mut monitor, &server); // not measured
+        }
+        let mut ticks = 0;
+        for round in 0..8 {
+            let owner = owner.cloned().unwrap_or_else(|| user(&format!("new-{round}")));
+            let before = evalsha_calls(&server);
+            store.create(NewSession::for_user(owner)).await.unwrap();
+            let evalsha = evalsha_calls(&server) - before;
+            let mut commands = top_level(&mut monitor, &server);
+            commands.sort();
+            if commands.len() > 1 {
+                ticks += 1;
+                table.push((name, commands, evalsha));
+            } else {
+                assert_eq!((commands, evalsha), (vec!["evalsha".to_owned()], 1));
+            }
+        }
+        assert_eq!(ticks, 1, "one create in 8 sweeps");
+    }
 
     eprintln!("| operation | top-level commands | EVALSHA (commandstats) |");
     for (name, commands, evalsha) in &table {
         eprintln!("| {name} | {} | {evalsha} |", commands.join(" "));
     }
     for (name, commands, evalsha) in &table {
-        assert_eq!(commands.len(), 1, "{name}: {commands:?}");
-        if *name == "checkpoint delete" {
-            assert_eq!((commands[0].as_str(), *evalsha), ("del", 0), "{name}");
-        } else {
-            assert_eq!((commands[0].as_str(), *evalsha), ("evalsha", 1), "{name}");
-        }
+        let expected: &[&str] = match *name {
+            "checkpoint delete" => &["del"],
+            "list_user_sessions" => &["zrevrangebylex", "evalsha"],
+            "end (owner)" => &["evalsha", "evalsha"],
+            "create (every 8th: sweep, nothing found)" => &["evalsha", "zrangebylex", "zrangebyscore"],
+            "create (every 8th: sweep)" => &["evalsha", "evalsha", "zrangebylex", "zrangebyscore"],
+            "purge_expired (3 due)" => &["zrangebyscore", "evalsha"],
+            "purge_expired (none due)" => &["zrangebyscore"],
+            _ => &["evalsha"],
+        };
+        assert_eq!(commands, expected, "{name}");
+        let scripts = expected.iter().filter(|command| **command == "evalsha").count();
+        assert_eq!(*evalsha, u64::try_from(scripts).unwrap(), "{name}: EVALSHA calls");
     }
 }
 
@@ -475,4 +478,182 @@ async fn connect_errors_are_typed() {
     assert!(matches!(err, Error::Backend { backend: "redis", op: "connect", .. }), "{err:?}");
     assert!(err.source().is_some());
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+/// The keys a command touches, as the server itself reads them (`COMMAND GETKEYS`); none for
+/// commands without key arguments.
+fn touched_keys(conn: &mut redis::Connection, command: &MonitoredCommand) -> Vec<String> {
+    let mut getkeys = redis::cmd("COMMAND");
+    getkeys.arg("GETKEYS");
+    for arg in &command.args {
+        getkeys.arg(arg);
+    }
+    getkeys.query(conn).unwrap_or_default()
+}
+
+/// Checks every script call among `commands`: each key a command inside the script touched
+/// must be one of the KEYS of the EVALSHA that ran it. Returns the number of script calls
+/// and one line per undeclared key.
+fn undeclared_keys(conn: &mut redis::Connection, op: &str, commands: &[MonitoredCommand]) -> (usize, Vec<String>) {
+    let calls = Monitor::script_calls(commands);
+    let mut found = Vec::new();
+    for call in &calls {
+        let declared = call.call.declared_keys().unwrap_or_default();
+        for command in &call.commands {
+            for key in touched_keys(conn, command) {
+                if !declared.contains(&key) {
+                    found.push(format!("{op}: {} {key} (declared {declared:?})", command.args[0]));
+                }
+            }
+        }
+    }
+    (calls.len(), found)
+}
+
+/// Redis' scripting contract: a script touches only the keys it receives in KEYS (servers and
+/// proxies that route or check by key depend on it). Every script, on every path that reaches
+/// another key (index entries, dangling entries, a recreated session, purge, sweeps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_touch_only_the_keys_they_declare() {
+    let Some(server) = RedisServer::start() else { return };
+    let clock = ManualClock::starting_now();
+    let store = store(&server, "kd", clock.clone()).await;
+    let mut conn = raw(&server);
+    let (alice, bob) = (user("alice"), user("bob"));
+    let ten = Timeout::After(Duration::from_secs(10));
+    let mut monitor = Monitor::start(&server);
+    let mut report: Vec<(&str, usize, Vec<String>)> = Vec::new();
+    macro_rules! check {
+        ($op:literal, $call:expr) => {{
+            monitor.commands_since_last(&server);
+            let result = $call;
+            let commands = monitor.commands_since_last(&server);
+            let (calls, found) = undeclared_keys(&mut conn, $op, &commands);
+            report.push(($op, calls, found));
+            result
+        }};
+    }
+
+    let new = NewSession::for_user(alice.clone()).with_id(sid("a1")).with_metadata(meta(json!({"k": 1})));
+    let a1 = check!("create (user)", store.create(new.with_timeout(ten)).await.unwrap().id);
+    let anon = check!("create (no user)", store.create(NewSession::default().with_id(sid("n1"))).await.unwrap().id);
+    check!("get", store.get(&a1).await.unwrap());
+    check!("exists", store.exists(&a1).await.unwrap());
+    check!("touch", store.touch(&a1).await.unwrap());
+    check!("track_interaction", store.track_interaction(&a1, Interaction::tokens(1, 2)).await.unwrap());
+    check!("update_metadata", store.update_metadata(&a1, MetadataUpdate::Merge(meta(json!({"x": 2})))).await.unwrap());
+    check!("checkpoint version", store.version(&a1).await.unwrap());
+    check!("checkpoint put", store.put(&a1, snapshot(1, vec![Message::user("hi")]), 0).await.unwrap());
+    check!("checkpoint latest", store.latest(&a1).await.unwrap());
+    check!("checkpoint list", store.list(&a1, 5).await.unwrap());
+    check!("checkpoint messages", store.messages(&a1, 0..5).await.unwrap());
+
+    // A dangling entry (as after Redis dropped the session by TTL) that listing must judge.
+    let lost = store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap().id;
+    let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{lost}}}:s")]);
+    let listed = check!("list_user_sessions", store.list_user_sessions(&alice, Page::first(10)).await.unwrap());
+    assert_eq!(listed.ids, std::slice::from_ref(&a1));
+
+    check!("end (user)", store.end(&a1).await.unwrap());
+    check!("end (no user)", store.end(&anon).await.unwrap());
+
+    // An expired session recreated with the same id for another user.
+    let short = Timeout::After(Duration::from_secs(1));
+    store.create(NewSession::for_user(alice.clone()).with_id(sid("re")).with_timeout(short)).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    check!("create (replaces another user's)", {
+        store.create(NewSession::for_user(bob.clone()).with_id(sid("re")).with_timeout(ten)).await.unwrap()
+    });
+
+    // Purge: one expired, one extended (re-filed), one Redis already dropped.
+    let doomed = store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id;
+    let extended = store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id;
+    let dropped = store.create(NewSession::for_user(bob.clone()).with_timeout(short)).await.unwrap().id;
+    let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{dropped}}}:s")]);
+    clock.advance(Duration::from_millis(900));
+    store.touch(&extended).await.unwrap();
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(check!("purge_expired", store.purge_expired().await.unwrap()), 1);
+    assert!(store.get(&doomed).await.unwrap().is_none());
+
+    // Sweeps: alice's index holds an entry whose session Redis dropped, carol's session is
+    // gone too and overdue by more than the grace; one of the next 8 creates sweeps both.
+    let dangling = store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap().id;
+    let carols = store.create(NewSession::for_user(user("carol")).with_timeout(short)).await.unwrap().id;
+    for id in [&dangling, &carols] {
+        let _: () = cmd(&mut conn, &["DEL", &format!("kd:{{{id}}}:s")]);
+    }
+    clock.advance(Duration::from_secs(11 * 60));
+    check!("create (8, one sweeps)", {
+        for _ in 0..8 {
+            store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap();
+        }
+    });
+    assert_eq!(cmd::<i64>(&mut conn, &["EXISTS", "kd:u:{carol}"]), 0, "the sweep dropped carol's entry");
+    let alice_entries: Vec<String> = cmd(&mut conn, &["ZRANGE", "kd:u:{alice}", "0", "-1"]);
+    assert!(!alice_entries.iter().any(|entry| entry.ends_with(dangling.as_str())), "{alice_entries:?}");
+
+    let mut failures = Vec::new();
+    for (op, calls, found) in &report {
+        eprintln!("{op}: {calls} script call(s), {} undeclared key(s)", found.len());
+        if *calls == 0 && !op.starts_with("purge") {
+            failures.push(format!("{op}: ran no script"));
+        }
+        failures.extend(found.iter().cloned());
+    }
+    assert!(failures.is_empty(), "scripts touched keys they did not declare:\n{}", failures.join("\n"));
+}
+
+/// Index growth without a reaper: sessions come and go (Redis drops their keys by TTL, as the
+/// garbage-collection grace allows) while nothing lists or purges. The sweeps that every 8th
+/// create runs keep both indexes near the sessions that still exist, and remove the indexes
+/// of users who never come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_stay_bounded_without_a_reaper() {
+    const ROUNDS: usize = 200;
+    const STEP: Duration = Duration::from_secs(10);
+    // Redis drops a session's keys `timeout + 10 min` (601 s) after its last write: 61 rounds.
+    const KEPT_ROUNDS: usize = 61;
+    let Some(server) = RedisServer::start() else { return };
+    let clock = ManualClock::starting_now();
+    let store = store(&server, "grow", clock.clone()).await;
+    let mut conn = raw(&server);
+    let alice = user("alice");
+    let timeout = Timeout::After(Duration::from_secs(1));
+    let mut created = Vec::new();
+    for round in 0..ROUNDS {
+        // Redis' TTL: everything of the sessions created KEPT_ROUNDS rounds ago is gone now.
+        if let Some(expired) = round.checked_sub(KEPT_ROUNDS).and_then(|old| created.get(old)) {
+            for id in expired {
+                for suffix in ["s", "m", "cp", "h"] {
+                    let _: () = cmd(&mut conn, &["DEL", &format!("grow:{{{id}}}:{suffix}")]);
+                }
+            }
+        }
+        let regular = store.create(NewSession::for_user(alice.clone()).with_timeout(timeout)).await.unwrap().id;
+        let once = user(&format!("once-{round}"));
+        let visitor = store.create(NewSession::for_user(once).with_timeout(timeout)).await.unwrap().id;
+        created.push([regular, visitor]);
+        clock.advance(STEP);
+    }
+    let present = 2 * KEPT_ROUNDS;
+    let expiry: usize = cmd(&mut conn, &["ZCARD", "grow:x"]);
+    let regular: usize = cmd(&mut conn, &["ZCARD", "grow:u:{alice}"]);
+    let visitors = cmd::<Vec<String>>(&mut conn, &["KEYS", "grow:u:{once-*"]).len();
+    eprintln!(
+        "after {ROUNDS} rounds ({} sessions created, {present} still in Redis, none live): expiry index {expiry}, \
+         alice's index {regular}, one-time users' indexes {visitors}",
+        2 * ROUNDS
+    );
+    // Each sweep checks 16 entries per index, every 8 creates (4 rounds), and a round adds two
+    // entries: what Redis dropped leaves the indexes within a few sweeps.
+    assert!(expiry <= present + 16, "expiry index: {expiry} entries for {present} sessions");
+    assert!(regular <= KEPT_ROUNDS + 16, "alice's index: {regular} entries");
+    assert!(visitors <= KEPT_ROUNDS + 16, "{visitors} one-time users' indexes for {KEPT_ROUNDS} sessions");
+    // Nothing live was lost on the way, and purge still counts what expired.
+    let live = store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::Never)).await.unwrap().id;
+    assert_eq!(store.list_user_sessions(&alice, Page::first(5)).await.unwrap().ids, [live]);
+    clock.advance(STEP);
+    let purged = store.purge_expired().await.unwrap();
+    assert!(purged >= present - 2 && purged <= present, "purge removed {purged} of {present}");
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use lgadk_core::{Clock, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT, Error, Result, SystemClock};
@@ -184,6 +185,7 @@ impl RedisStoreBuilder {
                 clock: self.clock,
                 metadata_limit: self.metadata_limit,
                 checkpoint_retention: self.checkpoint_retention,
+                creates: AtomicU64::new(0),
             }),
         })
     }

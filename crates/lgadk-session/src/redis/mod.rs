@@ -49,19 +49,79 @@
 //! never the number of sessions, and it never SCANs. A session removed by Redis' own TTL
 //! before any purge ran is cleaned from the indexes but not counted.
 //!
+//! # Index growth without a reaper
+//! When Redis drops a session's keys by TTL, its two index entries stay behind. Creates bound
+//! that, so the indexes stay near the number of sessions still in Redis even if nothing
+//! lists or purges: every 8th `create` through a store (counted per store and its clones)
+//! also sweeps. It reads the 16 oldest entries of the new session's user index and the 16
+//! expiry-index entries overdue by more than the 10-minute grace (two reads sent together,
+//! one round trip), then, if either found any, checks them against their sessions (one
+//! EVALSHA on a single Redis; one HMGET per entry in parallel on a cluster) and:
+//! - drops user-index entries whose session is missing, expired, recreated or someone
+//!   else's (listing would hide them anyway);
+//! - drops expiry-index entries whose session is missing or recreated, with their
+//!   user-index entry (so the index of a user who never comes back empties and disappears
+//!   once their sessions, all with a timeout, are gone), and re-files those of sessions
+//!   extended meanwhile, as purge would;
+//! - never deletes a session: an expired one keeps its expiry entry (moved out of the sweep's
+//!   window for a grace period), so `purge_expired` still deletes and counts it.
+//!
+//! The bound: a sweep checks up to 16 overdue expiry entries per 8 creates while those 8
+//! creates add at most 8, so entries of sessions Redis dropped cannot pile up while sessions
+//! are created, and nothing adds entries while they are not. In the test
+//! `indexes_stay_bounded_without_a_reaper` (400 sessions of 201 users created over 2,000
+//! simulated seconds, 122 still in Redis, no listing or purge) the expiry index ends with 128
+//! entries instead of 400, the regular user's index with 4 instead of 200, and 64 one-time
+//! users keep an index instead of 200. A user's index is checked from its oldest entry, so a
+//! user with 16 or more old live sessions gets little from the user-index half; the expiry
+//! half still removes the entries of their sessions that Redis dropped. Index keys carry no
+//! TTL: a session is extended by writes that cannot name its user's index (a turn knows only
+//! the session id), so an index TTL could expire under a live session and hide it from
+//! listing.
+//!
+//! # Operating it
+//! - **Run a reaper.** Sweeps bound growth, but only `purge_expired` deletes expired sessions
+//!   promptly (instead of up to 10 minutes later through their TTL) and counts them. Run
+//!   [`SessionManager::spawn_reaper`](crate::SessionManager::spawn_reaper) in one or a few
+//!   processes of the fleet (purges from several processes are safe, each entry is handled
+//!   once), every 10 to 60 seconds: well under the 10-minute grace, so sweeps find nothing to
+//!   do. A tick with nothing due costs one ZRANGEBYSCORE; otherwise one ZRANGEBYSCORE and one
+//!   EVALSHA per 256 due entries (on a cluster, one EVALSHA per entry, in parallel).
+//! - **Persistence** decides what a Redis crash loses; lgadk acknowledges a write once Redis
+//!   did. With `appendonly yes` and `appendfsync always`, Redis fsyncs the log before
+//!   answering, so nothing acknowledged is lost (the `redis_faults` test kills the server
+//!   with SIGKILL to check), at the cost of an fsync per write batch. With `appendfsync
+//!   everysec` (the AOF default) Redis writes the log before answering but fsyncs it once a
+//!   second: a crash of the Redis process normally loses nothing, a crash or power loss of
+//!   the host loses up to about a second (two when the disk stalls) of acknowledged turns,
+//!   metadata updates, checkpoints and creates. With `appendonly no`, RDB snapshots (`save`)
+//!   lose everything since the last snapshot, typically minutes, and without `save`
+//!   everything is lost. Replication is asynchronous: a failover to a replica can lose the
+//!   last acknowledged writes whatever the setting. After such a loss the older state is
+//!   back: a turn's checkpoint, log messages and counters are missing, and a session created
+//!   in the lost window is unknown.
+//!
 //! # Round trips
-//! Every operation on a single Redis is one atomic round trip: one EVALSHA of a Lua script
-//! (loaded again automatically after NOSCRIPT), or one plain command.
+//! Every script receives in KEYS every key it touches, as Redis' scripting contract requires
+//! (servers, proxies and clusters that check or route by key depend on it; a test watches the
+//! commands each script runs with MONITOR). A key named by data, such as a session named by
+//! an index entry or the user index named by a session's owner, is therefore read by one call
+//! and handed to the script by the next. Reads and writes of one session are one atomic round
+//! trip: one EVALSHA (loaded again automatically after NOSCRIPT), or one plain command.
 //!
 //! | operation | single Redis | cluster |
 //! |---|---|---|
-//! | `create` | 1 EVALSHA | 2 (index ZADDs in parallel, then EVALSHA) |
+//! | `create` | 1 EVALSHA (+1 ZREM when it replaces an expired session of another owner) | 2 (index ZADDs in parallel, then EVALSHA) |
+//! | every 8th `create`, in addition ([sweep](#index-growth-without-a-reaper)) | ZRANGEBYLEX and ZRANGEBYSCORE sent together + 1 EVALSHA when they found entries | the two reads + one HMGET per entry found (in parallel) + index updates |
 //! | `get`, `exists`, `touch`, `track_interaction`, `update_metadata` | 1 EVALSHA | 1 EVALSHA |
-//! | `list_user_sessions` | 1 EVALSHA | ZREVRANGEBYLEX + one HMGET per entry (in parallel) + ZREM of dangling entries |
-//! | `end` | 1 EVALSHA | 2 (EVALSHA, then index ZREMs in parallel) |
-//! | `purge_expired` | 1 EVALSHA per batch of 256 | per batch: ZRANGEBYSCORE + one EVALSHA per entry (in parallel) + index updates |
+//! | `list_user_sessions` | ZREVRANGEBYLEX + 1 EVALSHA (again per further batch when dropped entries leave the page short) | ZREVRANGEBYLEX + one HMGET per entry (in parallel) + ZREM of dangling entries |
+//! | `end` | 1 EVALSHA without an owner; 2 with one (the first answers with the owner, whose user index the second names) | 2 (EVALSHA, then index ZREMs in parallel) |
+//! | `purge_expired` | ZRANGEBYSCORE + 1 EVALSHA per batch of 256 (ZRANGEBYSCORE alone when nothing is due) | per batch: ZRANGEBYSCORE + one EVALSHA per entry (in parallel) + index updates |
 //! | `version`, `put`, `latest`, `checkpoint`, `list`, `messages` | 1 EVALSHA | 1 EVALSHA |
 //! | checkpointer `delete` | 1 DEL | 1 DEL |
+//!
+//! Listing and purge re-check every entry inside their script (it may have changed since it
+//! was read), so on a single Redis they stay atomic per batch.
 //!
 //! # Cluster
 //! The user index and the expiry index live in other slots than the session, so on a cluster
@@ -75,11 +135,13 @@
 //!   only live, valid ones and removes the others; purge does the same for the expiry index.
 //!   An entry whose session does not exist yet is left alone for 60 s (its `create` may be in
 //!   flight) and removed after that.
-//! - The expiry index is one key (`P:x`, in its own slot). Only `create`, `end` and purge touch
-//!   it, never a turn, so it is not a hot key.
+//! - The expiry index is one key (`P:x`, in its own slot). Only `create`, `end`, sweeps and
+//!   purge touch it, never a turn, so it is not a hot key.
 //!
-//! On a single Redis the scripts update the indexes themselves, so there is nothing to repair;
-//! listing still drops entries of sessions that Redis expired by TTL.
+//! On a single Redis the scripts update the indexes themselves, so there is nothing to repair,
+//! except the user-index entry of an expired session replaced by `create` for another owner
+//! (removed right after, best effort; stale from that moment, so listing drops it if that
+//! fails); listing still drops entries of sessions that Redis expired by TTL.
 //!
 //! # Damaged data
 //! A field that lgadk did not write in its format (a counter that is not a non-negative
@@ -98,6 +160,7 @@ mod scripts;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,6 +187,12 @@ const PURGE_BATCH: usize = 256;
 /// Cluster only: an index entry whose session does not exist is kept this long after the
 /// session's creation time, because its `create` may still be in flight.
 const REPAIR_GRACE_MS: i64 = 60 * 1000;
+/// Every this many creates through one store, the create also sweeps the indexes.
+const SWEEP_EVERY: u64 = 8;
+/// Entries a sweep checks in each index (the user's, the expiry index).
+const SWEEP_BATCH: usize = 16;
+/// `end` script: the session has another owner than the call expected (see `lua/end.lua`).
+const END_OTHER_OWNER: i64 = 2;
 /// Longest stored timeout (2^53 - 1 ms, about 285,000 years): Lua numbers are doubles.
 const MAX_TIMEOUT_MS: u64 = (1 << 53) - 1;
 
@@ -144,6 +213,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     metadata_limit: usize,
     checkpoint_retention: usize,
+    /// Creates through this store (and its clones), to pace index sweeps.
+    creates: AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -363,14 +434,24 @@ impl SessionStore for RedisStore {
             status::CORRUPT => return Err(reply.corrupt(&id, 1)),
             _ => return Err(reply.bad("unknown status")),
         }
-        if cluster {
-            // The script replaced an expired session with this id: clean its entries.
-            let (old_user, old_member) = (reply.text(1)?, reply.text(2)?);
-            if !old_member.is_empty() && old_member != member {
-                let old_user = (!old_user.is_empty()).then_some(old_user.as_str());
-                let old_key = old_user.map(|user| self.keys().user_raw(user));
-                self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_user)).await.ok();
+        // The script replaced an expired session with this id: clean its entries. On a single
+        // Redis the script did, except for another owner's user index, which it could not name.
+        let (old_user, old_member) = (reply.text(1)?, reply.text(2)?);
+        if !old_member.is_empty() && old_member != member {
+            let old_owner = (!old_user.is_empty()).then_some(old_user.as_str());
+            let old_key = old_owner.map(|user| self.keys().user_raw(user));
+            if cluster {
+                self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_owner)).await.ok();
+            } else if let Some(old_key) = old_key.filter(|_| old_owner != user) {
+                // Best effort: the entry is stale already, and listing drops stale entries.
+                self.caller().command::<()>("create", redis::cmd("ZREM").arg(old_key).arg(&old_member)).await.ok();
             }
+        }
+        if self.inner.creates.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY)
+            && let Err(err) = self.sweep(new.user_id.as_ref(), &member).await
+        {
+            // The session is created; the next sweep, listing or purge does this work.
+            tracing::debug!(error = %err, "index sweep after create failed");
         }
         Ok(Session {
             id,
@@ -487,23 +568,7 @@ impl SessionStore for RedisStore {
     async fn list_user_sessions(&self, user: &UserId, page: Page) -> Result<SessionPage> {
         let limit = page.effective_limit();
         let bound = page.cursor.as_ref().map_or_else(|| "+".to_owned(), keys::bound_after);
-        let members = if self.is_cluster() {
-            self.list_cluster(user, limit, bound).await?
-        } else {
-            let mut invocation = scripts::LIST.prepare_invoke();
-            invocation.key(self.keys().user(user)).arg(self.now()).arg(self.prefix()).arg(user.as_str());
-            invocation.arg(bound).arg(limit);
-            let reply = self.run("list_user_sessions", &invocation).await?;
-            match reply.status()? {
-                status::OK => (reply.texts_from(2)?, reply.int(1)? == 1),
-                status::CORRUPT => {
-                    let id = SessionId::parse(&reply.text(1)?).map_err(|_| reply.bad("bad session id"))?;
-                    return Err(reply.corrupt(&id, 2));
-                }
-                _ => return Err(reply.bad("unknown status")),
-            }
-        };
-        let (members, more) = members;
+        let (members, more) = self.list_entries(user, limit, bound).await?;
         let mut ids = Vec::with_capacity(members.len());
         let mut last = None;
         for member in &members {
@@ -523,43 +588,303 @@ impl SessionStore for RedisStore {
     async fn end(&self, id: &SessionId) -> Result<bool> {
         let keys = self.keys().session(id);
         let cluster = self.is_cluster();
-        let mut invocation = scripts::END.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
+        // On a single Redis the script removes the index entries too, but it may only touch the
+        // owner's user index if it receives it in KEYS: the first call assumes no owner and
+        // answers with the owner when there is one, the second names that owner's index. Only
+        // a session recreated for another owner in between needs a third, unchecked, call.
+        let mut owner: Option<String> = None;
+        for attempt in 0..3 {
+            let unchecked = cluster || attempt == 2;
+            let mut invocation = scripts::END.prepare_invoke();
+            for key in keys.all() {
+                invocation.key(key);
+            }
+            if !cluster {
+                invocation.key(self.keys().expiry());
+                if let Some(owner) = owner.as_deref().filter(|_| !unchecked) {
+                    invocation.key(self.keys().user_raw(owner));
+                }
+            }
+            let expected = if unchecked { "*" } else { owner.as_deref().unwrap_or("") };
+            invocation.arg(self.now()).arg(expected);
+            let reply = self.run("end", &invocation).await?;
+            let (user, member) = (reply.text(1)?, reply.text(2)?);
+            if reply.status()? == END_OTHER_OWNER {
+                owner = (!user.is_empty()).then_some(user);
+                continue;
+            }
+            if unchecked && !member.is_empty() {
+                // Best effort: an entry left behind is removed by the next listing or purge.
+                let user = (!user.is_empty()).then_some(user.as_str());
+                let user_key = user.map(|user| self.keys().user_raw(user));
+                let expiry_entry = keys::expiry_entry(&member, user);
+                if cluster {
+                    self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
+                } else if let Some(user_key) = user_key {
+                    self.caller().command::<()>("end", redis::cmd("ZREM").arg(user_key).arg(&member)).await.ok();
+                }
+            }
+            return Ok(reply.status()? == 1);
         }
-        if !cluster {
-            invocation.key(self.keys().expiry());
-        }
-        invocation.arg(self.now()).arg(self.prefix());
-        let reply = self.run("end", &invocation).await?;
-        let was_live = reply.status()? == 1;
-        let (user, member) = (reply.text(1)?, reply.text(2)?);
-        if cluster && !member.is_empty() {
-            // Best effort: an entry left behind is removed by the next listing or purge.
-            let user = (!user.is_empty()).then_some(user.as_str());
-            let user_key = user.map(|user| self.keys().user_raw(user));
-            self.unindex(user_key.as_deref(), &member, &keys::expiry_entry(&member, user)).await.ok();
-        }
-        Ok(was_live)
+        Err(Error::backend("redis", "end", RedisFailure::BadReply { script: "end", detail: "no final answer" }))
     }
 
     async fn purge_expired(&self) -> Result<usize> {
         let mut removed = 0;
         loop {
-            let (gone, seen) = if self.is_cluster() {
-                self.purge_batch_cluster().await?
-            } else {
-                let mut invocation = scripts::PURGE.prepare_invoke();
-                invocation.key(self.keys().expiry()).arg(self.now()).arg(self.prefix()).arg(PURGE_BATCH);
-                let reply = self.run("purge_expired", &invocation).await?;
-                let count = |index| usize::try_from(reply.int(index)?).map_err(|_| reply.bad("negative count"));
-                (count(0)?, count(1)?)
-            };
+            let (gone, seen) =
+                if self.is_cluster() { self.purge_batch_cluster().await? } else { self.purge_batch_single().await? };
             removed += gone;
             if seen < PURGE_BATCH {
                 return Ok(removed);
             }
         }
+    }
+}
+
+/// The single-Redis halves of listing and purge: read the index, then one script that names
+/// every key it touches.
+impl RedisStore {
+    /// Up to `limit` live entries of `user`'s index after `bound`, newest first, and whether
+    /// another live one follows.
+    async fn list_entries(&self, user: &UserId, limit: usize, mut bound: String) -> Result<(Vec<String>, bool)> {
+        if self.is_cluster() {
+            return self.list_cluster(user, limit, bound).await;
+        }
+        const OP: &str = "list_user_sessions";
+        let key = self.keys().user(user);
+        let now = self.now();
+        let mut found = Vec::new();
+        loop {
+            let want = limit + 1 - found.len();
+            let cmd = redis::cmd("ZREVRANGEBYLEX").arg(&key).arg(&bound).arg("-").arg("LIMIT").arg(0).arg(want).clone();
+            let entries: Vec<String> = self.caller().command(OP, &cmd).await?;
+            let Some(last) = entries.last() else { return Ok((found, false)) };
+            bound = format!("({last}");
+            let mut invocation = scripts::LIST.prepare_invoke();
+            invocation.key(&key);
+            let mut checked = Vec::new();
+            let mut dropped = Vec::new();
+            for entry in &entries {
+                match keys::parse_member(entry) {
+                    Some((_, id)) => {
+                        invocation.key(self.keys().session(&id).record);
+                        checked.push(entry);
+                    }
+                    None => dropped.push(entry),
+                }
+            }
+            invocation.arg(now).arg(user.as_str()).arg(checked.len());
+            for entry in checked.iter().chain(&dropped) {
+                invocation.arg(*entry);
+            }
+            let reply = self.run(OP, &invocation).await?;
+            match reply.status()? {
+                status::OK => {}
+                status::CORRUPT => {
+                    let id = SessionId::parse(&reply.text(1)?).map_err(|_| reply.bad("bad session id"))?;
+                    return Err(reply.corrupt(&id, 2));
+                }
+                _ => return Err(reply.bad("unknown status")),
+            }
+            for entry in reply.texts_from(1)? {
+                if found.len() == limit {
+                    return Ok((found, true));
+                }
+                found.push(entry);
+            }
+            if entries.len() < want {
+                return Ok((found, false));
+            }
+        }
+    }
+
+    /// One purge batch on a single Redis: `(removed, entries seen)`.
+    async fn purge_batch_single(&self) -> Result<(usize, usize)> {
+        const OP: &str = "purge_expired";
+        let now = self.now();
+        let expiry = self.keys().expiry();
+        let cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(expiry)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PURGE_BATCH)
+            .clone();
+        let due: Vec<String> = self.caller().command(OP, &cmd).await?;
+        if due.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut invocation = scripts::PURGE.prepare_invoke();
+        invocation.key(expiry);
+        let mut checked = Vec::new();
+        let mut dropped = Vec::new();
+        for entry in &due {
+            let parsed = keys::parse_expiry_entry(entry)
+                .and_then(|(member, user)| keys::parse_member(member).map(|(_, id)| (id, user)));
+            let Some((id, user)) = parsed else {
+                dropped.push(entry);
+                continue;
+            };
+            for key in self.keys().session(&id).all() {
+                invocation.key(key);
+            }
+            invocation.key(user.map_or_else(|| expiry.to_owned(), |user| self.keys().user_raw(user)));
+            checked.push(entry);
+        }
+        invocation.arg(now).arg(checked.len());
+        for entry in checked.iter().chain(&dropped) {
+            invocation.arg(*entry);
+        }
+        let reply = self.run(OP, &invocation).await?;
+        let removed = usize::try_from(reply.int(0)?).map_err(|_| reply.bad("negative count"))?;
+        Ok((removed, due.len()))
+    }
+}
+
+/// Index sweeps: bounded work, paced by creates, that drops index entries pointing at nothing
+/// when no reaper runs (see the module docs).
+impl RedisStore {
+    /// Checks the oldest [`SWEEP_BATCH`] entries of `user`'s index (other than `created`, the
+    /// entry just written) and as many expiry-index entries overdue by more than the garbage
+    /// collection grace: entries of sessions Redis already dropped go, sessions extended
+    /// meanwhile are re-filed, and expired sessions are left for purge to delete and count.
+    async fn sweep(&self, user: Option<&UserId>, created: &str) -> Result<()> {
+        const OP: &str = "create";
+        let now = self.now();
+        let expiry = self.keys().expiry();
+        let user_key = user.map(|user| self.keys().user(user));
+        let user_read = async {
+            match &user_key {
+                Some(key) => {
+                    let cmd = redis::cmd("ZRANGEBYLEX")
+                        .arg(key)
+                        .arg("-")
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH)
+                        .clone();
+                    self.caller().command::<Vec<String>>(OP, &cmd).await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let overdue_cmd = redis::cmd("ZRANGEBYSCORE")
+            .arg(expiry)
+            .arg("-inf")
+            .arg(format!("({}", now.saturating_sub(GC_GRACE_MS)))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH)
+            .clone();
+        let (user_entries, overdue) = tokio::join!(user_read, self.caller().command::<Vec<String>>(OP, &overdue_cmd));
+        let user_entries: Vec<(String, SessionId)> = user_entries?
+            .into_iter()
+            .filter(|entry| entry != created)
+            .filter_map(|entry| keys::parse_member(&entry).map(|(_, id)| (entry, id)))
+            .collect();
+        let overdue: Vec<(String, SessionId, Option<String>)> = overdue?
+            .into_iter()
+            .filter_map(|entry| {
+                let (member, owner) = keys::parse_expiry_entry(&entry)?;
+                let (_, id) = keys::parse_member(member)?;
+                let owner = owner.map(str::to_owned);
+                Some((entry, id, owner))
+            })
+            .collect();
+        if user_entries.is_empty() && overdue.is_empty() {
+            return Ok(());
+        }
+        if self.is_cluster() {
+            return self.sweep_cluster(user, user_entries, overdue, now).await;
+        }
+        let mut invocation = scripts::SWEEP.prepare_invoke();
+        invocation.key(expiry).key(user_key.as_deref().unwrap_or(expiry));
+        for (_, id) in &user_entries {
+            invocation.key(self.keys().session(id).record);
+        }
+        for (_, id, owner) in &overdue {
+            invocation.key(self.keys().session(id).record);
+            invocation.key(owner.as_deref().map_or_else(|| expiry.to_owned(), |owner| self.keys().user_raw(owner)));
+        }
+        invocation.arg(now).arg(user.map_or("", UserId::as_str)).arg(user_entries.len());
+        for (entry, _) in &user_entries {
+            invocation.arg(entry);
+        }
+        for (entry, _, _) in &overdue {
+            invocation.arg(entry);
+        }
+        self.run(OP, &invocation).await?;
+        Ok(())
+    }
+
+    /// The same sweep on a cluster: one call per session, then the index updates.
+    async fn sweep_cluster(
+        &self,
+        user: Option<&UserId>,
+        user_entries: Vec<(String, SessionId)>,
+        overdue: Vec<(String, SessionId, Option<String>)>,
+        now: i64,
+    ) -> Result<()> {
+        const OP: &str = "create";
+        if let Some(user) = user {
+            let owner = user.as_str().to_owned();
+            let entries: Vec<String> = user_entries.into_iter().map(|(entry, _)| entry).collect();
+            let states = self
+                .each(OP, entries.clone(), move |store, entry| {
+                    let owner = owner.clone();
+                    async move { store.judge_entry(&entry, &owner, now).await }
+                })
+                .await?;
+            let dangling: Vec<&String> = entries
+                .iter()
+                .zip(states)
+                .filter_map(|(entry, state)| matches!(state, Ok(EntryState::Dangling)).then_some(entry))
+                .collect();
+            if !dangling.is_empty() {
+                self.caller().command::<()>(OP, redis::cmd("ZREM").arg(self.keys().user(user)).arg(&dangling)).await?;
+            }
+        }
+        let fields = self
+            .each(OP, overdue.iter().map(|(_, id, _)| id.clone()).collect(), |store, id| async move {
+                let cmd = redis::cmd("HMGET").arg(store.keys().session(&id).record).arg(&["ix", "l", "t"]).clone();
+                store.caller().command::<Vec<Option<String>>>(OP, &cmd).await
+            })
+            .await?;
+        let expiry = self.keys().expiry();
+        for ((entry, _, owner), fields) in overdue.iter().zip(fields) {
+            let Some((member, _)) = keys::parse_expiry_entry(entry) else { continue };
+            let (ix, last, timeout) = match fields?.as_slice() {
+                [ix, last, timeout] => (ix.clone(), last.clone(), timeout.clone()),
+                _ => return Err(Error::backend("redis", OP, "HMGET answered with the wrong arity")),
+            };
+            let created_ms = keys::parse_member(member).map_or(0, |(created, _)| created);
+            let last = last.and_then(|last| last.parse::<i64>().ok());
+            let timeout = timeout.and_then(|timeout| timeout.parse::<i64>().ok());
+            // As `lua/sweep.lua` decides, plus the cluster's grace for a create in flight.
+            let refile = match (ix.as_deref() == Some(member), last, timeout) {
+                _ if ix.is_none() && now.saturating_sub(created_ms) < REPAIR_GRACE_MS => continue,
+                (true, Some(last), Some(timeout)) if timeout >= 0 && now.saturating_sub(last) <= timeout => {
+                    Some(last.saturating_add(timeout))
+                }
+                (true, Some(_), Some(timeout)) if timeout >= 0 => Some(now - 1),
+                _ => None,
+            };
+            if let Some(at) = refile {
+                self.caller().command::<()>(OP, redis::cmd("ZADD").arg(expiry).arg(at).arg(entry)).await?;
+                continue;
+            }
+            self.caller().command::<()>(OP, redis::cmd("ZREM").arg(expiry).arg(entry)).await?;
+            let gone = ix.as_deref() != Some(member);
+            if let Some(owner) = owner.as_deref().filter(|_| gone) {
+                self.caller()
+                    .command::<()>(OP, redis::cmd("ZREM").arg(self.keys().user_raw(owner)).arg(member))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 

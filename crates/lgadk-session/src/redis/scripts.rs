@@ -25,6 +25,7 @@ script!(LIST, "list.lua");
 script!(END, "end.lua");
 script!(PURGE, "purge.lua");
 script!(PURGE_ONE, "purge_one.lua");
+script!(SWEEP, "sweep.lua");
 script!(CP_VERSION, "cp_version.lua");
 script!(CP_PUT, "cp_put.lua");
 script!(CP_READ, "cp_read.lua");

@@ -10,7 +10,9 @@ if state == 'corrupt' then return {CORRUPT, field} end
 redis.call('DEL', s, m, cp, h)
 local inline = #KEYS == 6
 if inline and old[4] then
-  if old[3] then redis.call('ZREM', ARGV[6] .. ':u:{' .. old[3] .. '}', old[4]) end
+  -- The old owner's user index is declared only when it is this user's: otherwise the client
+  -- removes that entry after this call (it is stale from now on: `ix` changes).
+  if old[3] and old[3] == user then redis.call('ZREM', KEYS[5], old[4]) end
   redis.call('ZREM', KEYS[6], old[4] .. '|' .. (old[3] or ''))
 end
 local fields = {'ix', member, 'c', ARGV[1], 'l', ARGV[1], 't', timeout, 'n', '0', 'ti', '0', 'to', '0', 'rt', '0'}
