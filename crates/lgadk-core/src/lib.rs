@@ -33,6 +33,7 @@ pub mod error;
 pub mod id;
 pub mod message;
 pub mod model;
+pub mod op;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -46,13 +47,15 @@ pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, New
 #[doc(inline)]
 pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
-pub use error::{BoxError, Error, GraphError, Result};
+pub use error::{BoxError, Error, GraphError, Outcome, Result};
 #[doc(inline)]
 pub use id::{SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
 pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolSpec, Usage};
+#[doc(inline)]
+pub use op::{OP_ID_WINDOW, OpId};
 #[doc(inline)]
 pub use session::{
     Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata, MetadataUpdate, NewSession, Page,

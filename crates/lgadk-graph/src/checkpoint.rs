@@ -81,7 +81,7 @@ pub(crate) fn encode<S: GraphState>(
     }
     let state = snapshot.map_err(|err| state_error(err.into()))?;
     let envelope = serde_json::to_value(Envelope { state, next }).map_err(|err| state_error(err.into()))?;
-    Ok(NewCheckpoint { state: envelope, step, node, messages })
+    Ok(NewCheckpoint { state: envelope, step, node, messages, op: None })
 }
 
 fn restore<S: GraphState>(state: &mut S, history: Vec<lgadk_core::Message>) {

@@ -47,7 +47,7 @@ pub mod redis;
 pub mod testing;
 
 pub use manager::{
-    ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata, SessionSummary, SynchronizedSessionManager,
+    DEFAULT_UNKNOWN_OUTCOME_RETRIES, ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata, SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
 #[cfg(feature = "redis")]

@@ -49,7 +49,7 @@ fn cmd<T: redis::FromRedisValue>(conn: &mut redis::Connection, args: &[&str]) ->
 }
 
 fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
-    NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages }
+    NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages, op: None }
 }
 
 /// Watches every command the server executes (MONITOR on its own connection).

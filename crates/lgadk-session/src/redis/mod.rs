@@ -104,14 +104,14 @@ use async_trait::async_trait;
 use lgadk_core::session::{check_metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata,
-    MetadataUpdate, NewCheckpoint, NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats,
+    MetadataUpdate, NewCheckpoint, NewSession, OpId, Page, Result, Session, SessionId, SessionPage, SessionStats,
     SessionStore, UserId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder};
-use conn::Caller;
+use conn::{Caller, Effect};
 use error::RedisFailure;
 use keys::{Keys, SessionKeys};
 use reply::{Reply, parse_field};
@@ -194,14 +194,15 @@ impl RedisStore {
         &self.inner.keys
     }
 
-    async fn run(&self, op: &'static str, invocation: &redis::ScriptInvocation<'_>) -> Result<Reply> {
-        Ok(Reply::new(op, self.caller().script(op, invocation).await?))
+    async fn run(&self, op: &'static str, effect: Effect, invocation: &redis::ScriptInvocation<'_>) -> Result<Reply> {
+        Ok(Reply::new(op, self.caller().script(op, effect, invocation).await?))
     }
 
     /// Runs a script that takes a session's four keys and `now` first.
     async fn session_script(
         &self,
         op: &'static str,
+        effect: Effect,
         script: &redis::Script,
         keys: &SessionKeys,
         args: &[&dyn ToArg],
@@ -214,7 +215,7 @@ impl RedisStore {
         for arg in args {
             arg.add_to(&mut invocation);
         }
-        self.run(op, &invocation).await
+        self.run(op, effect, &invocation).await
     }
 
     fn json(op: &'static str, what: &'static str, value: &impl Serialize) -> Result<String> {
@@ -232,6 +233,16 @@ impl<T: redis::ToRedisArgs + Sync> ToArg for T {
     fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         invocation.arg(self);
     }
+}
+
+/// How a write with this op id may be sent: a repeat of it applies once.
+fn writes(op: Option<OpId>) -> Effect {
+    if op.is_some() { Effect::Repeatable } else { Effect::Write }
+}
+
+/// An operation id as scripts take it: 32 hex digits, or `""` for none.
+fn op_arg(op: Option<OpId>) -> String {
+    op.map(|op| op.to_string()).unwrap_or_default()
 }
 
 fn clamp_i64(value: u128) -> i64 {
@@ -335,6 +346,7 @@ impl SessionStore for RedisStore {
             invocation.key(user_key.as_deref().unwrap_or(self.keys().expiry())).key(self.keys().expiry());
         }
         invocation.arg(now).arg(GC_GRACE_MS).arg(&member).arg(user.unwrap_or("")).arg(timeout_ms).arg(self.prefix());
+        invocation.arg(op_arg(new.op));
         for (key, value) in &new.metadata {
             invocation.arg(key).arg(Self::json("create", "metadata", value)?);
         }
@@ -345,8 +357,26 @@ impl SessionStore for RedisStore {
             self.index_new(user_key.as_deref(), &member, (timeout_ms >= 0).then(|| now + timeout_ms), &expiry_entry)
                 .await?;
         }
-        let reply = self.run("create", &invocation).await?;
+        let reply = self.run("create", writes(new.op), &invocation).await?;
         match reply.status()? {
+            status::OK if reply.len() >= 5 => {
+                // The same creation, repeated (same op id): the session it created.
+                if cluster && reply.text(2)? != member {
+                    // Best effort: the entries this repeat added point at nothing.
+                    self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
+                }
+                let created = parse_field(&id, "created_at", reply.opt_text(3)?.as_deref())?;
+                let last = parse_field(&id, "last_active", reply.opt_text(4)?.as_deref())?;
+                return Ok(Session {
+                    id,
+                    user_id: new.user_id,
+                    created_at: timestamp(created),
+                    last_active: timestamp(last),
+                    timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
+                    metadata: new.metadata,
+                    stats: SessionStats::default(),
+                });
+            }
             status::OK => {}
             status::EXISTS => {
                 let same_entries = reply.text(2)? == member && reply.text(1)? == user.unwrap_or("");
@@ -384,7 +414,7 @@ impl SessionStore for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::GET.prepare_invoke();
         invocation.key(&keys.record).key(&keys.metadata).arg(self.now());
-        let reply = self.run("get", &invocation).await?;
+        let reply = self.run("get", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(status::OK) => {}
             Ok(_) => return Err(reply.bad("unknown status")),
@@ -418,7 +448,7 @@ impl SessionStore for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::EXISTS.prepare_invoke();
         invocation.key(&keys.record).arg(self.now());
-        let reply = self.run("exists", &invocation).await?;
+        let reply = self.run("exists", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => Ok(true),
             Err(Error::SessionNotFound(_)) => Ok(false),
@@ -434,9 +464,10 @@ impl SessionStore for RedisStore {
         let reply = self
             .session_script(
                 "track_interaction",
+                writes(turn.op),
                 &scripts::TRACK,
                 &keys,
-                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us],
+                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us, &op_arg(turn.op)],
             )
             .await?;
         reply.check(id)?;
@@ -446,7 +477,7 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
         let keys = self.keys().session(id);
-        let reply = self.session_script("touch", &scripts::TOUCH, &keys, &[&GC_GRACE_MS]).await?;
+        let reply = self.session_script("touch", Effect::Repeatable, &scripts::TOUCH, &keys, &[&GC_GRACE_MS]).await?;
         reply.check(id)?;
         Ok(())
     }
@@ -469,7 +500,7 @@ impl SessionStore for RedisStore {
         for (key, value) in map {
             invocation.arg(key).arg(Self::json("update_metadata", "metadata", value)?);
         }
-        let reply = self.run("update_metadata", &invocation).await?;
+        let reply = self.run("update_metadata", Effect::Write, &invocation).await?;
         match reply.check(id)? {
             status::OK => decode_metadata(id, &reply.texts_from(1)?),
             status::TOO_LARGE => {
@@ -489,7 +520,7 @@ impl SessionStore for RedisStore {
             let mut invocation = scripts::LIST.prepare_invoke();
             invocation.key(self.keys().user(user)).arg(self.now()).arg(self.prefix()).arg(user.as_str());
             invocation.arg(bound).arg(limit);
-            let reply = self.run("list_user_sessions", &invocation).await?;
+            let reply = self.run("list_user_sessions", Effect::Read, &invocation).await?;
             match reply.status()? {
                 status::OK => (reply.texts_from(2)?, reply.int(1)? == 1),
                 status::CORRUPT => {
@@ -527,7 +558,7 @@ impl SessionStore for RedisStore {
             invocation.key(self.keys().expiry());
         }
         invocation.arg(self.now()).arg(self.prefix());
-        let reply = self.run("end", &invocation).await?;
+        let reply = self.run("end", Effect::Write, &invocation).await?;
         let was_live = reply.status()? == 1;
         let (user, member) = (reply.text(1)?, reply.text(2)?);
         if cluster && !member.is_empty() {
@@ -547,7 +578,7 @@ impl SessionStore for RedisStore {
             } else {
                 let mut invocation = scripts::PURGE.prepare_invoke();
                 invocation.key(self.keys().expiry()).arg(self.now()).arg(self.prefix()).arg(PURGE_BATCH);
-                let reply = self.run("purge_expired", &invocation).await?;
+                let reply = self.run("purge_expired", Effect::Write, &invocation).await?;
                 let count = |index| usize::try_from(reply.int(index)?).map_err(|_| reply.bad("negative count"));
                 (count(0)?, count(1)?)
             };
@@ -571,7 +602,7 @@ impl RedisStore {
         let user_add = async {
             match user_key {
                 Some(key) => {
-                    self.caller().command::<()>("create", redis::cmd("ZADD").arg(key).arg(0).arg(member)).await
+                    self.caller().command::<()>("create", Effect::Repeatable, redis::cmd("ZADD").arg(key).arg(0).arg(member)).await
                 }
                 None => Ok(()),
             }
@@ -580,7 +611,7 @@ impl RedisStore {
             match deadline {
                 Some(at) => {
                     let cmd = redis::cmd("ZADD").arg(self.keys().expiry()).arg(at).arg(expiry_entry).clone();
-                    self.caller().command::<()>("create", &cmd).await
+                    self.caller().command::<()>("create", Effect::Repeatable, &cmd).await
                 }
                 None => Ok(()),
             }
@@ -592,12 +623,12 @@ impl RedisStore {
     async fn unindex(&self, user_key: Option<&str>, member: &str, expiry_entry: &str) -> Result<()> {
         let user_rem = async {
             match user_key {
-                Some(key) => self.caller().command::<()>("end", redis::cmd("ZREM").arg(key).arg(member)).await,
+                Some(key) => self.caller().command::<()>("end", Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member)).await,
                 None => Ok(()),
             }
         };
         let expiry_cmd = redis::cmd("ZREM").arg(self.keys().expiry()).arg(expiry_entry).clone();
-        let expiry_rem = self.caller().command::<()>("end", &expiry_cmd);
+        let expiry_rem = self.caller().command::<()>("end", Effect::Repeatable, &expiry_cmd);
         let (user_removed, expiry_removed) = tokio::join!(user_rem, expiry_rem);
         user_removed.and(expiry_removed)
     }
@@ -639,7 +670,7 @@ impl RedisStore {
         loop {
             let want = limit + 1 - found.len();
             let cmd = redis::cmd("ZREVRANGEBYLEX").arg(&key).arg(&bound).arg("-").arg("LIMIT").arg(0).arg(want).clone();
-            let entries: Vec<String> = self.caller().command(OP, &cmd).await?;
+            let entries: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
             let owner = user.as_str().to_owned();
             let states = self
                 .each(OP, entries.clone(), move |store, entry| {
@@ -662,7 +693,7 @@ impl RedisStore {
                 }
             }
             if !dangling.is_empty() {
-                self.caller().command::<()>(OP, redis::cmd("ZREM").arg(&key).arg(&dangling)).await?;
+                self.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&key).arg(&dangling)).await?;
             }
             if more || entries.len() < want {
                 return Ok((found, more));
@@ -674,7 +705,7 @@ impl RedisStore {
         let Some((created_ms, id)) = keys::parse_member(entry) else { return Ok(EntryState::Dangling) };
         let keys = self.keys().session(&id);
         let cmd = redis::cmd("HMGET").arg(&keys.record).arg(&["ix", "u", "l", "t"]).clone();
-        let fields: Vec<Option<String>> = self.caller().command("list_user_sessions", &cmd).await?;
+        let fields: Vec<Option<String>> = self.caller().command("list_user_sessions", Effect::Read, &cmd).await?;
         let [ix, user, last, timeout] = fields.as_slice() else {
             return Err(Error::backend("redis", "list_user_sessions", "HMGET answered with the wrong arity"));
         };
@@ -710,7 +741,7 @@ impl RedisStore {
             .arg(0)
             .arg(PURGE_BATCH)
             .clone();
-        let due: Vec<String> = self.caller().command(OP, &cmd).await?;
+        let due: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
         let outcomes =
             self.each(OP, due.clone(), move |store, entry| async move { store.purge_one(&entry, now).await }).await?;
         let mut removed = 0;
@@ -734,7 +765,7 @@ impl RedisStore {
             }
         }
         if !drop_entries.is_empty() {
-            self.caller().command::<()>(OP, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries)).await?;
+            self.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries)).await?;
         }
         if !refile.is_empty() {
             let mut cmd = redis::cmd("ZADD");
@@ -742,11 +773,11 @@ impl RedisStore {
             for (at, entry) in &refile {
                 cmd.arg(*at).arg(entry);
             }
-            self.caller().command::<()>(OP, &cmd).await?;
+            self.caller().command::<()>(OP, Effect::Repeatable, &cmd).await?;
         }
         let cleanups = self
             .each(OP, user_entries, |store, (key, member)| async move {
-                store.caller().command::<()>(OP, redis::cmd("ZREM").arg(key).arg(member)).await
+                store.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member)).await
             })
             .await?;
         cleanups.into_iter().collect::<Result<()>>()?;
@@ -757,7 +788,7 @@ impl RedisStore {
         let Some((member, _)) = keys::parse_expiry_entry(entry) else { return Ok(PurgeOutcome::Gone) };
         let Some((created_ms, id)) = keys::parse_member(member) else { return Ok(PurgeOutcome::Gone) };
         let keys = self.keys().session(&id);
-        let reply = self.session_script("purge_expired", &scripts::PURGE_ONE, &keys, &[&member]).await?;
+        let reply = self.session_script("purge_expired", Effect::Write, &scripts::PURGE_ONE, &keys, &[&member]).await?;
         Ok(match reply.status()? {
             0 if now.saturating_sub(created_ms) < REPAIR_GRACE_MS => {
                 PurgeOutcome::Refile(created_ms.saturating_add(REPAIR_GRACE_MS))
@@ -784,7 +815,7 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_VERSION.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now());
-        let reply = self.run("checkpoint_version", &invocation).await?;
+        let reply = self.run("checkpoint_version", Effect::Read, &invocation).await?;
         reply.check(id)?;
         parse_field(id, "checkpoint version", reply.opt_text(1)?.as_deref())
     }
@@ -804,10 +835,11 @@ impl Checkpointer for RedisStore {
             "a checkpoint",
             &body,
         )?);
+        invocation.arg(op_arg(checkpoint.op));
         for message in &checkpoint.messages {
             invocation.arg(Self::json(OP, "a message", message)?);
         }
-        let reply = self.run(OP, &invocation).await?;
+        let reply = self.run(OP, writes(checkpoint.op), &invocation).await?;
         match reply.check(id)? {
             status::OK => {}
             status::CONFLICT => {
@@ -853,7 +885,7 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_MESSAGES.prepare_invoke();
         invocation.key(&keys.record).key(&keys.log).arg(self.now()).arg(first).arg(last);
-        let reply = self.run("checkpoint_messages", &invocation).await?;
+        let reply = self.run("checkpoint_messages", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => {}
             Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),
@@ -869,7 +901,7 @@ impl Checkpointer for RedisStore {
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let keys = self.keys().session(id);
         let cmd = redis::cmd("DEL").arg(&keys.checkpoints).arg(&keys.log).clone();
-        let deleted: i64 = self.caller().command("checkpoint_delete", &cmd).await?;
+        let deleted: i64 = self.caller().command("checkpoint_delete", Effect::Write, &cmd).await?;
         Ok(deleted > 0)
     }
 }
@@ -879,7 +911,7 @@ impl RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_READ.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now()).arg(mode).arg(n);
-        let reply = self.run("checkpoint_read", &invocation).await?;
+        let reply = self.run("checkpoint_read", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => {}
             Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),
