@@ -86,7 +86,9 @@ impl FromStr for OpId {
         let bits = (raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
             .then(|| u128::from_str_radix(raw, 16).ok())
             .flatten()
-            .ok_or_else(|| Error::InvalidConfig { reason: format!("`{raw}` is not an operation id (32 hex digits)") })?;
+            .ok_or_else(|| Error::InvalidConfig {
+                reason: format!("`{raw}` is not an operation id (32 hex digits)"),
+            })?;
         Ok(Self(bits))
     }
 }

@@ -22,7 +22,8 @@ use crate::session::{Interaction, Metadata, MetadataUpdate, NewSession, Page, Se
 /// - Writes (`track_interaction`, `touch`, `update_metadata`) bump `last_active`; reads never do.
 /// - Metadata larger than the store's limit once written fails with
 ///   [`Error::MetadataTooLarge`](crate::Error::MetadataTooLarge) and writes nothing.
-/// - A failed call leaves stored data as it was. Backend faults are
+/// - A failed call leaves stored data as it was (a write that failed with `Outcome::Unknown`
+///   is applied whole or not at all). Backend faults are
 ///   [`Error::Backend`](crate::Error::Backend) with the cause as `source`; undecodable stored
 ///   data is [`Error::Corrupt`](crate::Error::Corrupt) naming the session.
 /// - A backend fault says what it did to stored data: its

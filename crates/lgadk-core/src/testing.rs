@@ -18,8 +18,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::{
-    Checkpointer, Clock, Error, OP_ID_WINDOW, OpId, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
-    Page, SessionId, SessionStore, Timeout, UserId,
+    Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
+    OP_ID_WINDOW, OpId, Page, SessionId, SessionStore, Timeout, UserId,
 };
 
 /// A fresh backend for one scenario.

@@ -832,4 +832,32 @@ mod tests {
         let err = graph(mock, false).run(RunRequest::new("hi")).await.unwrap_err();
         assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     }
+
+    /// A save whose outcome is unknown is repeated once with the same op id (the store applies
+    /// it once); the turn's interaction carries an op id too.
+    #[tokio::test]
+    async fn save_with_unknown_outcome_is_repeated_with_its_op_id() {
+        let mut mock = backend();
+        let mut seq = Sequence::new();
+        let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (first, second) = (Arc::clone(&ops), Arc::clone(&ops));
+        mock.expect_create().times(1).in_sequence(&mut seq).returning(|new| Ok(session(&new.id.unwrap())));
+        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |_, new, _| {
+            first.lock().unwrap().push(new.op);
+            Err(Error::backend_unknown("mock", "put", std::io::Error::other("no answer")))
+        });
+        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |id, new, expected| {
+            second.lock().unwrap().push(new.op);
+            answer_put(0)(id, new, expected)
+        });
+        mock.expect_track_interaction()
+            .withf(|_, turn| turn.op.is_some())
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(SessionStats::default()));
+        graph(mock, false).run(RunRequest::new("hi")).await.unwrap();
+        let ops = ops.lock().unwrap();
+        assert_eq!(ops.len(), 2);
+        assert!(ops[0].is_some() && ops[0] == ops[1], "{ops:?}");
+    }
 }

@@ -47,7 +47,8 @@ pub mod redis;
 pub mod testing;
 
 pub use manager::{
-    DEFAULT_UNKNOWN_OUTCOME_RETRIES, ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata, SessionSummary, SynchronizedSessionManager,
+    DEFAULT_UNKNOWN_OUTCOME_RETRIES, ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata,
+    SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
 #[cfg(feature = "redis")]

@@ -571,7 +571,8 @@ impl Checkpointer for InMemoryStore {
     async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
         let retention = self.inner.checkpoint_retention;
         self.inner.with_live(id, |record, now| {
-            if let Some(Applied::Checkpoint { version, log_len }) = RecentOps::find(record.ops.as_deref(), checkpoint.op)
+            if let Some(Applied::Checkpoint { version, log_len }) =
+                RecentOps::find(record.ops.as_deref(), checkpoint.op)
             {
                 // The same put, repeated: the checkpoint it saved, or its like if retention
                 // dropped it since.
@@ -605,7 +606,11 @@ impl Checkpointer for InMemoryStore {
             while history.checkpoints.len() > retention {
                 history.checkpoints.pop_front();
             }
-            RecentOps::remember(&mut record.ops, op, Applied::Checkpoint { version: saved.version, log_len: saved.log_len });
+            RecentOps::remember(
+                &mut record.ops,
+                op,
+                Applied::Checkpoint { version: saved.version, log_len: saved.log_len },
+            );
             Ok(saved)
         })
     }

@@ -152,7 +152,8 @@ impl RedisStoreBuilder {
         let budget = self.connection_timeout * 2 + RECONNECT_MAX_DELAY + self.response_timeout;
         let conn = match &self.target {
             Target::Single(url) => {
-                let invalid = |err: redis::RedisError| Error::InvalidConfig { reason: format!("invalid redis URL: {err}") };
+                let invalid =
+                    |err: redis::RedisError| Error::InvalidConfig { reason: format!("invalid redis URL: {err}") };
                 // RESP3, so the connection reports its own end (a `Disconnection` push) and is
                 // replaced before the next command: see `conn.rs`.
                 let info = url.as_str().into_connection_info().map_err(invalid)?;

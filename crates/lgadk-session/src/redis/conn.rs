@@ -339,12 +339,16 @@ impl Caller {
         effect: Effect,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<Vec<Value>> {
-        self.bounded(op, effect, |mut conn| async move { invocation.invoke_async::<Vec<Value>>(&mut conn).await })
-            .await
+        self.bounded(op, effect, |mut conn| async move { invocation.invoke_async::<Vec<Value>>(&mut conn).await }).await
     }
 
     /// Runs one plain command.
-    pub(crate) async fn command<T: redis::FromRedisValue>(&self, op: &'static str, effect: Effect, cmd: &Cmd) -> Result<T> {
+    pub(crate) async fn command<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        effect: Effect,
+        cmd: &Cmd,
+    ) -> Result<T> {
         self.bounded(op, effect, |mut conn| async move { cmd.query_async::<T>(&mut conn).await }).await
     }
 }

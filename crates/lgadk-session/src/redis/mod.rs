@@ -22,7 +22,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{<id>}:s` | hash | `c` created ms, `l` last active ms, `t` timeout ms (`-1` never), `u` user, `n` interactions, `ti`/`to` token totals, `rt` response time µs, `ix` the session's index member |
+//! | `P:{<id>}:s` | hash | `c` created ms, `l` last active ms, `t` timeout ms (`-1` never), `u` user, `n` interactions, `ti`/`to` token totals, `rt` response time µs, `ix` the session's index member, `o` the last 16 operation ids applied (see below) |
 //! | `P:{<id>}:m` | hash | metadata: one field per top-level key, the value as compact JSON |
 //! | `P:{<id>}:cp` | hash | checkpoints: field `<version>` → JSON snapshot (with `log_len`), field `v` → latest version |
 //! | `P:{<id>}:h` | list | the conversation log, one JSON message per element, appended with RPUSH |
@@ -31,6 +31,30 @@
 //!
 //! Times are integer milliseconds (response time: microseconds); counters use HINCRBY and
 //! saturate at `i64::MAX`.
+//!
+//! # Operation ids
+//! `create`, `track_interaction` and checkpoint `put` take the [`OpId`] of their input (if
+//! any). Their script records it in field `o` of the session hash, as `<32 hex>=<answer>;`
+//! entries (the answer is empty, or `<version>,<log_len>` for a put), keeping the last
+//! [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW) (16), and a call whose op id is already there
+//! changes nothing and answers as the first time did. The field lives, expires and is deleted
+//! with the session hash, so the memory it takes is bounded per session and goes with it.
+//!
+//! # Connection and failures
+//! A single Redis is reached through one multiplexed RESP3 connection. When the server closes
+//! it (its `timeout`, `CLIENT KILL`, a restart), the connection reports it at once and a new
+//! one is opened in the background (retrying for about ten seconds while the server is down);
+//! every script is loaded (one pipelined SCRIPT LOAD) on each new connection before it is
+//! used, so no call meets NOSCRIPT after a restart. A call never goes out on a connection
+//! known to be closed: it waits for the new one, within its response timeout.
+//!
+//! A failed call is `Error::Backend` with an [`Outcome`](lgadk_core::Outcome): `NotApplied`
+//! when no connection could be had, when the server refused to run it (NOSCRIPT, LOADING,
+//! READONLY, …), and for every read; `Unknown` when a write was sent and no answer came in
+//! time, or the connection broke while it was in flight. A call whose connection broke under
+//! it is sent once more on a new connection if that cannot apply it twice: reads, `touch`, and
+//! writes with an op id. The store never repeats a write on its own after a timeout; the
+//! `SessionManager` does, with the same op id.
 //!
 //! # Expiry
 //! Expiry is decided by the store's [`Clock`]: every script receives the caller's `now` and
@@ -51,7 +75,8 @@
 //!
 //! # Round trips
 //! Every operation on a single Redis is one atomic round trip: one EVALSHA of a Lua script
-//! (loaded again automatically after NOSCRIPT), or one plain command.
+//! (the scripts are loaded whenever a connection opens; one is loaded again if a
+//! `SCRIPT FLUSH` left the server without it), or one plain command.
 //!
 //! | operation | single Redis | cluster |
 //! |---|---|---|
@@ -602,7 +627,9 @@ impl RedisStore {
         let user_add = async {
             match user_key {
                 Some(key) => {
-                    self.caller().command::<()>("create", Effect::Repeatable, redis::cmd("ZADD").arg(key).arg(0).arg(member)).await
+                    self.caller()
+                        .command::<()>("create", Effect::Repeatable, redis::cmd("ZADD").arg(key).arg(0).arg(member))
+                        .await
                 }
                 None => Ok(()),
             }
@@ -623,7 +650,11 @@ impl RedisStore {
     async fn unindex(&self, user_key: Option<&str>, member: &str, expiry_entry: &str) -> Result<()> {
         let user_rem = async {
             match user_key {
-                Some(key) => self.caller().command::<()>("end", Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member)).await,
+                Some(key) => {
+                    self.caller()
+                        .command::<()>("end", Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member))
+                        .await
+                }
                 None => Ok(()),
             }
         };
@@ -693,7 +724,9 @@ impl RedisStore {
                 }
             }
             if !dangling.is_empty() {
-                self.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&key).arg(&dangling)).await?;
+                self.caller()
+                    .command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&key).arg(&dangling))
+                    .await?;
             }
             if more || entries.len() < want {
                 return Ok((found, more));
@@ -765,7 +798,9 @@ impl RedisStore {
             }
         }
         if !drop_entries.is_empty() {
-            self.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries)).await?;
+            self.caller()
+                .command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries))
+                .await?;
         }
         if !refile.is_empty() {
             let mut cmd = redis::cmd("ZADD");
