@@ -302,14 +302,17 @@ impl Caller {
         F: Future<Output = redis::RedisResult<T>>,
     {
         let deadline = Instant::now() + self.deadline;
+        // Whether this call was already sent once, on a connection that broke under it: from
+        // then on, its outcome is unknown whatever happens to the second sending.
         let mut sent_again = false;
         loop {
+            let unsent = if sent_again { Outcome::Unknown } else { Outcome::NotApplied };
             let (conn, link) = match &self.conn {
                 Connection::Single(link) => match tokio::time::timeout_at(deadline, link.acquire()).await {
                     Ok(Ok((conn, lost))) => (Conn::Single(conn), Some((link, lost))),
-                    // Nothing was sent.
-                    Ok(Err(err)) => return Err(Error::backend("redis", op, RedisFailure::Command(err))),
-                    Err(_) => return Err(Error::backend("redis", op, RedisFailure::NoConnection(self.deadline))),
+                    // Nothing was sent this time.
+                    Ok(Err(err)) => return Err(failure(op, effect, unsent, RedisFailure::Command(err))),
+                    Err(_) => return Err(failure(op, effect, unsent, RedisFailure::NoConnection(self.deadline))),
                 },
                 #[cfg(feature = "redis-cluster")]
                 Connection::Cluster(conn) => (Conn::Cluster(conn.clone()), None),
@@ -328,7 +331,8 @@ impl Caller {
                 sent_again = true;
                 continue;
             }
-            return Err(failure(op, effect, outcome_of(&err), RedisFailure::Command(err)));
+            let outcome = if sent_again { Outcome::Unknown } else { outcome_of(&err) };
+            return Err(failure(op, effect, outcome, RedisFailure::Command(err)));
         }
     }
 

@@ -56,6 +56,11 @@
 //! writes with an op id. The store never repeats a write on its own after a timeout; the
 //! `SessionManager` does, with the same op id.
 //!
+//! On a cluster, redis-rs' cluster client repeats a request itself after a timeout or a broken
+//! connection (twice at most) and follows redirections. Writes with an op id still apply once;
+//! `end`, `update_metadata` and `purge_expired` may then run twice, which leaves the same data
+//! (a repeated `end` reports `false`).
+//!
 //! # Expiry
 //! Expiry is decided by the store's [`Clock`]: every script receives the caller's `now` and
 //! treats a session as gone once `now - last_active > timeout`. Writes to an expired session
