@@ -285,7 +285,9 @@ async fn first_call_after_the_server_closed_an_idle_connection_succeeds() {
     server.command(&["CONFIG", "SET", "timeout", "1"]).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     first_call_succeeds(&store, &id, "an idle timeout").await;
-    assert!(connections_received(&server) > before + 1, "the server did close the idle connection");
+    // Two of the new connections are this test's own commands (CONFIG SET, INFO); the third is
+    // the store's reconnect.
+    assert!(connections_received(&server) >= before + 3, "the server did close the idle connection");
 }
 
 /// `CLIENT KILL TYPE normal` closes the store's connection: the next call reconnects.
