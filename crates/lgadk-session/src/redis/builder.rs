@@ -10,6 +10,8 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion};
 use super::conn::{Caller, Connection, Link};
 use super::error::RedisFailure;
 use super::keys::Keys;
+#[cfg(feature = "redis-cluster")]
+use super::scripts;
 use super::{Inner, RedisStore};
 
 /// Key prefix used unless [`RedisStoreBuilder::with_prefix`] says otherwise.
@@ -174,7 +176,16 @@ impl RedisStoreBuilder {
                     .max_retry_wait(100)
                     .build()
                     .map_err(|err| Error::InvalidConfig { reason: format!("invalid redis cluster nodes: {err}") })?;
-                Connection::Cluster(connecting(budget, client.get_async_connection()).await?)
+                let connect = async {
+                    let mut conn = client.get_async_connection().await?;
+                    // SCRIPT LOAD goes to every master. redis-rs reconnects to nodes on its
+                    // own, unseen; a node that lost its scripts reloads one on NOSCRIPT.
+                    for source in scripts::ALL {
+                        redis::cmd("SCRIPT").arg("LOAD").arg(*source).query_async::<()>(&mut conn).await?;
+                    }
+                    Ok(conn)
+                };
+                Connection::Cluster(connecting(budget, connect).await?)
             }
         };
         Ok(RedisStore {

@@ -2,7 +2,8 @@
 //!
 //! Every script is loaded (one pipelined SCRIPT LOAD each) when a connection is opened, at
 //! connect and after every reconnect, so the first call on a fresh or restarted server is one
-//! EVALSHA like any later one. [`redis::Script`] still loads a script and retries when the
+//! EVALSHA like any later one. On a cluster they are loaded on every master at connect (the
+//! cluster client's own reconnects are not seen). [`redis::Script`] still loads a script and retries when the
 //! server answers NOSCRIPT without the connection having dropped (`SCRIPT FLUSH`).
 
 use std::sync::LazyLock;
