@@ -115,31 +115,6 @@ pub enum Error {
     },
 }
 
-/// What a failed backend call did to stored data, as [`Error::Backend`] reports it.
-///
-/// A retry is safe after [`NotApplied`](Self::NotApplied). After [`Unknown`](Self::Unknown) it
-/// is safe only for a write that carries an [`OpId`](crate::OpId) and is repeated with the same
-/// one: the store applies each operation id at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Nothing was changed: the call was refused, failed before its command was written, or
-    /// was a read.
-    NotApplied,
-    /// A write was sent and no answer came (a timeout, or the connection broke while waiting):
-    /// it may have been applied, or may still be.
-    Unknown,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NotApplied => "not applied",
-            Self::Unknown => "outcome unknown",
-        })
-    }
-}
-
 struct DisplayStatus(Option<u16>);
 
 impl fmt::Display for DisplayStatus {
@@ -255,6 +230,31 @@ pub enum GraphError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// What a failed backend call did to stored data, as [`Error::Backend`] reports it.
+///
+/// A retry is safe after [`NotApplied`](Self::NotApplied). After [`Unknown`](Self::Unknown) it
+/// is safe only for a write that carries an [`OpId`](crate::OpId) and is repeated with the same
+/// one: the store applies each operation id at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Nothing was changed: the call was refused, failed before its command was written, or
+    /// was a read.
+    NotApplied,
+    /// A write was sent and no answer came (a timeout, or the connection broke while waiting):
+    /// it may have been applied, or may still be.
+    Unknown,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotApplied => "not applied",
+            Self::Unknown => "outcome unknown",
+        })
+    }
 }
 
 impl Error {
