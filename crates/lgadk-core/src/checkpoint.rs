@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::id::SessionId;
 use crate::json;
 use crate::message::Message;
+use crate::op::OpId;
 
 /// How many checkpoints per session a store keeps unless configured otherwise.
 pub const DEFAULT_CHECKPOINT_RETENTION: usize = 20;
@@ -56,6 +57,19 @@ pub struct NewCheckpoint {
     /// Messages added since the previous checkpoint, appended to the log in the same atomic
     /// step as the snapshot.
     pub messages: Vec<Message>,
+    /// Identifies this write, so that repeating it saves the checkpoint and appends its
+    /// messages once (see [`OpId`]).
+    pub op: Option<OpId>,
+}
+
+impl NewCheckpoint {
+    /// Sets the operation id: a repeat of this `put` with the same id returns the checkpoint
+    /// saved the first time instead of writing again or failing with `Conflict`.
+    #[must_use]
+    pub fn with_op_id(mut self, op: OpId) -> Self {
+        self.op = Some(op);
+        self
+    }
 }
 
 impl NewCheckpoint {
@@ -97,6 +111,11 @@ impl NewCheckpoint {
 /// - Retention is bounded: a store keeps the latest N checkpoints per session.
 /// - The message log only grows; each `put` appends its messages in the same atomic step as
 ///   the snapshot, so a turn writes only what it added.
+/// - A `put` whose [`NewCheckpoint::op`] the store has already applied to the session writes
+///   nothing and returns the version and log length saved the first time, even though the
+///   latest version has moved past `expected_version` (see [`OpId`]).
+/// - A failure that may have written is [`Error::Backend`](crate::Error::Backend) with
+///   [`Outcome::Unknown`](crate::Outcome::Unknown); repeat it with the same op id.
 #[async_trait]
 pub trait Checkpointer: fmt::Debug + Send + Sync + 'static {
     /// The latest checkpoint version of a live session: `0` before the first checkpoint.

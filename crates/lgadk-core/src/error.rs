@@ -66,12 +66,18 @@ pub enum Error {
         actual: u64,
     },
     /// The storage backend failed (I/O, timeout, server error).
-    #[error("{backend} backend failed during {op}")]
+    ///
+    /// `outcome` says what the failed call did to stored data: [`Outcome::NotApplied`] (it
+    /// changed nothing, so trying again is safe) or [`Outcome::Unknown`] (a write was sent and
+    /// no answer came: it may have been applied, or may still be).
+    #[error("{backend} backend failed during {op} ({outcome})")]
     Backend {
         /// Backend name, as [`SessionStore::backend`](crate::SessionStore::backend) reports it.
         backend: &'static str,
         /// The operation that failed.
         op: &'static str,
+        /// What the failed call did to stored data.
+        outcome: Outcome,
         /// The backend's own error.
         #[source]
         source: BoxError,
@@ -347,10 +353,51 @@ pub enum GraphError {
     },
 }
 
+/// What a failed backend call did to stored data, as [`Error::Backend`] reports it.
+///
+/// A retry is safe after [`NotApplied`](Self::NotApplied). After [`Unknown`](Self::Unknown) it
+/// is safe only for a write that carries an [`OpId`](crate::OpId) and is repeated with the same
+/// one: the store applies each operation id at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Nothing was changed: the call was refused, failed before its command was written, or
+    /// was a read.
+    NotApplied,
+    /// A write was sent and no answer came (a timeout, or the connection broke while waiting):
+    /// it may have been applied, or may still be.
+    Unknown,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotApplied => "not applied",
+            Self::Unknown => "outcome unknown",
+        })
+    }
+}
+
 impl Error {
-    /// A [`Error::Backend`] for `backend` failing during `op`, keeping `cause` as the source.
+    /// A [`Error::Backend`] for `backend` failing during `op` without changing anything
+    /// ([`Outcome::NotApplied`]), keeping `cause` as the source.
     pub fn backend(backend: &'static str, op: &'static str, cause: impl Into<BoxError>) -> Self {
-        Self::Backend { backend, op, source: cause.into() }
+        Self::Backend { backend, op, outcome: Outcome::NotApplied, source: cause.into() }
+    }
+
+    /// A [`Error::Backend`] for a write of `backend` during `op` that was sent but got no answer
+    /// ([`Outcome::Unknown`]), keeping `cause` as the source.
+    pub fn backend_unknown(backend: &'static str, op: &'static str, cause: impl Into<BoxError>) -> Self {
+        Self::Backend { backend, op, outcome: Outcome::Unknown, source: cause.into() }
+    }
+
+    /// What the failed call did to stored data: `Some` for [`Error::Backend`], `None` for every
+    /// other error (those change nothing).
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Self::Backend { outcome, .. } => Some(*outcome),
+            _ => None,
+        }
     }
 
     /// A [`Error::Corrupt`] for session `id`, keeping `cause` as the source.
@@ -379,13 +426,16 @@ impl Error {
         matches!(self, Self::SessionNotFound(_))
     }
 
-    /// Whether trying the same call again later may succeed: a model error whose kind
-    /// [is retryable](ModelErrorKind::is_retryable), a backend failure, or a checkpoint
-    /// conflict (after reloading).
+    /// Whether trying the same call again later may succeed without applying anything twice:
+    /// a model error whose kind [is retryable](ModelErrorKind::is_retryable), a backend failure
+    /// that applied nothing ([`Outcome::NotApplied`]), or a checkpoint conflict (after
+    /// reloading). A backend failure with [`Outcome::Unknown`] is not: repeat such a write only
+    /// with the same [`OpId`](crate::OpId).
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Model { kind, .. } => kind.is_retryable(),
-            Self::Backend { .. } | Self::Conflict { .. } => true,
+            Self::Backend { outcome, .. } => *outcome == Outcome::NotApplied,
+            Self::Conflict { .. } => true,
             _ => false,
         }
     }
@@ -400,8 +450,20 @@ mod tests {
     #[test]
     fn display_never_repeats_the_source() {
         let err = Error::backend("redis", "get", std::io::Error::other("connection refused"));
-        assert_eq!(err.to_string(), "redis backend failed during get");
+        assert_eq!(err.to_string(), "redis backend failed during get (not applied)");
         assert_eq!(err.source().map(ToString::to_string).as_deref(), Some("connection refused"));
+    }
+
+    #[test]
+    fn only_backend_failures_that_applied_nothing_are_retryable() {
+        let refused = Error::backend("redis", "track_interaction", std::io::Error::other("refused"));
+        assert_eq!(refused.outcome(), Some(Outcome::NotApplied));
+        assert!(refused.is_retryable());
+        let unknown = Error::backend_unknown("redis", "track_interaction", std::io::Error::other("timed out"));
+        assert!(matches!(unknown, Error::Backend { outcome: Outcome::Unknown, .. }));
+        assert_eq!(unknown.to_string(), "redis backend failed during track_interaction (outcome unknown)");
+        assert!(!unknown.is_retryable());
+        assert_eq!(Error::SessionNotFound(SessionId::parse("s").unwrap()).outcome(), None);
     }
 
     #[test]

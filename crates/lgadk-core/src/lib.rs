@@ -34,6 +34,7 @@ pub mod id;
 pub mod json;
 pub mod message;
 pub mod model;
+pub mod op;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -51,13 +52,15 @@ pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, New
 #[doc(inline)]
 pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
-pub use error::{BoxError, Error, GraphError, ModelErrorKind, Result};
+pub use error::{BoxError, Error, GraphError, ModelErrorKind, Outcome, Result};
 #[doc(inline)]
 pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
 pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolSpec, Usage};
+#[doc(inline)]
+pub use op::{OP_ID_WINDOW, OpId};
 #[doc(inline)]
 pub use session::{
     Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata, MetadataUpdate, NewSession, Page,

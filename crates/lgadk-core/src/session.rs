@@ -11,6 +11,7 @@ use crate::clock::from_ms;
 use crate::error::{Error, Result};
 use crate::id::{SessionId, UserId};
 use crate::json;
+use crate::op::OpId;
 
 /// A session's user-defined metadata: a JSON object.
 ///
@@ -190,12 +191,23 @@ pub struct Interaction {
     /// Wall time of the turn.
     #[serde(with = "duration_ms")]
     pub response_time: Duration,
+    /// Identifies this write, so that repeating it applies it once (see [`OpId`]). The
+    /// `SessionManager` fills in a fresh one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<OpId>,
 }
 
 impl Interaction {
     /// An interaction with token counts and no response time.
     pub fn tokens(tokens_in: u64, tokens_out: u64) -> Self {
-        Self { tokens_in, tokens_out, response_time: Duration::ZERO }
+        Self { tokens_in, tokens_out, response_time: Duration::ZERO, op: None }
+    }
+
+    /// Sets the operation id: a repeat of this interaction with the same id is counted once.
+    #[must_use]
+    pub fn with_op_id(mut self, op: OpId) -> Self {
+        self.op = Some(op);
+        self
     }
 
     /// Sets the response time.
@@ -244,6 +256,9 @@ pub struct NewSession {
     pub metadata: Metadata,
     /// Idle timeout.
     pub timeout: Timeout,
+    /// Identifies this creation, so that repeating it returns the session it created instead
+    /// of `AlreadyExists` (see [`OpId`]). The `SessionManager` fills in a fresh one when `None`.
+    pub op: Option<OpId>,
 }
 
 impl NewSession {
@@ -270,6 +285,14 @@ impl NewSession {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Timeout) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets the operation id: a repeat of this creation with the same id succeeds once more
+    /// instead of failing with `AlreadyExists`.
+    #[must_use]
+    pub fn with_op_id(mut self, op: OpId) -> Self {
+        self.op = Some(op);
         self
     }
 }

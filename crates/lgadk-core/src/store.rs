@@ -22,9 +22,18 @@ use crate::session::{Interaction, Metadata, MetadataUpdate, NewSession, Page, Se
 /// - Writes (`track_interaction`, `touch`, `update_metadata`) bump `last_active`; reads never do.
 /// - Metadata larger than the store's limit once written fails with
 ///   [`Error::MetadataTooLarge`](crate::Error::MetadataTooLarge) and writes nothing.
-/// - A failed call leaves stored data as it was. Backend faults are
+/// - A failed call leaves stored data as it was (a write that failed with `Outcome::Unknown`
+///   is applied whole or not at all). Backend faults are
 ///   [`Error::Backend`](crate::Error::Backend) with the cause as `source`; undecodable stored
 ///   data is [`Error::Corrupt`](crate::Error::Corrupt) naming the session.
+/// - A backend fault says what it did to stored data: its
+///   [`Outcome`](crate::Outcome) is `NotApplied` when nothing changed (reads always) and
+///   `Unknown` when a write was sent and no answer came. Only the second may have written.
+/// - Writes that are not naturally idempotent carry an [`OpId`](crate::OpId)
+///   ([`Interaction::op`], [`NewSession::op`]). A store applies each op id at most once per
+///   session, remembering at least the last [`OP_ID_WINDOW`](crate::OP_ID_WINDOW) of them for
+///   as long as the session lives: a repeat changes nothing and returns the same kind of
+///   success (the current totals; the session as created, not `AlreadyExists`).
 #[async_trait]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Short backend name for spans and errors: `"memory"`, `"redis"`.

@@ -21,7 +21,7 @@ use crate::json::MAX_JSON_DEPTH;
 
 use crate::{
     Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
-    Page, SessionId, SessionStore, Timeout, UserId,
+    OP_ID_WINDOW, OpId, Page, SessionId, SessionStore, Timeout, UserId,
 };
 
 /// A fresh backend for one scenario.
@@ -92,6 +92,9 @@ macro_rules! session_store_conformance {
             checkpoints_deleted_when_session_ends,
             checkpoints_gone_when_session_expires,
             checkpoint_delete_keeps_the_session,
+            repeated_create_with_one_op_id_creates_once,
+            repeated_interaction_with_one_op_id_counts_once,
+            repeated_checkpoint_put_with_one_op_id_saves_once,
         );
     };
 }
@@ -536,6 +539,7 @@ fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
         step,
         node: Some(format!("n{step}")),
         messages,
+        op: None,
     }
 }
 
@@ -690,4 +694,65 @@ pub async fn checkpoint_delete_keeps_the_session(fx: StoreFixture) {
     assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 0);
     assert!(fx.checkpointer.messages(&id, 0..10).await.unwrap().is_empty());
     assert!(fx.store.exists(&id).await.unwrap());
+}
+
+/// A creation repeated with the same op id returns the session it created instead of
+/// `AlreadyExists`; another op id still conflicts, and the op id dies with its session.
+pub async fn repeated_create_with_one_op_id_creates_once(fx: StoreFixture) {
+    let op = OpId::new();
+    let new = NewSession::for_user(user("alice")).with_id(sid("op-create")).with_op_id(op);
+    let first = fx.store.create(new.clone()).await.unwrap();
+    fx.clock.advance(Duration::from_millis(5));
+    let again = fx.store.create(new.clone()).await.expect("a repeat with the same op id succeeds");
+    assert_eq!((&again.id, &again.user_id, again.created_at), (&first.id, &first.user_id, first.created_at));
+    let other = new.clone().with_op_id(OpId::new());
+    assert!(matches!(fx.store.create(other).await, Err(Error::AlreadyExists(_))));
+    assert_eq!(listed(&*fx.store, &user("alice")).await, [sid("op-create")], "indexed once");
+    assert!(fx.store.end(&first.id).await.unwrap());
+    let fresh = fx.store.create(new).await.expect("a new session after the end");
+    assert_eq!(fresh.stats, crate::SessionStats::default());
+}
+
+/// An interaction repeated with the same op id is counted once, also after up to
+/// `OP_ID_WINDOW - 1` other writes; interactions without an op id always count.
+pub async fn repeated_interaction_with_one_op_id_counts_once(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let first = Interaction::tokens(3, 5).with_op_id(OpId::new());
+    let stats = fx.store.track_interaction(&id, first).await.unwrap();
+    assert_eq!((stats.interactions, stats.total_tokens_in, stats.total_tokens_out), (1, 3, 5));
+    let again = fx.store.track_interaction(&id, first).await.expect("a repeat succeeds");
+    assert_eq!(again, stats, "the repeat changes nothing and returns the totals");
+    for _ in 1..OP_ID_WINDOW {
+        fx.store.track_interaction(&id, Interaction::tokens(1, 1).with_op_id(OpId::new())).await.unwrap();
+    }
+    let n = OP_ID_WINDOW as u64;
+    let late = fx.store.track_interaction(&id, first).await.unwrap();
+    assert_eq!(late.interactions, n, "still remembered after {} other writes", OP_ID_WINDOW - 1);
+    fx.store.track_interaction(&id, Interaction::tokens(1, 1)).await.unwrap();
+    fx.store.track_interaction(&id, Interaction::tokens(1, 1)).await.unwrap();
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(session.stats.interactions, n + 2, "writes without an op id always count");
+    assert_eq!(session.stats.total_tokens_in, 3 + (n - 1) + 2);
+}
+
+/// A checkpoint put repeated with the same op id saves once and returns the first save, even
+/// after the version moved on; another op id with the stale version still conflicts.
+pub async fn repeated_checkpoint_put_with_one_op_id_saves_once(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let cp = &fx.checkpointer;
+    let op = OpId::new();
+    let put = snapshot(1, vec![Message::user("q"), Message::assistant("a")]).with_op_id(op);
+    let first = cp.put(&id, put.clone(), 0).await.unwrap();
+    assert_eq!((first.version, first.log_len), (1, 2));
+    let again = cp.put(&id, put.clone(), 0).await.expect("a repeat succeeds instead of conflicting");
+    assert_eq!((again.version, again.log_len, again.step), (1, 2, 1));
+    assert_eq!(cp.messages(&id, 0..10).await.unwrap().len(), 2, "messages appended once");
+    let next = cp.put(&id, snapshot(2, vec![Message::user("q2")]).with_op_id(OpId::new()), 1).await.unwrap();
+    assert_eq!((next.version, next.log_len), (2, 3));
+    let late = cp.put(&id, put.clone(), 0).await.expect("still recognized after a later put");
+    assert_eq!((late.version, late.log_len), (1, 2));
+    assert_eq!(cp.version(&id).await.unwrap(), 2);
+    assert_eq!(cp.messages(&id, 0..10).await.unwrap().len(), 3);
+    let stale = cp.put(&id, put.with_op_id(OpId::new()), 0).await;
+    assert!(matches!(stale, Err(Error::Conflict { expected: 0, actual: 2, .. })), "{stale:?}");
 }

@@ -91,7 +91,7 @@ pub(crate) fn encode<S: GraphState>(
         restore(state, history);
     }
     let envelope = envelope.map_err(|err| err.into_error("a graph state", |source| state_error(source.into())))?;
-    Ok(NewCheckpoint { state: envelope, step, node, messages })
+    Ok(NewCheckpoint { state: envelope, step, node, messages, op: None })
 }
 
 fn restore<S: GraphState>(state: &mut S, history: Vec<lgadk_core::Message>) {

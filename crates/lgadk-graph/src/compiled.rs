@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use lgadk_core::{
-    ChatState, Checkpointer, Error, GraphError, GraphState, Interaction, Metadata, NewSession, Result, RunContext,
-    SessionId, Usage, UserId,
+    ChatState, Checkpointer, Error, GraphError, GraphState, Interaction, Metadata, NewSession, OpId, Result,
+    RunContext, SessionId, Usage, UserId,
 };
 use lgadk_session::SessionManager;
 use tokio::sync::mpsc;
@@ -461,7 +461,13 @@ impl<S: GraphState> CompiledGraph<S> {
             Outcome::Finished { step, node } => (Vec::new(), node, step, None),
             Outcome::Interrupted { node, frontier, step } => (frontier, Some(node.clone()), step, Some(node)),
         };
-        let new_checkpoint = checkpoint::encode(&topology.name, &mut state, base.log_len, &next, step, node)?;
+        // One op id for the checkpoint: a repeat after an unknown outcome saves it once.
+        let op = OpId::new();
+        let encode = |state: &mut S| {
+            checkpoint::encode(&topology.name, state, base.log_len, &next, step, node.clone())
+                .map(|encoded| encoded.with_op_id(op))
+        };
+        let new_checkpoint = encode(&mut state)?;
         let created_at = match &session {
             Some(session) => session.created_at,
             None => {
@@ -469,7 +475,18 @@ impl<S: GraphState> CompiledGraph<S> {
                 inner.sessions.create_session_with(new).await?.created_at
             }
         };
-        let saved = match (**inner.sessions.checkpointer()).put(id, new_checkpoint, base.version).await {
+        let checkpointer: &dyn Checkpointer = &**inner.sessions.checkpointer();
+        let mut saving = checkpointer.put(id, new_checkpoint, base.version).await;
+        for _ in 0..inner.sessions.unknown_outcome_retries() {
+            match &saving {
+                Err(err) if err.outcome() == Some(lgadk_core::Outcome::Unknown) => {
+                    tracing::debug!(error = %err, "checkpoint outcome unknown; saving it again with its op id");
+                    saving = checkpointer.put(id, encode(&mut state)?, base.version).await;
+                }
+                _ => break,
+            }
+        }
+        let saved = match saving {
             Ok(saved) => saved,
             Err(err) => {
                 if session.is_none() {
@@ -482,8 +499,10 @@ impl<S: GraphState> CompiledGraph<S> {
         let usage = ctx.usage();
         let response_time = started.elapsed();
         if options.track_interactions {
-            let turn =
-                Interaction::tokens(usage.prompt_tokens, usage.completion_tokens).with_response_time(response_time);
+            // With an op id, so the guard below and the manager's repeats count it once.
+            let turn = Interaction::tokens(usage.prompt_tokens, usage.completion_tokens)
+                .with_response_time(response_time)
+                .with_op_id(OpId::new());
             // If the caller drops this future while the interaction is on its way, the guard
             // finishes it on the runtime: a saved turn is always tracked.
             let pending = PendingInteraction::new(&inner.sessions, id, turn);
@@ -812,5 +831,33 @@ mod tests {
         mock.expect_track_interaction().never();
         let err = graph(mock, false).run(RunRequest::new("hi")).await.unwrap_err();
         assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    }
+
+    /// A save whose outcome is unknown is repeated once with the same op id (the store applies
+    /// it once); the turn's interaction carries an op id too.
+    #[tokio::test]
+    async fn save_with_unknown_outcome_is_repeated_with_its_op_id() {
+        let mut mock = backend();
+        let mut seq = Sequence::new();
+        let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (first, second) = (Arc::clone(&ops), Arc::clone(&ops));
+        mock.expect_create().times(1).in_sequence(&mut seq).returning(|new| Ok(session(&new.id.unwrap())));
+        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |_, new, _| {
+            first.lock().unwrap().push(new.op);
+            Err(Error::backend_unknown("mock", "put", std::io::Error::other("no answer")))
+        });
+        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |id, new, expected| {
+            second.lock().unwrap().push(new.op);
+            answer_put(0)(id, new, expected)
+        });
+        mock.expect_track_interaction()
+            .withf(|_, turn| turn.op.is_some())
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(SessionStats::default()));
+        graph(mock, false).run(RunRequest::new("hi")).await.unwrap();
+        let ops = ops.lock().unwrap();
+        assert_eq!(ops.len(), 2);
+        assert!(ops[0].is_some() && ops[0] == ops[1], "{ops:?}");
     }
 }

@@ -50,7 +50,8 @@ pub use lgadk_core::serde_json;
 #[doc(inline)]
 pub use lgadk_core::{IntoOptionalUserId, IntoSessionId, IntoUserId, Metadata, metadata};
 pub use manager::{
-    ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata, SessionSummary, SynchronizedSessionManager,
+    DEFAULT_UNKNOWN_OUTCOME_RETRIES, ReaperHandle, SessionManager, SessionManagerBuilder, SessionMetadata,
+    SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
 #[cfg(feature = "redis")]

@@ -1,6 +1,7 @@
 //! [`SessionManager`]: the session API applications call.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use chrono::{DateTime, Utc};
 use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
     Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, IntoOptionalUserId,
-    IntoSessionId, IntoUserId, Metadata, MetadataUpdate, NewSession, Page, Result, Session, SessionId, SessionPage,
-    SessionStats, SessionStore, Timeout, UserId,
+    IntoSessionId, IntoUserId, Metadata, MetadataUpdate, NewSession, OpId, Outcome, Page, Result, Session, SessionId,
+    SessionPage, SessionStats, SessionStore, Timeout, UserId,
 };
 use serde::Serialize;
 use tracing::Instrument;
@@ -70,7 +71,11 @@ struct Shared {
     checkpointer: Arc<dyn Checkpointer>,
     default_timeout: Option<Duration>,
     metadata_limit: usize,
+    unknown_outcome_retries: usize,
 }
+
+/// How often the manager repeats a write whose outcome is unknown unless configured otherwise.
+pub const DEFAULT_UNKNOWN_OUTCOME_RETRIES: usize = 1;
 
 /// LG-ADK's name for a thread-safe session manager. Every [`SessionManager`] is thread-safe
 /// in Rust, so this is the same type.
@@ -82,6 +87,7 @@ impl fmt::Debug for SessionManager {
             .field("store", &self.inner.store)
             .field("default_timeout", &self.inner.default_timeout)
             .field("metadata_limit", &self.inner.metadata_limit)
+            .field("unknown_outcome_retries", &self.inner.unknown_outcome_retries)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +99,7 @@ pub struct SessionManagerBuilder {
     checkpointer: Arc<dyn Checkpointer>,
     default_timeout: Option<Duration>,
     metadata_limit: usize,
+    unknown_outcome_retries: usize,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -101,6 +108,7 @@ impl fmt::Debug for SessionManagerBuilder {
             .field("store", &self.store)
             .field("default_timeout", &self.default_timeout)
             .field("metadata_limit", &self.metadata_limit)
+            .field("unknown_outcome_retries", &self.unknown_outcome_retries)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +128,16 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// How many times a write whose outcome is unknown ([`Outcome::Unknown`]: sent, no answer)
+    /// is repeated, with the same [`OpId`], before its error is returned (default
+    /// [`DEFAULT_UNKNOWN_OUTCOME_RETRIES`], 0 turns it off). This covers `create_session*` and
+    /// `track_interaction`/`record_interaction`; the store applies each op id at most once,
+    /// so a repeat never counts twice.
+    pub fn unknown_outcome_retries(mut self, retries: usize) -> Self {
+        self.unknown_outcome_retries = retries;
+        self
+    }
+
     /// Builds the manager.
     pub fn build(self) -> SessionManager {
         SessionManager {
@@ -128,6 +146,7 @@ impl SessionManagerBuilder {
                 checkpointer: self.checkpointer,
                 default_timeout: self.default_timeout,
                 metadata_limit: self.metadata_limit,
+                unknown_outcome_retries: self.unknown_outcome_retries,
             }),
         }
     }
@@ -264,6 +283,7 @@ impl SessionManager {
             checkpointer,
             default_timeout: Some(DEFAULT_SESSION_TIMEOUT),
             metadata_limit: DEFAULT_METADATA_LIMIT,
+            unknown_outcome_retries: DEFAULT_UNKNOWN_OUTCOME_RETRIES,
         }
     }
 
@@ -285,6 +305,12 @@ impl SessionManager {
     /// The same backend as a checkpointer, for graphs.
     pub fn checkpointer(&self) -> &Arc<dyn Checkpointer> {
         &self.inner.checkpointer
+    }
+
+    /// How many times a write whose outcome is unknown is repeated with its operation id (see
+    /// [`SessionManagerBuilder::unknown_outcome_retries`]); graphs use the same for checkpoints.
+    pub fn unknown_outcome_retries(&self) -> usize {
+        self.inner.unknown_outcome_retries
     }
 
     /// The idle timeout given to sessions created with [`Timeout::Default`].
@@ -322,7 +348,9 @@ impl SessionManager {
                     None => Timeout::Never,
                 };
             }
-            traced(self.dyn_store().create(new).await)
+            // A repeat with this op id returns the session instead of `AlreadyExists`.
+            new.op.get_or_insert_with(OpId::new);
+            traced(self.repeat_unknown(|| self.dyn_store().create(new.clone())).await)
         }
         .instrument(span)
         .await
@@ -364,16 +392,23 @@ impl SessionManager {
         tokens_out: u64,
         response_time: Duration,
     ) -> Result<SessionStats> {
-        self.record_interaction(id, Interaction { tokens_in, tokens_out, response_time }).await
+        self.record_interaction(id, Interaction::tokens(tokens_in, tokens_out).with_response_time(response_time)).await
     }
 
     /// [`track_interaction`](Self::track_interaction) with an [`Interaction`] value.
     ///
+    /// Without an [`OpId`] the manager gives the interaction a fresh one. To repeat a call
+    /// that failed with [`Outcome::Unknown`] yourself, set one and repeat it unchanged: it is
+    /// counted once.
+    ///
     /// # Errors
-    /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired.
-    pub async fn record_interaction(&self, id: impl IntoSessionId<'_>, turn: Interaction) -> Result<SessionStats> {
+    /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired;
+    /// `Backend` with [`Outcome::Unknown`] when it was sent (and repeated) without an answer.
+    pub async fn record_interaction(&self, id: impl IntoSessionId<'_>, mut turn: Interaction) -> Result<SessionStats> {
         let id = id.into_session_id()?;
-        traced(self.dyn_store().track_interaction(&id, turn).instrument(span!("track_interaction", self, id)).await)
+        turn.op.get_or_insert_with(OpId::new);
+        let call = self.repeat_unknown(|| self.dyn_store().track_interaction(&id, turn));
+        traced(call.instrument(span!("track_interaction", self, id)).await)
     }
 
     /// Every live session of `user`, newest first. For users with very many sessions, page
@@ -512,6 +547,24 @@ impl SessionManager {
             }
         });
         Ok(ReaperHandle { task })
+    }
+
+    /// Runs a write that carries an op id, repeating it while it fails with
+    /// [`Outcome::Unknown`], up to the configured number of times.
+    async fn repeat_unknown<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let mut left = self.inner.unknown_outcome_retries;
+        loop {
+            match call().await {
+                Err(err) if left > 0 && err.outcome() == Some(Outcome::Unknown) => {
+                    left -= 1;
+                    tracing::debug!(error = %err, "outcome unknown; repeating the write with its operation id");
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The store as a plain trait object: calling through the `Arc` would go through its

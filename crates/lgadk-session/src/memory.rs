@@ -12,6 +12,10 @@
 //! removes the rest. Purge therefore costs in proportion to the sessions whose deadline came
 //! up, never to the number of sessions stored.
 //!
+//! Each record also remembers the operation ids of its last [`OP_ID_WINDOW`] writes that
+//! carried one (a small ring, allocated on the first such write and dropped with the record),
+//! so a repeated write with the same [`OpId`] applies once.
+//!
 //! The user index (user → sessions ordered newest first) is sharded by user. A session's entry
 //! is added and removed while its session shard is locked (lock order: session shard, then
 //! user shard), so the two indexes never disagree for longer than one operation.
@@ -29,8 +33,8 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use lgadk_core::session::{check_metadata_depth, check_metadata_size, json_size, metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT,
-    DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession, Page,
-    Result, Session, SessionId, SessionPage, SessionStats, SessionStore, SystemClock, UserId,
+    DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
+    OP_ID_WINDOW, OpId, Page, Result, Session, SessionId, SessionPage, SessionStats, SessionStore, SystemClock, UserId,
 };
 
 /// Number of session shards (a power of two).
@@ -127,6 +131,37 @@ struct Record {
     metadata: Metadata,
     stats: SessionStats,
     history: Option<Box<History>>,
+    /// The operation ids of the latest writes that carried one; allocated on the first.
+    ops: Option<Box<RecentOps>>,
+}
+
+/// What a remembered operation did, to answer its repeat the same way.
+#[derive(Clone, Copy)]
+enum Applied {
+    /// A creation or an interaction: the repeat answers with the record as it is now.
+    Write,
+    /// A checkpoint put: the version and log length it saved.
+    Checkpoint { version: u64, log_len: u64 },
+}
+
+/// The last [`OP_ID_WINDOW`] operation ids applied to one session, oldest first.
+#[derive(Default)]
+struct RecentOps(VecDeque<(OpId, Applied)>);
+
+impl RecentOps {
+    fn find(ops: Option<&Self>, op: Option<OpId>) -> Option<Applied> {
+        let (ops, op) = (ops?, op?);
+        ops.0.iter().rev().find(|(seen, _)| *seen == op).map(|(_, applied)| *applied)
+    }
+
+    fn remember(slot: &mut Option<Box<Self>>, op: Option<OpId>, applied: Applied) {
+        let Some(op) = op else { return };
+        let ops = &mut slot.get_or_insert_with(Box::default).0;
+        if ops.len() == OP_ID_WINDOW {
+            ops.pop_front();
+        }
+        ops.push_back((op, applied));
+    }
 }
 
 #[derive(Default)]
@@ -356,7 +391,8 @@ impl SessionStore for InMemoryStore {
         let hash = inner.hash(&id);
         let mut shard = write(inner.shard(hash));
         let now = inner.clock.now_ms();
-        let record = Record {
+        let op = new.op;
+        let mut record = Record {
             id: id.clone(),
             user_id: new.user_id,
             created_ms: now,
@@ -365,11 +401,17 @@ impl SessionStore for InMemoryStore {
             metadata: new.metadata,
             stats: SessionStats::default(),
             history: None,
+            ops: None,
         };
+        RecentOps::remember(&mut record.ops, op, Applied::Write);
         let shard = &mut *shard;
         let slot = match shard.sessions.entry(hash, |r| r.id == id, inner.rehash()) {
             TableEntry::Occupied(mut taken) => {
                 if taken.get().is_live(now) {
+                    // The same creation, repeated: answer as the first time.
+                    if RecentOps::find(taken.get().ops.as_deref(), op).is_some() {
+                        return Ok(taken.get().to_session());
+                    }
                     return Err(Error::AlreadyExists(id));
                 }
                 // An expired session not yet purged: it gives way to the new one.
@@ -396,8 +438,11 @@ impl SessionStore for InMemoryStore {
 
     async fn track_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
         self.inner.with_live(id, |record, now| {
-            record.stats.record(&turn);
-            record.last_active_ms = record.last_active_ms.max(now);
+            if RecentOps::find(record.ops.as_deref(), turn.op).is_none() {
+                record.stats.record(&turn);
+                record.last_active_ms = record.last_active_ms.max(now);
+                RecentOps::remember(&mut record.ops, turn.op, Applied::Write);
+            }
             Ok(record.stats)
         })
     }
@@ -530,11 +575,27 @@ impl Checkpointer for InMemoryStore {
         let retention = self.inner.checkpoint_retention;
         let checkpoint = checkpoint.check_depth()?;
         self.inner.with_live(id, |record, now| {
+            if let Some(Applied::Checkpoint { version, log_len }) =
+                RecentOps::find(record.ops.as_deref(), checkpoint.op)
+            {
+                // The same put, repeated: the checkpoint it saved, or its like if retention
+                // dropped it since.
+                let saved = record.history.as_ref().and_then(|h| h.checkpoints.iter().find(|cp| cp.version == version));
+                return Ok(saved.cloned().unwrap_or_else(|| Checkpoint {
+                    version,
+                    step: checkpoint.step,
+                    node: checkpoint.node,
+                    created_at: timestamp(now),
+                    log_len,
+                    state: checkpoint.state,
+                }));
+            }
+            let op = checkpoint.op;
             let history = record.history.get_or_insert_with(Box::default);
             if history.version != expected_version {
                 return Err(Error::Conflict { id: id.clone(), expected: expected_version, actual: history.version });
             }
-            let NewCheckpoint { state, step, node, messages } = checkpoint;
+            let NewCheckpoint { state, step, node, messages, .. } = checkpoint;
             history.log.extend(messages);
             history.version += 1;
             let saved = Checkpoint {
@@ -549,6 +610,11 @@ impl Checkpointer for InMemoryStore {
             while history.checkpoints.len() > retention {
                 history.checkpoints.pop_front();
             }
+            RecentOps::remember(
+                &mut record.ops,
+                op,
+                Applied::Checkpoint { version: saved.version, log_len: saved.log_len },
+            );
             Ok(saved)
         })
     }

@@ -1,9 +1,13 @@
 //! `SessionManager` behaviour on top of the store contract: defaults, limits, analytics, reaper.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code: a failure is a panic")]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lgadk_core::{Error, Interaction, ManualClock, Metadata, NewSession, Page, SessionId, Timeout, UserId};
+use lgadk_core::{
+    Error, Interaction, ManualClock, Metadata, NewSession, OpId, Outcome, Page, SessionId, Timeout, UserId,
+};
 use lgadk_session::serde_json::{self, json};
 use lgadk_session::{InMemoryStore, SessionManager, metadata};
 
@@ -216,4 +220,135 @@ fn reaper_outside_a_runtime_is_a_typed_error() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = runtime.enter();
     assert!(matches!(sessions.spawn_reaper(Duration::ZERO), Err(Error::InvalidConfig { .. })));
+}
+
+/// A store that applies writes but loses the answer of the first `lose` of them, as a server
+/// that ran a command whose reply never arrived: the call fails with `Outcome::Unknown`.
+#[derive(Debug)]
+struct LosesAnswers {
+    inner: InMemoryStore,
+    lose: Arc<AtomicUsize>,
+}
+
+impl LosesAnswers {
+    fn new(lose: usize) -> (Self, Arc<AtomicUsize>) {
+        let lose = Arc::new(AtomicUsize::new(lose));
+        (Self { inner: InMemoryStore::new(), lose: Arc::clone(&lose) }, lose)
+    }
+
+    fn answer<T>(&self, applied: lgadk_core::Result<T>) -> lgadk_core::Result<T> {
+        let lost = self.lose.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        match applied {
+            Ok(_) if lost => Err(Error::backend_unknown("lossy", "write", std::io::Error::other("reply lost"))),
+            other => other,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl lgadk_core::SessionStore for LosesAnswers {
+    fn backend(&self) -> &'static str {
+        "lossy"
+    }
+    async fn create(&self, new: NewSession) -> lgadk_core::Result<lgadk_core::Session> {
+        self.answer(self.inner.create(new).await)
+    }
+    async fn get(&self, id: &SessionId) -> lgadk_core::Result<Option<lgadk_core::Session>> {
+        self.inner.get(id).await
+    }
+    async fn track_interaction(
+        &self,
+        id: &SessionId,
+        turn: Interaction,
+    ) -> lgadk_core::Result<lgadk_core::SessionStats> {
+        self.answer(self.inner.track_interaction(id, turn).await)
+    }
+    async fn touch(&self, id: &SessionId) -> lgadk_core::Result<()> {
+        self.inner.touch(id).await
+    }
+    async fn update_metadata(
+        &self,
+        id: &SessionId,
+        update: lgadk_core::MetadataUpdate,
+    ) -> lgadk_core::Result<Metadata> {
+        self.inner.update_metadata(id, update).await
+    }
+    async fn list_user_sessions(
+        &self,
+        user: &UserId,
+        page: lgadk_core::Page,
+    ) -> lgadk_core::Result<lgadk_core::SessionPage> {
+        self.inner.list_user_sessions(user, page).await
+    }
+    async fn end(&self, id: &SessionId) -> lgadk_core::Result<bool> {
+        self.inner.end(id).await
+    }
+    async fn purge_expired(&self) -> lgadk_core::Result<usize> {
+        self.inner.purge_expired().await
+    }
+}
+
+#[async_trait::async_trait]
+impl lgadk_core::Checkpointer for LosesAnswers {
+    async fn version(&self, id: &SessionId) -> lgadk_core::Result<u64> {
+        self.inner.version(id).await
+    }
+    async fn put(
+        &self,
+        id: &SessionId,
+        checkpoint: lgadk_core::NewCheckpoint,
+        expected_version: u64,
+    ) -> lgadk_core::Result<lgadk_core::Checkpoint> {
+        self.inner.put(id, checkpoint, expected_version).await
+    }
+    async fn latest(&self, id: &SessionId) -> lgadk_core::Result<Option<lgadk_core::Checkpoint>> {
+        self.inner.latest(id).await
+    }
+    async fn checkpoint(&self, id: &SessionId, version: u64) -> lgadk_core::Result<Option<lgadk_core::Checkpoint>> {
+        self.inner.checkpoint(id, version).await
+    }
+    async fn list(&self, id: &SessionId, limit: usize) -> lgadk_core::Result<Vec<lgadk_core::Checkpoint>> {
+        self.inner.list(id, limit).await
+    }
+    async fn messages(
+        &self,
+        id: &SessionId,
+        range: std::ops::Range<u64>,
+    ) -> lgadk_core::Result<Vec<lgadk_core::Message>> {
+        self.inner.messages(id, range).await
+    }
+    async fn delete(&self, id: &SessionId) -> lgadk_core::Result<bool> {
+        self.inner.delete(id).await
+    }
+}
+
+/// An applied write whose answer was lost is repeated once with the same op id: the manager
+/// returns its success and the store counted it once; a creation repeats into its session,
+/// not `AlreadyExists`.
+#[tokio::test]
+async fn writes_with_unknown_outcome_are_repeated_once_with_their_op_id() {
+    let (store, lose) = LosesAnswers::new(1);
+    let sessions = SessionManager::new(store);
+    let new = NewSession::default().with_id(SessionId::parse("lossy-1").unwrap());
+    let created = sessions.create_session_with(new).await.expect("the repeat finds the session it created");
+    lose.store(1, Ordering::SeqCst);
+    let stats = sessions.track_interaction(&created.id, 3, 5, Duration::from_millis(10)).await.unwrap();
+    assert_eq!((stats.interactions, stats.total_tokens_in), (1, 3), "applied once, though sent twice");
+    assert_eq!(lose.load(Ordering::SeqCst), 0, "the answer was lost once");
+}
+
+/// With repeats turned off the unknown outcome reaches the caller, who may repeat the same
+/// interaction (same op id) and still have it counted once.
+#[tokio::test]
+async fn without_repeats_the_caller_sees_the_unknown_outcome_and_may_repeat_it() {
+    let (store, lose) = LosesAnswers::new(0);
+    let sessions = SessionManager::builder(store).unknown_outcome_retries(0).build();
+    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
+    let turn = Interaction::tokens(1, 1).with_op_id(OpId::new());
+    lose.store(1, Ordering::SeqCst);
+    let err = sessions.record_interaction(&id, turn).await.unwrap_err();
+    assert_eq!(err.outcome(), Some(Outcome::Unknown));
+    assert!(!err.is_retryable());
+    let again = sessions.record_interaction(&id, turn).await.unwrap();
+    assert_eq!(again.interactions, 1, "the caller's repeat is counted once");
 }

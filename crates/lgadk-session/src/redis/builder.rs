@@ -6,11 +6,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use lgadk_core::{Clock, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT, Error, Result, SystemClock};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion};
 
-use super::conn::{Caller, Connection};
+use super::conn::{Caller, Connection, Link};
 use super::error::RedisFailure;
 use super::keys::Keys;
+#[cfg(feature = "redis-cluster")]
+use super::scripts;
 use super::{Inner, RedisStore};
 
 /// Key prefix used unless [`RedisStoreBuilder::with_prefix`] says otherwise.
@@ -20,10 +22,7 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// Response timeout used unless configured otherwise (redis-rs' own default).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Reconnect attempts per failed call: few and short, so calls fail fast while Redis is down
-/// and the next call after it returns reconnects.
-const RECONNECT_RETRIES: usize = 1;
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+/// Pause before the cluster client's second connection attempt, in the connect budget.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(200);
 
 enum Target {
@@ -118,7 +117,9 @@ impl RedisStoreBuilder {
     }
 
     /// How long any call may take before it fails with `Error::Backend` (default 500 ms).
-    /// This bounds every call, including one that waits for a reconnect.
+    /// This bounds every call, including one that waits for a reconnect or is sent a second
+    /// time on a new connection. A write that got no answer within it fails with
+    /// [`Outcome::Unknown`](lgadk_core::Outcome::Unknown).
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -154,16 +155,17 @@ impl RedisStoreBuilder {
         let budget = self.connection_timeout * 2 + RECONNECT_MAX_DELAY + self.response_timeout;
         let conn = match &self.target {
             Target::Single(url) => {
-                let client = redis::Client::open(url.as_str())
-                    .map_err(|err| Error::InvalidConfig { reason: format!("invalid redis URL: {err}") })?;
-                let config = ConnectionManagerConfig::new()
+                let invalid =
+                    |err: redis::RedisError| Error::InvalidConfig { reason: format!("invalid redis URL: {err}") };
+                // RESP3, so the connection reports its own end (a `Disconnection` push) and is
+                // replaced before the next command: see `conn.rs`.
+                let info = url.as_str().into_connection_info().map_err(invalid)?;
+                let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let client = redis::Client::open(info.set_redis_settings(settings)).map_err(invalid)?;
+                let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connection_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
-                    .set_number_of_retries(RECONNECT_RETRIES)
-                    .set_min_delay(RECONNECT_MIN_DELAY)
-                    .set_max_delay(RECONNECT_MAX_DELAY);
-                let manager = connecting(budget, ConnectionManager::new_with_config(client, config)).await?;
-                Connection::Single(manager)
+                    .set_response_timeout(Some(self.response_timeout));
+                Connection::Single(connecting(budget, Link::connect(client, config, self.connection_timeout)).await?)
             }
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(nodes) => {
@@ -175,7 +177,16 @@ impl RedisStoreBuilder {
                     .max_retry_wait(100)
                     .build()
                     .map_err(|err| Error::InvalidConfig { reason: format!("invalid redis cluster nodes: {err}") })?;
-                Connection::Cluster(connecting(budget, client.get_async_connection()).await?)
+                let connect = async {
+                    let mut conn = client.get_async_connection().await?;
+                    // SCRIPT LOAD goes to every master. redis-rs reconnects to nodes on its
+                    // own, unseen; a node that lost its scripts reloads one on NOSCRIPT.
+                    for source in scripts::ALL {
+                        redis::cmd("SCRIPT").arg("LOAD").arg(*source).query_async::<()>(&mut conn).await?;
+                    }
+                    Ok(conn)
+                };
+                Connection::Cluster(connecting(budget, connect).await?)
             }
         };
         Ok(RedisStore {

@@ -11,6 +11,9 @@ pub(crate) enum RedisFailure {
     /// No answer within the configured response timeout (the server may still apply the call).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// No connection could be opened within the configured response timeout; nothing was sent.
+    #[error("no connection within {0:?}")]
+    NoConnection(Duration),
     /// A script answered in an unexpected shape (another program wrote the keys, or a bug).
     #[error("unexpected reply from `{script}`: {detail}")]
     BadReply { script: &'static str, detail: &'static str },

@@ -22,7 +22,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{<id>}:s` | hash | `c` created ms, `l` last active ms, `t` timeout ms (`-1` never), `u` user, `n` interactions, `ti`/`to` token totals, `rt` response time µs, `ix` the session's index member |
+//! | `P:{<id>}:s` | hash | `c` created ms, `l` last active ms, `t` timeout ms (`-1` never), `u` user, `n` interactions, `ti`/`to` token totals, `rt` response time µs, `ix` the session's index member, `o` the last 16 operation ids applied (see below) |
 //! | `P:{<id>}:m` | hash | metadata: one field per top-level key, the value as compact JSON |
 //! | `P:{<id>}:cp` | hash | checkpoints: field `<version>` → JSON snapshot (with `log_len`), field `v` → latest version |
 //! | `P:{<id>}:h` | list | the conversation log, one JSON message per element, appended with RPUSH |
@@ -31,6 +31,35 @@
 //!
 //! Times are integer milliseconds (response time: microseconds); counters use HINCRBY and
 //! saturate at `i64::MAX`.
+//!
+//! # Operation ids
+//! `create`, `track_interaction` and checkpoint `put` take the [`OpId`] of their input (if
+//! any). Their script records it in field `o` of the session hash, as `<32 hex>=<answer>;`
+//! entries (the answer is empty, or `<version>,<log_len>` for a put), keeping the last
+//! [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW) (16), and a call whose op id is already there
+//! changes nothing and answers as the first time did. The field lives, expires and is deleted
+//! with the session hash, so the memory it takes is bounded per session and goes with it.
+//!
+//! # Connection and failures
+//! A single Redis is reached through one multiplexed RESP3 connection. When the server closes
+//! it (its `timeout`, `CLIENT KILL`, a restart), the connection reports it at once and a new
+//! one is opened in the background (retrying for about ten seconds while the server is down);
+//! every script is loaded (one pipelined SCRIPT LOAD) on each new connection before it is
+//! used, so no call meets NOSCRIPT after a restart. A call never goes out on a connection
+//! known to be closed: it waits for the new one, within its response timeout.
+//!
+//! A failed call is `Error::Backend` with an [`Outcome`](lgadk_core::Outcome): `NotApplied`
+//! when no connection could be had, when the server refused to run it (NOSCRIPT, LOADING,
+//! READONLY, …), and for every read; `Unknown` when a write was sent and no answer came in
+//! time, or the connection broke while it was in flight. A call whose connection broke under
+//! it is sent once more on a new connection if that cannot apply it twice: reads, `touch`, and
+//! writes with an op id. The store never repeats a write on its own after a timeout; the
+//! `SessionManager` does, with the same op id.
+//!
+//! On a cluster, redis-rs' cluster client repeats a request itself after a timeout or a broken
+//! connection (twice at most) and follows redirections. Writes with an op id still apply once;
+//! `end`, `update_metadata` and `purge_expired` may then run twice, which leaves the same data
+//! (a repeated `end` reports `false`).
 //!
 //! # Expiry
 //! Expiry is decided by the store's [`Clock`]: every script receives the caller's `now` and
@@ -107,7 +136,8 @@
 //! commands each script runs with MONITOR). A key named by data, such as a session named by
 //! an index entry or the user index named by a session's owner, is therefore read by one call
 //! and handed to the script by the next. Reads and writes of one session are one atomic round
-//! trip: one EVALSHA (loaded again automatically after NOSCRIPT), or one plain command.
+//! trip: one EVALSHA (the scripts are loaded whenever a connection opens; one is loaded again
+//! if a `SCRIPT FLUSH` left the server without it), or one plain command.
 //!
 //! | operation | single Redis | cluster |
 //! |---|---|---|
@@ -167,14 +197,14 @@ use async_trait::async_trait;
 use lgadk_core::session::{check_metadata_depth, check_metadata_size, timestamp};
 use lgadk_core::{
     Checkpoint, Checkpointer, Clock, Cursor, DEFAULT_SESSION_TIMEOUT, Error, Interaction, Message, Metadata,
-    MetadataUpdate, NewCheckpoint, NewSession, Page, Result, Session, SessionId, SessionPage, SessionStats,
+    MetadataUpdate, NewCheckpoint, NewSession, OpId, Page, Result, Session, SessionId, SessionPage, SessionStats,
     SessionStore, UserId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder};
-use conn::Caller;
+use conn::{Caller, Effect};
 use error::RedisFailure;
 use keys::{Keys, SessionKeys};
 use reply::{Reply, parse_field};
@@ -265,14 +295,15 @@ impl RedisStore {
         &self.inner.keys
     }
 
-    async fn run(&self, op: &'static str, invocation: &redis::ScriptInvocation<'_>) -> Result<Reply> {
-        Ok(Reply::new(op, self.caller().script(op, invocation).await?))
+    async fn run(&self, op: &'static str, effect: Effect, invocation: &redis::ScriptInvocation<'_>) -> Result<Reply> {
+        Ok(Reply::new(op, self.caller().script(op, effect, invocation).await?))
     }
 
     /// Runs a script that takes a session's four keys and `now` first.
     async fn session_script(
         &self,
         op: &'static str,
+        effect: Effect,
         script: &redis::Script,
         keys: &SessionKeys,
         args: &[&dyn ToArg],
@@ -285,7 +316,7 @@ impl RedisStore {
         for arg in args {
             arg.add_to(&mut invocation);
         }
-        self.run(op, &invocation).await
+        self.run(op, effect, &invocation).await
     }
 
     fn json(op: &'static str, what: &'static str, value: &impl Serialize) -> Result<String> {
@@ -304,6 +335,16 @@ impl<T: redis::ToRedisArgs + Sync> ToArg for T {
     fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         invocation.arg(self);
     }
+}
+
+/// How a write with this op id may be sent: a repeat of it applies once.
+fn writes(op: Option<OpId>) -> Effect {
+    if op.is_some() { Effect::Repeatable } else { Effect::Write }
+}
+
+/// An operation id as scripts take it: 32 hex digits, or `""` for none.
+fn op_arg(op: Option<OpId>) -> String {
+    op.map(|op| op.to_string()).unwrap_or_default()
 }
 
 fn clamp_i64(value: u128) -> i64 {
@@ -409,6 +450,7 @@ impl SessionStore for RedisStore {
             invocation.key(user_key.as_deref().unwrap_or(self.keys().expiry())).key(self.keys().expiry());
         }
         invocation.arg(now).arg(GC_GRACE_MS).arg(&member).arg(user.unwrap_or("")).arg(timeout_ms).arg(self.prefix());
+        invocation.arg(op_arg(new.op));
         for (key, value) in &new.metadata {
             invocation.arg(key).arg(Self::json("create", "metadata", value)?);
         }
@@ -419,8 +461,26 @@ impl SessionStore for RedisStore {
             self.index_new(user_key.as_deref(), &member, (timeout_ms >= 0).then(|| now + timeout_ms), &expiry_entry)
                 .await?;
         }
-        let reply = self.run("create", &invocation).await?;
+        let reply = self.run("create", writes(new.op), &invocation).await?;
         match reply.status()? {
+            status::OK if reply.len() >= 5 => {
+                // The same creation, repeated (same op id): the session it created.
+                if cluster && reply.text(2)? != member {
+                    // Best effort: the entries this repeat added point at nothing.
+                    self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
+                }
+                let created = parse_field(&id, "created_at", reply.opt_text(3)?.as_deref())?;
+                let last = parse_field(&id, "last_active", reply.opt_text(4)?.as_deref())?;
+                return Ok(Session {
+                    id,
+                    user_id: new.user_id,
+                    created_at: timestamp(created),
+                    last_active: timestamp(last),
+                    timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
+                    metadata: new.metadata,
+                    stats: SessionStats::default(),
+                });
+            }
             status::OK => {}
             status::EXISTS => {
                 let same_entries = reply.text(2)? == member && reply.text(1)? == user.unwrap_or("");
@@ -444,7 +504,10 @@ impl SessionStore for RedisStore {
                 self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_owner)).await.ok();
             } else if let Some(old_key) = old_key.filter(|_| old_owner != user) {
                 // Best effort: the entry is stale already, and listing drops stale entries.
-                self.caller().command::<()>("create", redis::cmd("ZREM").arg(old_key).arg(&old_member)).await.ok();
+                self.caller()
+                    .command::<()>("create", Effect::Repeatable, redis::cmd("ZREM").arg(old_key).arg(&old_member))
+                    .await
+                    .ok();
             }
         }
         if self.inner.creates.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY)
@@ -468,7 +531,7 @@ impl SessionStore for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::GET.prepare_invoke();
         invocation.key(&keys.record).key(&keys.metadata).arg(self.now());
-        let reply = self.run("get", &invocation).await?;
+        let reply = self.run("get", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(status::OK) => {}
             Ok(_) => return Err(reply.bad("unknown status")),
@@ -502,7 +565,7 @@ impl SessionStore for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::EXISTS.prepare_invoke();
         invocation.key(&keys.record).arg(self.now());
-        let reply = self.run("exists", &invocation).await?;
+        let reply = self.run("exists", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => Ok(true),
             Err(Error::SessionNotFound(_)) => Ok(false),
@@ -518,9 +581,10 @@ impl SessionStore for RedisStore {
         let reply = self
             .session_script(
                 "track_interaction",
+                writes(turn.op),
                 &scripts::TRACK,
                 &keys,
-                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us],
+                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us, &op_arg(turn.op)],
             )
             .await?;
         reply.check(id)?;
@@ -530,7 +594,7 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
         let keys = self.keys().session(id);
-        let reply = self.session_script("touch", &scripts::TOUCH, &keys, &[&GC_GRACE_MS]).await?;
+        let reply = self.session_script("touch", Effect::Repeatable, &scripts::TOUCH, &keys, &[&GC_GRACE_MS]).await?;
         reply.check(id)?;
         Ok(())
     }
@@ -554,7 +618,7 @@ impl SessionStore for RedisStore {
         for (key, value) in map {
             invocation.arg(key).arg(Self::json("update_metadata", "metadata", value)?);
         }
-        let reply = self.run("update_metadata", &invocation).await?;
+        let reply = self.run("update_metadata", Effect::Write, &invocation).await?;
         match reply.check(id)? {
             status::OK => decode_metadata(id, &reply.texts_from(1)?),
             status::TOO_LARGE => {
@@ -607,7 +671,7 @@ impl SessionStore for RedisStore {
             }
             let expected = if unchecked { "*" } else { owner.as_deref().unwrap_or("") };
             invocation.arg(self.now()).arg(expected);
-            let reply = self.run("end", &invocation).await?;
+            let reply = self.run("end", Effect::Write, &invocation).await?;
             let (user, member) = (reply.text(1)?, reply.text(2)?);
             if reply.status()? == END_OTHER_OWNER {
                 owner = (!user.is_empty()).then_some(user);
@@ -621,7 +685,10 @@ impl SessionStore for RedisStore {
                 if cluster {
                     self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
                 } else if let Some(user_key) = user_key {
-                    self.caller().command::<()>("end", redis::cmd("ZREM").arg(user_key).arg(&member)).await.ok();
+                    self.caller()
+                        .command::<()>("end", Effect::Repeatable, redis::cmd("ZREM").arg(user_key).arg(&member))
+                        .await
+                        .ok();
                 }
             }
             return Ok(reply.status()? == 1);
@@ -658,7 +725,7 @@ impl RedisStore {
         loop {
             let want = limit + 1 - found.len();
             let cmd = redis::cmd("ZREVRANGEBYLEX").arg(&key).arg(&bound).arg("-").arg("LIMIT").arg(0).arg(want).clone();
-            let entries: Vec<String> = self.caller().command(OP, &cmd).await?;
+            let entries: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
             let Some(last) = entries.last() else { return Ok((found, false)) };
             bound = format!("({last}");
             let mut invocation = scripts::LIST.prepare_invoke();
@@ -678,7 +745,7 @@ impl RedisStore {
             for entry in checked.iter().chain(&dropped) {
                 invocation.arg(*entry);
             }
-            let reply = self.run(OP, &invocation).await?;
+            let reply = self.run(OP, Effect::Read, &invocation).await?;
             match reply.status()? {
                 status::OK => {}
                 status::CORRUPT => {
@@ -712,7 +779,7 @@ impl RedisStore {
             .arg(0)
             .arg(PURGE_BATCH)
             .clone();
-        let due: Vec<String> = self.caller().command(OP, &cmd).await?;
+        let due: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
         if due.is_empty() {
             return Ok((0, 0));
         }
@@ -737,7 +804,7 @@ impl RedisStore {
         for entry in checked.iter().chain(&dropped) {
             invocation.arg(*entry);
         }
-        let reply = self.run(OP, &invocation).await?;
+        let reply = self.run(OP, Effect::Write, &invocation).await?;
         let removed = usize::try_from(reply.int(0)?).map_err(|_| reply.bad("negative count"))?;
         Ok((removed, due.len()))
     }
@@ -766,7 +833,7 @@ impl RedisStore {
                         .arg(0)
                         .arg(SWEEP_BATCH)
                         .clone();
-                    self.caller().command::<Vec<String>>(OP, &cmd).await
+                    self.caller().command::<Vec<String>>(OP, Effect::Read, &cmd).await
                 }
                 None => Ok(Vec::new()),
             }
@@ -779,7 +846,8 @@ impl RedisStore {
             .arg(0)
             .arg(SWEEP_BATCH)
             .clone();
-        let (user_entries, overdue) = tokio::join!(user_read, self.caller().command::<Vec<String>>(OP, &overdue_cmd));
+        let (user_entries, overdue) =
+            tokio::join!(user_read, self.caller().command::<Vec<String>>(OP, Effect::Read, &overdue_cmd));
         let user_entries: Vec<(String, SessionId)> = user_entries?
             .into_iter()
             .filter(|entry| entry != created)
@@ -816,7 +884,7 @@ impl RedisStore {
         for (entry, _, _) in &overdue {
             invocation.arg(entry);
         }
-        self.run(OP, &invocation).await?;
+        self.run(OP, Effect::Repeatable, &invocation).await?;
         Ok(())
     }
 
@@ -844,13 +912,19 @@ impl RedisStore {
                 .filter_map(|(entry, state)| matches!(state, Ok(EntryState::Dangling)).then_some(entry))
                 .collect();
             if !dangling.is_empty() {
-                self.caller().command::<()>(OP, redis::cmd("ZREM").arg(self.keys().user(user)).arg(&dangling)).await?;
+                self.caller()
+                    .command::<()>(
+                        OP,
+                        Effect::Repeatable,
+                        redis::cmd("ZREM").arg(self.keys().user(user)).arg(&dangling),
+                    )
+                    .await?;
             }
         }
         let fields = self
             .each(OP, overdue.iter().map(|(_, id, _)| id.clone()).collect(), |store, id| async move {
                 let cmd = redis::cmd("HMGET").arg(store.keys().session(&id).record).arg(&["ix", "l", "t"]).clone();
-                store.caller().command::<Vec<Option<String>>>(OP, &cmd).await
+                store.caller().command::<Vec<Option<String>>>(OP, Effect::Read, &cmd).await
             })
             .await?;
         let expiry = self.keys().expiry();
@@ -873,14 +947,20 @@ impl RedisStore {
                 _ => None,
             };
             if let Some(at) = refile {
-                self.caller().command::<()>(OP, redis::cmd("ZADD").arg(expiry).arg(at).arg(entry)).await?;
+                self.caller()
+                    .command::<()>(OP, Effect::Repeatable, redis::cmd("ZADD").arg(expiry).arg(at).arg(entry))
+                    .await?;
                 continue;
             }
-            self.caller().command::<()>(OP, redis::cmd("ZREM").arg(expiry).arg(entry)).await?;
+            self.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(expiry).arg(entry)).await?;
             let gone = ix.as_deref() != Some(member);
             if let Some(owner) = owner.as_deref().filter(|_| gone) {
                 self.caller()
-                    .command::<()>(OP, redis::cmd("ZREM").arg(self.keys().user_raw(owner)).arg(member))
+                    .command::<()>(
+                        OP,
+                        Effect::Repeatable,
+                        redis::cmd("ZREM").arg(self.keys().user_raw(owner)).arg(member),
+                    )
                     .await?;
             }
         }
@@ -900,7 +980,9 @@ impl RedisStore {
         let user_add = async {
             match user_key {
                 Some(key) => {
-                    self.caller().command::<()>("create", redis::cmd("ZADD").arg(key).arg(0).arg(member)).await
+                    self.caller()
+                        .command::<()>("create", Effect::Repeatable, redis::cmd("ZADD").arg(key).arg(0).arg(member))
+                        .await
                 }
                 None => Ok(()),
             }
@@ -909,7 +991,7 @@ impl RedisStore {
             match deadline {
                 Some(at) => {
                     let cmd = redis::cmd("ZADD").arg(self.keys().expiry()).arg(at).arg(expiry_entry).clone();
-                    self.caller().command::<()>("create", &cmd).await
+                    self.caller().command::<()>("create", Effect::Repeatable, &cmd).await
                 }
                 None => Ok(()),
             }
@@ -921,12 +1003,16 @@ impl RedisStore {
     async fn unindex(&self, user_key: Option<&str>, member: &str, expiry_entry: &str) -> Result<()> {
         let user_rem = async {
             match user_key {
-                Some(key) => self.caller().command::<()>("end", redis::cmd("ZREM").arg(key).arg(member)).await,
+                Some(key) => {
+                    self.caller()
+                        .command::<()>("end", Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member))
+                        .await
+                }
                 None => Ok(()),
             }
         };
         let expiry_cmd = redis::cmd("ZREM").arg(self.keys().expiry()).arg(expiry_entry).clone();
-        let expiry_rem = self.caller().command::<()>("end", &expiry_cmd);
+        let expiry_rem = self.caller().command::<()>("end", Effect::Repeatable, &expiry_cmd);
         let (user_removed, expiry_removed) = tokio::join!(user_rem, expiry_rem);
         user_removed.and(expiry_removed)
     }
@@ -968,7 +1054,7 @@ impl RedisStore {
         loop {
             let want = limit + 1 - found.len();
             let cmd = redis::cmd("ZREVRANGEBYLEX").arg(&key).arg(&bound).arg("-").arg("LIMIT").arg(0).arg(want).clone();
-            let entries: Vec<String> = self.caller().command(OP, &cmd).await?;
+            let entries: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
             let owner = user.as_str().to_owned();
             let states = self
                 .each(OP, entries.clone(), move |store, entry| {
@@ -991,7 +1077,9 @@ impl RedisStore {
                 }
             }
             if !dangling.is_empty() {
-                self.caller().command::<()>(OP, redis::cmd("ZREM").arg(&key).arg(&dangling)).await?;
+                self.caller()
+                    .command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&key).arg(&dangling))
+                    .await?;
             }
             if more || entries.len() < want {
                 return Ok((found, more));
@@ -1003,7 +1091,7 @@ impl RedisStore {
         let Some((created_ms, id)) = keys::parse_member(entry) else { return Ok(EntryState::Dangling) };
         let keys = self.keys().session(&id);
         let cmd = redis::cmd("HMGET").arg(&keys.record).arg(&["ix", "u", "l", "t"]).clone();
-        let fields: Vec<Option<String>> = self.caller().command("list_user_sessions", &cmd).await?;
+        let fields: Vec<Option<String>> = self.caller().command("list_user_sessions", Effect::Read, &cmd).await?;
         let [ix, user, last, timeout] = fields.as_slice() else {
             return Err(Error::backend("redis", "list_user_sessions", "HMGET answered with the wrong arity"));
         };
@@ -1039,7 +1127,7 @@ impl RedisStore {
             .arg(0)
             .arg(PURGE_BATCH)
             .clone();
-        let due: Vec<String> = self.caller().command(OP, &cmd).await?;
+        let due: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
         let outcomes =
             self.each(OP, due.clone(), move |store, entry| async move { store.purge_one(&entry, now).await }).await?;
         let mut removed = 0;
@@ -1063,7 +1151,9 @@ impl RedisStore {
             }
         }
         if !drop_entries.is_empty() {
-            self.caller().command::<()>(OP, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries)).await?;
+            self.caller()
+                .command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(&expiry).arg(&drop_entries))
+                .await?;
         }
         if !refile.is_empty() {
             let mut cmd = redis::cmd("ZADD");
@@ -1071,11 +1161,11 @@ impl RedisStore {
             for (at, entry) in &refile {
                 cmd.arg(*at).arg(entry);
             }
-            self.caller().command::<()>(OP, &cmd).await?;
+            self.caller().command::<()>(OP, Effect::Repeatable, &cmd).await?;
         }
         let cleanups = self
             .each(OP, user_entries, |store, (key, member)| async move {
-                store.caller().command::<()>(OP, redis::cmd("ZREM").arg(key).arg(member)).await
+                store.caller().command::<()>(OP, Effect::Repeatable, redis::cmd("ZREM").arg(key).arg(member)).await
             })
             .await?;
         cleanups.into_iter().collect::<Result<()>>()?;
@@ -1086,7 +1176,7 @@ impl RedisStore {
         let Some((member, _)) = keys::parse_expiry_entry(entry) else { return Ok(PurgeOutcome::Gone) };
         let Some((created_ms, id)) = keys::parse_member(member) else { return Ok(PurgeOutcome::Gone) };
         let keys = self.keys().session(&id);
-        let reply = self.session_script("purge_expired", &scripts::PURGE_ONE, &keys, &[&member]).await?;
+        let reply = self.session_script("purge_expired", Effect::Write, &scripts::PURGE_ONE, &keys, &[&member]).await?;
         Ok(match reply.status()? {
             0 if now.saturating_sub(created_ms) < REPAIR_GRACE_MS => {
                 PurgeOutcome::Refile(created_ms.saturating_add(REPAIR_GRACE_MS))
@@ -1113,7 +1203,7 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_VERSION.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now());
-        let reply = self.run("checkpoint_version", &invocation).await?;
+        let reply = self.run("checkpoint_version", Effect::Read, &invocation).await?;
         reply.check(id)?;
         parse_field(id, "checkpoint version", reply.opt_text(1)?.as_deref())
     }
@@ -1134,10 +1224,11 @@ impl Checkpointer for RedisStore {
             "a checkpoint",
             &body,
         )?);
+        invocation.arg(op_arg(checkpoint.op));
         for message in &checkpoint.messages {
             invocation.arg(Self::json(OP, "a message", message)?);
         }
-        let reply = self.run(OP, &invocation).await?;
+        let reply = self.run(OP, writes(checkpoint.op), &invocation).await?;
         match reply.check(id)? {
             status::OK => {}
             status::CONFLICT => {
@@ -1183,7 +1274,7 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_MESSAGES.prepare_invoke();
         invocation.key(&keys.record).key(&keys.log).arg(self.now()).arg(first).arg(last);
-        let reply = self.run("checkpoint_messages", &invocation).await?;
+        let reply = self.run("checkpoint_messages", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => {}
             Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),
@@ -1199,7 +1290,7 @@ impl Checkpointer for RedisStore {
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let keys = self.keys().session(id);
         let cmd = redis::cmd("DEL").arg(&keys.checkpoints).arg(&keys.log).clone();
-        let deleted: i64 = self.caller().command("checkpoint_delete", &cmd).await?;
+        let deleted: i64 = self.caller().command("checkpoint_delete", Effect::Write, &cmd).await?;
         Ok(deleted > 0)
     }
 }
@@ -1209,7 +1300,7 @@ impl RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_READ.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now()).arg(mode).arg(n);
-        let reply = self.run("checkpoint_read", &invocation).await?;
+        let reply = self.run("checkpoint_read", Effect::Read, &invocation).await?;
         match reply.check(id) {
             Ok(_) => {}
             Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),

@@ -6,6 +6,10 @@ use redis::Value;
 use super::error::RedisFailure;
 use super::scripts::status;
 
+/// The operations whose scripts write.
+const WRITES: &[&str] =
+    &["create", "touch", "track_interaction", "update_metadata", "end", "purge_expired", "checkpoint_put"];
+
 /// A script's reply, with the script's name for error messages.
 pub(crate) struct Reply {
     script: &'static str,
@@ -27,8 +31,15 @@ impl Reply {
         Self { script, items }
     }
 
+    /// The error for a reply of the wrong shape. The script did run: if it writes, it may
+    /// have written, so the outcome is unknown.
     pub(crate) fn bad(&self, detail: &'static str) -> Error {
-        Error::backend("redis", self.script, RedisFailure::BadReply { script: self.script, detail })
+        let failure = RedisFailure::BadReply { script: self.script, detail };
+        if WRITES.contains(&self.script) {
+            Error::backend_unknown("redis", self.script, failure)
+        } else {
+            Error::backend("redis", self.script, failure)
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -90,4 +101,19 @@ pub(crate) fn parse_field<T: std::str::FromStr>(id: &SessionId, field: &str, raw
     raw.and_then(|raw| raw.parse().ok()).ok_or_else(|| {
         Error::corrupt(id, RedisFailure::BadField { field: field.to_owned(), value: raw.map(str::to_owned) })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use lgadk_core::Outcome;
+
+    use super::*;
+
+    #[test]
+    fn a_malformed_reply_of_a_write_leaves_its_outcome_unknown() {
+        let write = Reply::new("track_interaction", Vec::new()).bad("reply too short");
+        assert_eq!(write.outcome(), Some(Outcome::Unknown));
+        let read = Reply::new("get", Vec::new()).bad("reply too short");
+        assert_eq!(read.outcome(), Some(Outcome::NotApplied));
+    }
 }

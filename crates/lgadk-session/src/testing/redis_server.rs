@@ -225,6 +225,30 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open, nothing is answered until
+    /// [`resume`](Self::resume). Does nothing if it is not running.
+    ///
+    /// # Panics
+    /// When `kill` cannot be run.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a server frozen by [`pause`](Self::pause) run again (SIGCONT).
+    ///
+    /// # Panics
+    /// When `kill` cannot be run.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("run kill");
+            assert!(status.success(), "kill {signal} {pid} failed");
+        }
+    }
+
     /// Starts the server again on the same port, in the same directory, with the same
     /// arguments (killing it first if it still runs). Data survives only if persistence was
     /// turned on (e.g. `--appendonly yes`).

@@ -67,3 +67,29 @@ local function json_str_len(s)
   return n
 end
 
+
+-- Operation ids: field `o` of the session hash holds the last OPS_KEPT (= OP_ID_WINDOW) ids
+-- applied to the session, oldest first, as `<32 hex>=<answer>;` entries. It lives and dies
+-- with the session hash.
+local OPS_KEPT = 16
+
+-- The answer recorded for `op` in `o` (the field's value), or nil if it was not applied.
+local function op_answer(o, op)
+  if op == '' or not o then return nil end
+  local at = string.find(o, op .. '=', 1, true)
+  if not at then return nil end
+  local stop = string.find(o, ';', at, true) or (#o + 1)
+  return string.sub(o, at + #op + 1, stop - 1)
+end
+
+-- Records `op` with its answer in the session hash `s`, forgetting the oldest beyond OPS_KEPT.
+local function op_record(s, o, op, answer)
+  if op == '' then return end
+  o = (o or '') .. op .. '=' .. answer .. ';'
+  local _, n = string.gsub(o, ';', '')
+  while n > OPS_KEPT do
+    o = string.sub(o, string.find(o, ';', 1, true) + 1)
+    n = n - 1
+  end
+  redis.call('HSET', s, 'o', o)
+end

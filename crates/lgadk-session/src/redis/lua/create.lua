@@ -1,10 +1,15 @@
 -- create: KEYS s, m, cp, h [, user index, expiry index]  (the last two on a single Redis only)
--- ARGV now, grace, member, user ('' = none), timeout ms (-1 = never), prefix, metadata field/json pairs...
+-- ARGV now, grace, member, user ('' = none), timeout ms (-1 = never), prefix, op id ('' = none),
+--      metadata field/json pairs...
 local s, m, cp, h = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local member, user, timeout = ARGV[3], ARGV[4], ARGV[5]
-local old = redis.call('HMGET', s, 'l', 't', 'u', 'ix')
+local old = redis.call('HMGET', s, 'l', 't', 'u', 'ix', 'o', 'c')
 local state, field = liveness(old[1], old[2])
-if state == 'live' then return {EXISTS, old[3] or '', old[4] or ''} end
+if state == 'live' then
+  -- The same creation, repeated: answer as the first time, with its times.
+  if op_answer(old[5], ARGV[7]) then return {OK, old[3] or '', old[4] or '', old[6], old[1]} end
+  return {EXISTS, old[3] or '', old[4] or ''}
+end
 if state == 'corrupt' then return {CORRUPT, field} end
 -- Whatever is left of an expired session with this id (or stray keys) goes first.
 redis.call('DEL', s, m, cp, h)
@@ -20,8 +25,12 @@ if user ~= '' then
   fields[#fields + 1] = 'u'
   fields[#fields + 1] = user
 end
+if ARGV[7] ~= '' then
+  fields[#fields + 1] = 'o'
+  fields[#fields + 1] = ARGV[7] .. '=;'
+end
 redis.call('HSET', s, unpack(fields))
-if #ARGV >= 7 then send_chunked('HSET', m, 7, #ARGV) end
+if #ARGV >= 8 then send_chunked('HSET', m, 8, #ARGV) end
 expire_keys(timeout, tonumber(ARGV[2]), {s, m})
 if inline then
   if user ~= '' then redis.call('ZADD', KEYS[5], 0, member) end
