@@ -80,7 +80,7 @@ fn user_sessions(bench: &mut Bench, rt: &tokio::runtime::Runtime, sizes: &[usize
         let managers =
             [(STORE, SessionManager::new(InMemoryStore::new())), (NAIVE, SessionManager::new(NaiveStore::new()))];
         for (series, manager) in managers {
-            fill(rt, &**manager.store(), &users, n);
+            fill(rt, manager.store(), &users, n);
             assert_eq!(rt.block_on(manager.get_user_sessions(&who)).unwrap().len(), PER_USER);
             table.bench(series, &format!("{} sessions", label(n)), 1, |iters| {
                 rt.block_on(async {
@@ -119,7 +119,7 @@ fn purge(bench: &mut Bench, rt: &tokio::runtime::Runtime, cases: &[(usize, usize
         let managers = [(STORE, SessionManager::new(in_memory)), (NAIVE, SessionManager::new(naive))];
         for (series, manager) in managers {
             clock.set_ms(T0);
-            fill(rt, &**manager.store(), &users, total - expired);
+            fill(rt, manager.store(), &users, total - expired);
             table.bench(series, &purge_row(expired, total), 1, |iters| {
                 let mut timed = Duration::ZERO;
                 for _ in 0..iters {

@@ -36,6 +36,13 @@ pub trait GraphState: Serialize + DeserializeOwned + Clone + Default + Send + Sy
         let _ = input;
     }
 
+    /// Binds the state to the session the turn runs in, before any node runs: `id` and the
+    /// session's metadata (with the request's merged in). The default ignores them;
+    /// [`ChatState`] records both.
+    fn bind_session(&mut self, id: &SessionId, metadata: &Metadata) {
+        let _ = (id, metadata);
+    }
+
     /// The turn's answer, returned to the caller as the run's output.
     fn output(&self) -> String {
         String::new()
@@ -84,6 +91,11 @@ impl GraphState for ChatState {
         self.input = input.to_owned();
         self.output.clear();
         self.scratchpad.clear();
+    }
+
+    fn bind_session(&mut self, id: &SessionId, metadata: &Metadata) {
+        self.session_id = Some(id.clone());
+        self.metadata.clone_from(metadata);
     }
 
     fn output(&self) -> String {

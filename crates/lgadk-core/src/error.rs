@@ -105,6 +105,13 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The call needs a Tokio runtime (it spawns a task, or waits on Tokio's timer and I/O)
+    /// and was made outside one; nothing was done.
+    #[error("`{op}` must be called inside a Tokio runtime")]
+    NoRuntime {
+        /// The call that needed it.
+        op: &'static str,
+    },
     /// A configuration value or request is invalid (unknown model provider, bad URL, bad template).
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

@@ -65,11 +65,14 @@ mod compiled;
 mod exec;
 mod graph;
 mod lock;
+mod run;
 mod stream;
+mod turn;
 
 pub use builder::GraphBuilder;
 pub use cache::DEFAULT_CACHE_CAPACITY;
 pub use checkpoint::StateSnapshot;
-pub use compiled::{CompiledGraph, RunOptions, RunRequest, RunResponse};
+pub use compiled::CompiledGraph;
 pub use graph::{DEFAULT_RECURSION_LIMIT, END, START, StateGraph};
+pub use run::{RunOptions, RunRequest, RunResponse};
 pub use stream::{RunEvent, RunStream};

@@ -12,7 +12,7 @@ use lgadk_core::{AgentEvent, EventSink, GraphError, GraphState, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::compiled::RunResponse;
+use crate::run::RunResponse;
 
 /// Something that happened during a streamed run, in the order it happened.
 #[derive(Debug, Clone)]
@@ -96,11 +96,11 @@ impl<S> fmt::Debug for RunStream<S> {
 impl<S> RunStream<S> {
     pub(crate) fn new(
         events: mpsc::UnboundedReceiver<Result<RunEvent<S>>>,
-        task: JoinHandle<()>,
+        task: Option<JoinHandle<()>>,
         cancel: Arc<AtomicBool>,
         graph: String,
     ) -> Self {
-        Self { events, task: Some(task), cancel, graph }
+        Self { events, task, cancel, graph }
     }
 
     /// Asks the run to stop before its next step; it then saves nothing and the stream ends

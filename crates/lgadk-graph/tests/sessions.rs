@@ -588,3 +588,15 @@ async fn state_or_message_nested_too_deep_fails_the_run_and_writes_nothing() {
         assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats, stats_before);
     }
 }
+
+#[test]
+fn stream_outside_a_runtime_yields_a_typed_error_instead_of_panicking() {
+    let sessions = SessionManager::in_memory();
+    let graph = chat_graph(Arc::new(EchoModel::default()), sessions);
+    let mut stream = graph.stream(RunRequest::new("hi"));
+    // Polled by a runtime later, the stream says what went wrong and ends.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let events: Vec<_> = runtime.block_on(async { (&mut stream).collect::<Vec<_>>().await });
+    assert_eq!(events.len(), 1);
+    assert!(matches!(events[0], Err(Error::NoRuntime { op: "CompiledGraph::stream" })), "{:?}", events[0]);
+}

@@ -297,14 +297,15 @@ impl SessionManager {
         Ok(Self::new(crate::redis::RedisStore::builder(url).connect().await?))
     }
 
-    /// The session store behind this manager.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.inner.store
+    /// The session store behind this manager, as a plain trait object (calling through it
+    /// costs one dynamic call per operation).
+    pub fn store(&self) -> &dyn SessionStore {
+        &*self.inner.store
     }
 
     /// The same backend as a checkpointer, for graphs.
-    pub fn checkpointer(&self) -> &Arc<dyn Checkpointer> {
-        &self.inner.checkpointer
+    pub fn checkpointer(&self) -> &dyn Checkpointer {
+        &*self.inner.checkpointer
     }
 
     /// How many times a write whose outcome is unknown is repeated with its operation id (see
@@ -524,14 +525,13 @@ impl SessionManager {
     /// next tick.
     ///
     /// # Errors
-    /// `InvalidConfig` when called outside a tokio runtime or with a zero interval.
+    /// `NoRuntime` outside a Tokio runtime; `InvalidConfig` for a zero interval.
     pub fn spawn_reaper(&self, interval: Duration) -> Result<ReaperHandle> {
         if interval.is_zero() {
             return Err(Error::InvalidConfig { reason: "the reaper interval must be greater than zero".into() });
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfig {
-            reason: "spawn_reaper must be called inside a tokio runtime".into(),
-        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::NoRuntime { op: "SessionManager::spawn_reaper" })?;
         let manager = self.clone();
         let task = runtime.spawn(async move {
             let mut ticks = tokio::time::interval(interval);

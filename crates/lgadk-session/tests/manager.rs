@@ -216,7 +216,7 @@ async fn reaper_purges_until_its_handle_is_dropped() {
 #[test]
 fn reaper_outside_a_runtime_is_a_typed_error() {
     let sessions = SessionManager::in_memory();
-    assert!(matches!(sessions.spawn_reaper(Duration::from_secs(1)), Err(Error::InvalidConfig { .. })));
+    assert!(matches!(sessions.spawn_reaper(Duration::from_secs(1)), Err(Error::NoRuntime { .. })));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = runtime.enter();
     assert!(matches!(sessions.spawn_reaper(Duration::ZERO), Err(Error::InvalidConfig { .. })));

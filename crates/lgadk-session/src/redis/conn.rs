@@ -301,6 +301,10 @@ impl Caller {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        // Tokio's timer and sockets would panic without one; say so instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime { op });
+        }
         let deadline = Instant::now() + self.deadline;
         // Whether this call was already sent once, on a connection that broke under it: from
         // then on, its outcome is unknown whatever happens to the second sending.
