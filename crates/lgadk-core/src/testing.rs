@@ -56,8 +56,8 @@ impl std::fmt::Debug for StoreFixture {
 /// is unavailable here, and the fixture itself must have said so loudly (and failed under CI).
 /// The calling crate needs `tokio` (macros, multi-thread runtime) as a dev-dependency.
 ///
-/// Every `pub async fn` of this module is a scenario and must be in the macro's list; a unit
-/// test compares the two, so a scenario cannot be left out.
+/// Every module-level `pub async fn` of this module is a scenario and must be in the macro's
+/// list; a unit test compares the two, so a scenario cannot be left out.
 #[macro_export]
 macro_rules! session_store_conformance {
     ($fixture:path) => {
@@ -124,13 +124,14 @@ macro_rules! __conformance_scenarios {
     };
 }
 
-/// The names of the scenarios defined in a suite's source: every `pub async fn` at the start
-/// of a line, in order. Conformance macros compare their list with it in a unit test, so a
-/// scenario written but left out of the macro fails that test.
+/// The names of the scenarios defined in a suite's source: every `pub async fn` at module
+/// level (at the very start of a line; indented methods are not scenarios), in order.
+/// Conformance macros compare their list with it in a unit test, so a scenario written but
+/// left out of the macro fails that test.
 pub fn scenario_names(source: &str) -> Vec<&str> {
     source
         .lines()
-        .filter_map(|line| line.trim_start().strip_prefix("pub async fn "))
+        .filter_map(|line| line.strip_prefix("pub async fn "))
         .filter_map(|rest| rest.split(['(', '<']).next())
         .map(str::trim)
         .collect()
