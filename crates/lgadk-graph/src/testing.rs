@@ -146,7 +146,7 @@ macro_rules! __graph_conformance {
 
 /// Answers `echo #<n>: <last user message>` (n counts its calls from 1), reports usage of
 /// (prompt messages × 10, words of the answer), streams word by word, and fails the calls in
-/// `failing` with a server error.
+/// `failing` with a server error. Each call yields to the runtime first, like a network call.
 #[derive(Debug, Default)]
 struct EchoModel {
     calls: AtomicUsize,
@@ -180,6 +180,11 @@ impl ChatModel for EchoModel {
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        // Give other tasks a chance to run, as a network call would: concurrent turns overlap
+        // even on a backend that never waits.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
         if self.failing.contains(&n) {
             return Err(Error::model(self.id(), ModelErrorKind::ServerError, Some(500), "scripted failure"));
         }
