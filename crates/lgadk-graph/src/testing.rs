@@ -13,7 +13,7 @@
 //! and per-session locks. A backend's test file writes one fixture function and expands the
 //! whole suite with [`graph_conformance!`](crate::graph_conformance):
 //!
-//! ```ignore
+//! ```
 //! async fn fixture() -> Option<lgadk_graph::testing::GraphFixture> {
 //!     let store = lgadk_session::InMemoryStore::builder().with_checkpoint_retention(3).build();
 //!     Some(lgadk_graph::testing::GraphFixture::new(3, (), move || {
@@ -454,7 +454,7 @@ pub async fn history_continues_across_separately_built_graphs(fx: GraphFixture) 
     let fourth = cold.run(request("four", &id)).await.unwrap();
     assert_eq!(fourth.state.messages[..6], third.state.messages[..]);
     assert_eq!(user_messages(&fourth.state), ["one", "two", "three", "four"]);
-    assert_eq!(here.get_user_sessions(&alice).await.unwrap(), [id.clone()]);
+    assert_eq!(here.get_user_sessions(&alice).await.unwrap(), std::slice::from_ref(&id));
     assert_eq!(interactions(&here, &id).await, 4);
 }
 
