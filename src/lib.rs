@@ -47,6 +47,7 @@
 //! |---|---|---|
 //! | `openai` | yes | `OpenAiModel`: OpenAI and any OpenAI-compatible server |
 //! | `redis` | yes | `RedisStore` and `SessionManager::redis` |
+//! | `redis-cluster` | no | `RedisStore::cluster_builder`: the same store on a Redis Cluster |
 
 #[doc(inline)]
 pub use lgadk_core as core;

@@ -85,6 +85,8 @@ fn lint() -> Result<()> {
         ("lgadk-session", "--features=redis"),
         ("lgadk-llm", "--no-default-features"),
         ("lgadk-graph", "--no-default-features"),
+        // The graph suite on its own: the workspace run turns lgadk-core's `testing` on for it.
+        ("lgadk-graph", "--features=testing"),
     ] {
         cargo(&["clippy", "--package", package, features, "--", "-D", "warnings"])?;
     }

@@ -55,10 +55,23 @@ impl std::fmt::Debug for StoreFixture {
 /// `$fixture` is an `async fn() -> Option<StoreFixture>`; `None` means the backend's service
 /// is unavailable here, and the fixture itself must have said so loudly (and failed under CI).
 /// The calling crate needs `tokio` (macros, multi-thread runtime) as a dev-dependency.
+///
+/// Every module-level `pub async fn` of this module is a scenario and must be in the macro's
+/// list; a unit test compares the two, so a scenario cannot be left out.
 #[macro_export]
 macro_rules! session_store_conformance {
     ($fixture:path) => {
-        $crate::__conformance_scenarios!($fixture;
+        $crate::__store_scenarios!(tests $fixture);
+    };
+}
+
+/// The one list of scenarios, handed to `__conformance_scenarios!` with a mode: `tests
+/// <fixture>` expands the tests, `names` the list of names (for the completeness check).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_scenarios {
+    ($($mode:tt)+) => {
+        $crate::__conformance_scenarios! { $($mode)+;
             create_then_get_round_trips,
             create_accepts_caller_chosen_id,
             create_rejects_taken_id,
@@ -95,20 +108,36 @@ macro_rules! session_store_conformance {
             repeated_create_with_one_op_id_creates_once,
             repeated_interaction_with_one_op_id_counts_once,
             repeated_checkpoint_put_with_one_op_id_saves_once,
-        );
+        }
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_scenarios {
-    ($fixture:path; $($name:ident),+ $(,)?) => {$(
+    (tests $fixture:path; $($name:ident),+ $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let Some(fixture) = $fixture().await else { return };
             $crate::testing::$name(fixture).await
         }
     )+};
+    (names; $($name:ident),+ $(,)?) => {
+        [$(stringify!($name)),+]
+    };
+}
+
+/// The names of the scenarios defined in a suite's source: every `pub async fn` at module
+/// level (at the very start of a line; indented methods are not scenarios), in order.
+/// Conformance macros compare their list with it in a unit test, so a scenario written but
+/// left out of the macro fails that test.
+pub fn scenario_names(source: &str) -> Vec<&str> {
+    source
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub async fn "))
+        .filter_map(|rest| rest.split(['(', '<']).next())
+        .map(str::trim)
+        .collect()
 }
 
 const TEN_SECONDS: Duration = Duration::from_secs(10);
@@ -755,4 +784,19 @@ pub async fn repeated_checkpoint_put_with_one_op_id_saves_once(fx: StoreFixture)
     assert_eq!(cp.messages(&id, 0..10).await.unwrap().len(), 3);
     let stale = cp.put(&id, put.with_op_id(OpId::new()), 0).await;
     assert!(matches!(stale, Err(Error::Conflict { expected: 0, actual: 2, .. })), "{stale:?}");
+}
+
+#[cfg(test)]
+mod completeness {
+    /// Fails when a scenario of this module is missing from `session_store_conformance!`
+    /// (or the macro names one that is not a `pub async fn` here).
+    #[test]
+    fn the_macro_lists_every_scenario() {
+        let mut listed = crate::__store_scenarios!(names).to_vec();
+        let mut defined = super::scenario_names(include_str!("testing.rs"));
+        assert!(defined.len() > 30, "the parser found the scenarios: {defined:?}");
+        listed.sort_unstable();
+        defined.sort_unstable();
+        assert_eq!(listed, defined, "session_store_conformance! must list every scenario of lgadk_core::testing");
+    }
 }

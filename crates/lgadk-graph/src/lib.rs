@@ -55,8 +55,12 @@
 //! [`RunResponse`], [`RunOptions`], [`RunEvent`].
 //!
 //! # Feature flags
-//! This crate has none; session backends are chosen through the
-//! [`SessionManager`](lgadk_session::SessionManager) it is given.
+//! Session backends are chosen through the [`SessionManager`](lgadk_session::SessionManager)
+//! a graph is given, not by features.
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `testing` | no | [`testing`]: the graph-level conformance suite every session backend runs (not semver-stable) |
 
 mod builder;
 mod cache;
@@ -67,6 +71,9 @@ mod graph;
 mod lock;
 mod run;
 mod stream;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod turn;
 
 pub use builder::GraphBuilder;

@@ -1,5 +1,7 @@
-//! Runs bound to sessions: loading, saving, tracking, serialization, failures, interrupts and
-//! streaming, on the in-memory store.
+//! Runs bound to sessions on the in-memory store, beyond the graph conformance suite
+//! (`tests/conformance.rs`, which every backend runs): new sessions, metadata, dead sessions,
+//! tracking off, interrupts naming the session, cancelled streams and runs, custom states and
+//! JSON nested too deep.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code: a failure is a panic")]
 
 mod common;
@@ -9,9 +11,7 @@ use std::time::Duration;
 
 use common::{EchoModel, TestAgent};
 use futures_util::StreamExt as _;
-use lgadk_core::{
-    Agent, ChatState, Error, GraphError, Message, Metadata, Result, Role, RunContext, SessionId, Usage, UserId,
-};
+use lgadk_core::{Agent, ChatState, Error, Message, Metadata, Result, RunContext, SessionId, Usage, UserId};
 use lgadk_graph::{CompiledGraph, GraphBuilder, RunEvent, RunOptions, RunRequest, StateGraph};
 use lgadk_session::SessionManager;
 
@@ -50,32 +50,6 @@ async fn run_without_session_creates_one_with_user_and_metadata() {
 }
 
 #[tokio::test]
-async fn run_on_existing_session_continues_its_history() {
-    let sessions = SessionManager::in_memory();
-    let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    graph.run(RunRequest::new("one").with_session(id.clone())).await.unwrap();
-    let second = graph.run(RunRequest::new("two").with_session(id.clone())).await.unwrap();
-
-    let contents: Vec<&str> = second.state.messages.iter().map(|m| m.content.as_str()).collect();
-    assert_eq!(contents, ["one", "echo #1: one", "two", "echo #2: two"]);
-    // The second prompt held the system message and the three messages before the answer.
-    assert_eq!(second.usage, EchoModel::usage_for(4, "echo #2: two"));
-    assert_eq!(graph.state(&id).await.unwrap().unwrap().messages, second.state.messages);
-
-    // A graph with a cold cache (as another process would be) sees the same history.
-    let cold = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
-    let third = cold.run(RunRequest::new("three").with_session(id.clone())).await.unwrap();
-    assert_eq!(third.state.messages.len(), 6);
-    assert_eq!(third.state.messages[..4], second.state.messages[..]);
-
-    let history = graph.history(&id, 10).await.unwrap();
-    assert_eq!(history.iter().map(|s| s.version).collect::<Vec<_>>(), [3, 2, 1]);
-    assert_eq!(history.iter().map(|s| s.state.messages.len()).collect::<Vec<_>>(), [6, 4, 2]);
-    assert_eq!(history[0].node.as_deref(), Some("assistant"));
-}
-
-#[tokio::test]
 async fn run_with_metadata_on_existing_session_merges_it() {
     let sessions = SessionManager::in_memory();
     let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
@@ -106,55 +80,6 @@ async fn run_on_unknown_or_ended_session_fails_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn failing_model_mid_run_leaves_history_and_stats_unchanged() {
-    let sessions = SessionManager::in_memory();
-    // Turn 1 makes calls 1 and 2; turn 2 makes call 3 (first node), then call 4 fails.
-    let model = Arc::new(EchoModel::failing_from(4));
-    let graph = StateGraph::<ChatState>::new("two-step")
-        .add_node("first", TestAgent::new("first", Arc::clone(&model) as _))
-        .add_node("second", TestAgent::new("second", Arc::clone(&model) as _))
-        .set_entry_point("first")
-        .add_edge("first", "second")
-        .set_finish_point("second")
-        .with_sessions(sessions.clone())
-        .compile()
-        .unwrap();
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    let ok = graph.run(RunRequest::new("one").with_session(id.clone())).await.unwrap();
-    let stats_before = sessions.get_session(&id).await.unwrap().unwrap().stats;
-
-    let err = graph.run(RunRequest::new("two").with_session(id.clone())).await.unwrap_err();
-    assert!(matches!(err, Error::Model { status: Some(500), .. }), "{err:?}");
-    assert_eq!(model.calls(), 4, "turn 2 got past its first node before failing");
-
-    assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats, stats_before);
-    assert_eq!(graph.state(&id).await.unwrap().unwrap().messages, ok.state.messages);
-    assert_eq!(graph.history(&id, 10).await.unwrap().len(), 1);
-
-    // The failed turn left no cache entry behind: the next turn starts from the saved state.
-    let model_ok = Arc::new(EchoModel::default());
-    let retry = StateGraph::<ChatState>::new("one-step")
-        .add_node("only", TestAgent::new("only", model_ok))
-        .set_entry_point("only")
-        .set_finish_point("only")
-        .with_sessions(sessions.clone())
-        .compile()
-        .unwrap();
-    let after = retry.run(RunRequest::new("three").with_session(id.clone())).await.unwrap();
-    assert_eq!(after.state.messages.len(), ok.state.messages.len() + 2);
-}
-
-#[tokio::test]
-async fn failing_run_without_session_leaves_no_session() {
-    let sessions = SessionManager::in_memory();
-    let graph = chat_graph(Arc::new(EchoModel::failing_from(1)), sessions.clone());
-    let alice = UserId::parse("alice").unwrap();
-    let err = graph.run(RunRequest::new("hi").with_user(alice.clone())).await.unwrap_err();
-    assert!(matches!(err, Error::Model { .. }));
-    assert!(sessions.get_user_sessions(&alice).await.unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn tracking_turned_off_saves_the_turn_without_an_interaction() {
     let sessions = SessionManager::in_memory();
     let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone())
@@ -163,89 +88,6 @@ async fn tracking_turned_off_saves_the_turn_without_an_interaction() {
     let session = sessions.get_session(&response.session_id).await.unwrap().unwrap();
     assert_eq!(session.stats.interactions, 0);
     assert_eq!(graph.state(&response.session_id).await.unwrap().unwrap().messages.len(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_concurrent_runs_on_one_session_all_land_in_order() {
-    let sessions = SessionManager::in_memory();
-    let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    let runs: Vec<_> = (0..20)
-        .map(|i| {
-            let (graph, id) = (graph.clone(), id.clone());
-            tokio::spawn(async move { graph.run(RunRequest::new(format!("msg {i}")).with_session(id)).await })
-        })
-        .collect();
-    let mut usage = Usage::default();
-    for run in runs {
-        usage += run.await.unwrap().unwrap().usage;
-    }
-    let state = graph.state(&id).await.unwrap().unwrap();
-    assert_eq!(state.messages.len(), 40);
-    let mut seen = Vec::new();
-    for (turn, pair) in state.messages.chunks(2).enumerate() {
-        assert_eq!((pair[0].role, pair[1].role), (Role::User, Role::Assistant));
-        assert_eq!(pair[1].content, format!("echo #{}: {}", turn + 1, pair[0].content), "turns interleaved");
-        seen.push(pair[0].content.clone());
-    }
-    seen.sort();
-    let mut expected: Vec<String> = (0..20).map(|i| format!("msg {i}")).collect();
-    expected.sort();
-    assert_eq!(seen, expected, "no turn lost");
-    let stats = sessions.get_session(&id).await.unwrap().unwrap().stats;
-    assert_eq!(
-        (stats.interactions, stats.total_tokens_in, stats.total_tokens_out),
-        (20, usage.prompt_tokens, usage.completion_tokens)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_graphs_racing_on_one_session_commit_or_conflict_and_lose_nothing() {
-    let sessions = SessionManager::in_memory();
-    let graphs = [
-        chat_graph(Arc::new(EchoModel::default()), sessions.clone()),
-        chat_graph(Arc::new(EchoModel::default()), sessions.clone()),
-    ];
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    let runs: Vec<_> = (0..20)
-        .map(|i| {
-            let (graph, id) = (graphs[i % 2].clone(), id.clone());
-            tokio::spawn(async move { graph.run(RunRequest::new(format!("msg {i}")).with_session(id)).await })
-        })
-        .collect();
-    let (mut committed, mut conflicts) = (Vec::new(), 0);
-    for run in runs {
-        match run.await.unwrap() {
-            Ok(response) => committed.push(response.state.input.clone()),
-            Err(Error::Conflict { .. }) => conflicts += 1,
-            Err(other) => panic!("unexpected error {other:?}"),
-        }
-    }
-    assert_eq!(committed.len() + conflicts, 20);
-    eprintln!("racing graphs: {} committed, {conflicts} rejected with Conflict", committed.len());
-    let state = graphs[0].state(&id).await.unwrap().unwrap();
-    let mut saved: Vec<String> =
-        state.messages.iter().filter(|m| m.role == Role::User).map(|m| m.content.clone()).collect();
-    saved.sort();
-    committed.sort();
-    assert_eq!(saved, committed, "every committed turn is in the history, and only those");
-    assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats.interactions, committed.len() as u64);
-}
-
-#[tokio::test]
-async fn conflict_with_retry_reloads_and_commits() {
-    let sessions = SessionManager::in_memory();
-    let a = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
-    let b = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    a.run(RunRequest::new("a1").with_session(id.clone())).await.unwrap();
-    b.run(RunRequest::new("b1").with_session(id.clone())).await.unwrap();
-    // `a` cached version 1; `b` saved version 2. The cache check notices and reloads, so even
-    // without retries `a` continues from version 2.
-    let a2 = a.run(RunRequest::new("a2").with_session(id.clone())).await.unwrap();
-    let users: Vec<&str> =
-        a2.state.messages.iter().filter(|m| m.role == Role::User).map(|m| m.content.as_str()).collect();
-    assert_eq!(users, ["a1", "b1", "a2"]);
 }
 
 /// Asks for approval once; on resume, records the answer.
@@ -268,52 +110,6 @@ impl Agent<ChatState> for Approval {
     }
 }
 
-/// Draft → approval (interrupts until resumed) → publish.
-fn hitl_graph(model: &Arc<EchoModel>, sessions: &SessionManager) -> CompiledGraph<ChatState> {
-    StateGraph::<ChatState>::new("hitl")
-        .add_node("draft", TestAgent::new("draft", Arc::clone(model) as _))
-        .add_node("approval", Approval)
-        .add_node_fn("publish", |mut state: ChatState, _| async move {
-            state.output = format!("published after {} messages", state.messages.len());
-            Ok(state)
-        })
-        .set_entry_point("draft")
-        .add_edge("draft", "approval")
-        .add_edge("approval", "publish")
-        .set_finish_point("publish")
-        .with_sessions(sessions.clone())
-        .compile()
-        .unwrap()
-}
-
-#[tokio::test]
-async fn interrupt_saves_the_checkpoint_and_resume_continues_from_the_node() {
-    let sessions = SessionManager::in_memory();
-    let model = Arc::new(EchoModel::default());
-    let graph = hitl_graph(&model, &sessions);
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    let err = graph.run(RunRequest::new("write a post").with_session(id.clone())).await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Interrupted { node, session_id: Some(got) } if node == "approval" && *got == id),
-        "{err:?}"
-    );
-
-    let saved = graph.history(&id, 1).await.unwrap().remove(0);
-    assert_eq!(saved.next, ["approval"]);
-    assert_eq!(saved.node.as_deref(), Some("approval"));
-    assert_eq!(saved.state.messages.len(), 2);
-
-    // A cold graph (another process) resumes as well as a warm one would.
-    let cold = hitl_graph(&model, &sessions);
-    let resumed = cold.resume(&id, serde_json::json!("yes")).await.unwrap();
-    assert_eq!(resumed.output, "published after 3 messages");
-    assert_eq!(model.calls(), 1, "the draft node did not run again");
-    assert!(graph.history(&id, 1).await.unwrap()[0].next.is_empty());
-
-    let err = graph.resume(&id, serde_json::json!("again")).await.unwrap_err();
-    assert!(matches!(err, Error::Graph(GraphError::Invalid { .. })), "{err:?}");
-}
-
 /// Regression: a run that created its session and then interrupted must say which session to
 /// resume, or the caller could never continue it.
 #[tokio::test]
@@ -332,64 +128,6 @@ async fn interrupt_of_a_run_that_created_its_session_names_the_session() {
     let resumed = graph.resume(&id, serde_json::json!("ok")).await.unwrap();
     assert_eq!(resumed.session_id, id);
     assert!(resumed.state.messages.iter().any(|m| m.content == "approved: \"ok\""));
-}
-
-#[tokio::test]
-async fn stream_yields_events_in_order_and_the_same_state_as_run() {
-    let streamed_sessions = SessionManager::in_memory();
-    let streamed = chat_graph(Arc::new(EchoModel::default()), streamed_sessions.clone());
-    let run_sessions = SessionManager::in_memory();
-    let ran = chat_graph(Arc::new(EchoModel::default()), run_sessions.clone());
-
-    let mut events = Vec::new();
-    let mut stream = streamed.stream(RunRequest::new("stream me"));
-    while let Some(event) = stream.next().await {
-        events.push(event.unwrap());
-    }
-    let by_run = ran.run(RunRequest::new("stream me")).await.unwrap();
-
-    let mut tokens = String::new();
-    let mut kinds = Vec::new();
-    for event in &events {
-        match event {
-            RunEvent::NodeStarted { node, step } => kinds.push(format!("start {node} {step}")),
-            RunEvent::NodeFinished { node, step } => kinds.push(format!("finish {node} {step}")),
-            RunEvent::Token { node, text } => {
-                assert_eq!(node, "assistant");
-                tokens.push_str(text);
-                if kinds.last().is_none_or(|k| k != "tokens") {
-                    kinds.push("tokens".into());
-                }
-            }
-            RunEvent::Finished(_) => kinds.push("finished".into()),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(kinds, ["start assistant 1", "tokens", "finish assistant 1", "finished"]);
-    let Some(RunEvent::Finished(response)) = events.pop() else { panic!("no final event") };
-    assert_eq!(tokens, response.output);
-    assert_eq!(response.output, by_run.output);
-    assert_eq!(response.usage, by_run.usage);
-    let normalize = |mut state: ChatState| {
-        state.session_id = None;
-        state
-    };
-    assert_eq!(normalize((*response.state).clone()), normalize((*by_run.state).clone()));
-    let session = streamed_sessions.get_session(&response.session_id).await.unwrap().unwrap();
-    assert_eq!(session.stats.interactions, 1);
-    assert_eq!(streamed.state(&response.session_id).await.unwrap().unwrap(), *response.state);
-}
-
-#[tokio::test]
-async fn stream_of_a_failing_run_ends_with_the_error_and_saves_nothing() {
-    let sessions = SessionManager::in_memory();
-    let graph = chat_graph(Arc::new(EchoModel::failing_from(1)), sessions.clone());
-    let id = sessions.create_session(None, Metadata::new()).await.unwrap();
-    let events: Vec<_> = graph.stream(RunRequest::new("hi").with_session(id.clone())).collect().await;
-    assert!(matches!(events.first(), Some(Ok(RunEvent::NodeStarted { .. }))));
-    assert!(matches!(events.last(), Some(Err(Error::Model { .. }))), "{events:?}");
-    assert!(graph.state(&id).await.unwrap().is_none());
-    assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats.interactions, 0);
 }
 
 #[tokio::test]
