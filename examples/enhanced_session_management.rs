@@ -319,7 +319,7 @@ async fn conversation(
     let alice_sessions = session_manager.get_user_sessions("alice").await?;
     say!(out, "  Alice's active sessions: {}", alice_sessions.len());
 
-    let summary = live(session_manager.summary(&alice_session).await?, &alice_session)?;
+    let summary = live(session_manager.get_session_summary(&alice_session).await?, &alice_session)?;
     say!(out, "  Alice's session statistics:");
     say!(out, "    - Interactions: {}", summary.interactions);
     say!(out, "    - Total tokens in: {}", summary.total_tokens_in);

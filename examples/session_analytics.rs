@@ -29,7 +29,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let sessions = SessionManager::builder(lgadk::session::InMemoryStore::new())
-        .default_timeout(Some(Duration::from_secs(30 * 60)))
+        .with_default_timeout(Some(Duration::from_secs(30 * 60)))
         .build();
     let alice = UserId::parse("alice")?;
     let bob = UserId::parse("bob")?;
@@ -70,7 +70,7 @@ async fn main() -> Result<()> {
 
     println!("\nSummaries:");
     for (label, id) in [("alice/laptop", &laptop), ("alice/phone", &phone), ("bob/desktop", &bob_main)] {
-        match sessions.summary(id).await? {
+        match sessions.get_session_summary(id).await? {
             Some(summary) => print_summary(label, &summary),
             None => println!("  {label} ({id}) is gone"),
         }

@@ -17,7 +17,7 @@
 //! let first = graph.run(RunRequest::new("Hello! What is machine learning?")).await?;
 //! let again = graph.run(RunRequest::new("And neural networks?").with_session(first.session_id.clone())).await?;
 //! assert_eq!(again.state.messages.len(), 4, "the second turn continued the first");
-//! assert_eq!(sessions.summary(&first.session_id).await?.map(|s| s.interactions), Some(2));
+//! assert_eq!(sessions.get_session_summary(&first.session_id).await?.map(|s| s.interactions), Some(2));
 //! # Ok(())
 //! # }
 //! ```

@@ -65,7 +65,7 @@ async fn seed_scenario(sessions: SessionManager) {
     assert_eq!(bob_record.user_id, Some(bob.clone()));
     assert_eq!(bob_record.metadata, bob_meta);
 
-    let summary = sessions.summary(&alice_session).await.unwrap().unwrap();
+    let summary = sessions.get_session_summary(&alice_session).await.unwrap().unwrap();
     assert_eq!(summary.interactions, 2);
     assert_eq!(
         Usage::new(summary.total_tokens_in, summary.total_tokens_out),
@@ -77,7 +77,7 @@ async fn seed_scenario(sessions: SessionManager) {
     assert!(summary.avg_response_time.abs_diff(measured) < Duration::from_millis(1), "{summary:?} vs {measured:?}");
     assert!(summary.duration >= a2.response_time);
     assert_eq!(summary.user_id, Some(alice.clone()));
-    let bob_summary = sessions.summary(&bob_session).await.unwrap().unwrap();
+    let bob_summary = sessions.get_session_summary(&bob_session).await.unwrap().unwrap();
     assert_eq!(
         (bob_summary.interactions, bob_summary.total_tokens_in),
         (2, reported[1].prompt_tokens + reported[3].prompt_tokens)
@@ -103,7 +103,7 @@ async fn seed_scenario(sessions: SessionManager) {
     assert!(!sessions.session_exists(&alice_session).await.unwrap());
     assert!(!sessions.session_exists(&bob_session).await.unwrap());
     assert!(sessions.get_user_sessions(&alice).await.unwrap().is_empty());
-    assert!(sessions.summary(&alice_session).await.unwrap().is_none(), "an ended session reads as absent");
+    assert!(sessions.get_session_summary(&alice_session).await.unwrap().is_none(), "an ended session reads as absent");
     let err = graph.run(RunRequest::new("still there?").with_session(alice_session)).await.unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
 }

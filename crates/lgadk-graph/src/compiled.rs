@@ -31,7 +31,7 @@ use crate::turn::{Turn, TurnRequest};
 ///    version is unchanged (one cheap call), otherwise from the latest checkpoint plus the
 ///    message log. A request without a session id starts from `S::default()`.
 /// 3. Metadata in the request is merged into an existing session's metadata.
-///    [`GraphState::begin_turn`] gets the message; a [`ChatState`] also gets the session id
+///    [`GraphState::begin_turn`] gets the message; a [`ChatState`](lgadk_core::ChatState) also gets the session id
 ///    and metadata.
 /// 4. The nodes run from `START` until every branch reaches `END`.
 /// 5. The checkpoint is saved compare-and-set on the version it was loaded at, with only the
@@ -106,7 +106,7 @@ impl<S: GraphState> CompiledGraph<S> {
     ///
     /// # Errors
     /// Node errors as the node returned them; [`Error::Graph`] with
-    /// [`GraphError::RecursionLimit`] or [`GraphError::UnknownRoute`];
+    /// [`GraphError::RecursionLimit`](lgadk_core::GraphError::RecursionLimit) or [`GraphError::UnknownRoute`](lgadk_core::GraphError::UnknownRoute);
     /// [`Error::Interrupted`] when a node interrupts.
     pub async fn invoke(&self, mut state: S) -> Result<S> {
         let topology = &self.inner.topology;
@@ -138,8 +138,8 @@ impl<S: GraphState> CompiledGraph<S> {
     ///   [`resume`](Self::resume) continues from that node of the session the error names
     ///   (also when this run created it).
     /// - Node and model errors as the node returned them; [`Error::Graph`] with
-    ///   [`GraphError::RecursionLimit`], [`GraphError::UnknownRoute`] or
-    ///   [`GraphError::State`]; nothing of the turn is written.
+    ///   [`GraphError::RecursionLimit`](lgadk_core::GraphError::RecursionLimit), [`GraphError::UnknownRoute`](lgadk_core::GraphError::UnknownRoute) or
+    ///   [`GraphError::State`](lgadk_core::GraphError::State); nothing of the turn is written.
     /// - `Backend`, `Corrupt` and `MetadataTooLarge` from the session manager.
     pub async fn run_with(&self, request: RunRequest, options: RunOptions) -> Result<RunResponse<S>> {
         self.turn(request.into(), options, None, None).await
@@ -150,7 +150,7 @@ impl<S: GraphState> CompiledGraph<S> {
     /// saved and tracked like a [`run`](Self::run).
     ///
     /// # Errors
-    /// [`GraphError::Invalid`] when the session has no interrupted run; otherwise as
+    /// [`GraphError::Invalid`](lgadk_core::GraphError::Invalid) when the session has no interrupted run; otherwise as
     /// [`run_with`](Self::run_with).
     pub async fn resume(&self, id: &SessionId, value: serde_json::Value) -> Result<RunResponse<S>> {
         let request =

@@ -45,7 +45,7 @@
 //! assert_eq!(again.output, "message 2");
 //! assert_eq!(again.state.messages.len(), 4);
 //!
-//! let summary = sessions.summary(&first.session_id).await?.expect("the session is live");
+//! let summary = sessions.get_session_summary(&first.session_id).await?.expect("the session is live");
 //! assert_eq!((summary.interactions, summary.total_tokens_in, summary.total_tokens_out), (2, 10, 4));
 //! # Ok(())
 //! # }

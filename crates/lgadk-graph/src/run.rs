@@ -61,7 +61,7 @@ impl RunRequest {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RunResponse<S> {
-    /// The turn's answer ([`GraphState::output`]).
+    /// The turn's answer ([`GraphState::output`](lgadk_core::GraphState::output)).
     pub output: String,
     /// The session the turn was saved to (new if the request named none).
     pub session_id: SessionId,
@@ -75,15 +75,15 @@ pub struct RunResponse<S> {
     pub response_time: Duration,
 }
 
-/// Per-run settings; [`CompiledGraph::with_options`] sets a graph's defaults.
+/// Per-run settings; [`CompiledGraph::with_options`](crate::CompiledGraph::with_options) sets a graph's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunOptions {
-    /// Track each turn on the session ([`SessionManager::record_interaction`]) with the usage the
+    /// Track each turn on the session ([`SessionManager::record_interaction`](lgadk_session::SessionManager::record_interaction)) with the usage the
     /// model reported and the measured wall time. Default `true`; turn it off when the caller
     /// tracks interactions itself.
     pub track_interactions: bool,
-    /// When another process saved the session first ([`Error::Conflict`]), reload its state and
+    /// When another process saved the session first ([`Error::Conflict`](lgadk_core::Error::Conflict)), reload its state and
     /// run the turn again, once. Default `false`: the conflict is returned.
     pub retry_on_conflict: bool,
     /// Overrides the graph's recursion limit for this run.

@@ -363,7 +363,7 @@ async fn new_session(sessions: &SessionManager) -> SessionId {
 }
 
 async fn interactions(sessions: &SessionManager, id: &SessionId) -> u64 {
-    sessions.summary(id).await.unwrap().expect("the session is live").interactions
+    sessions.get_session_summary(id).await.unwrap().expect("the session is live").interactions
 }
 
 /// Asserts every turn of `state` is a user message followed by its answer (no interleaving).
@@ -745,8 +745,10 @@ pub async fn stream_ends_in_the_same_state_as_run(fx: GraphFixture) {
         shape(reader.history(&streamed_id, 10).await.unwrap()),
         shape(reader.history(&ran_id, 10).await.unwrap())
     );
-    let (s, r) =
-        (sessions.summary(&streamed_id).await.unwrap().unwrap(), sessions.summary(&ran_id).await.unwrap().unwrap());
+    let (s, r) = (
+        sessions.get_session_summary(&streamed_id).await.unwrap().unwrap(),
+        sessions.get_session_summary(&ran_id).await.unwrap().unwrap(),
+    );
     assert_eq!((s.interactions, s.total_tokens_in, s.total_tokens_out), (2, r.total_tokens_in, r.total_tokens_out));
     assert_eq!(r.interactions, 2);
 }

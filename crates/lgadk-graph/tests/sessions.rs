@@ -194,7 +194,7 @@ async fn custom_state_is_saved_and_continued_like_chat_state() {
     let second = build().run(RunRequest::new("de").with_session(first.session_id.clone())).await.unwrap();
     assert_eq!(second.output, "5");
     assert_eq!(second.state.inputs, ["abc", "de"]);
-    assert_eq!(sessions.summary(&first.session_id).await.unwrap().unwrap().interactions, 2);
+    assert_eq!(sessions.get_session_summary(&first.session_id).await.unwrap().unwrap().interactions, 2);
 }
 
 /// An in-memory store whose `track_interaction` takes a while, like a slow network.

@@ -19,14 +19,14 @@
 //! let merged = sessions.update_session_metadata(&id, metadata! {"plan" => "premium"}, true).await?;
 //! assert_eq!(merged.len(), 2);
 //!
-//! let summary = sessions.summary(&id).await?.expect("the session is live");
+//! let summary = sessions.get_session_summary(&id).await?.expect("the session is live");
 //! assert_eq!((summary.interactions, summary.total_tokens_out), (1, 128));
 //! sessions.end_session(&id).await?;
 //! // Readers answer `None` (or `false`) for a session that is unknown, ended or expired;
 //! // writers fail with `Error::SessionNotFound`.
 //! assert!(!sessions.session_exists(&id).await?);
-//! assert!(sessions.summary(&id).await?.is_none());
-//! assert!(sessions.touch(&id).await.is_err());
+//! assert!(sessions.get_session_summary(&id).await?.is_none());
+//! assert!(sessions.update_session(&id).await.is_err());
 //! # Ok(())
 //! # }
 //! ```

@@ -34,13 +34,13 @@ use crate::memory::InMemoryStore;
 /// # Absent sessions
 /// One rule for every method: a session that is unknown, ended or expired is **absent**.
 /// - Readers answer for it without an error: [`get_session`](Self::get_session),
-///   [`get_session_metadata`](Self::get_session_metadata) and [`summary`](Self::summary) return
+///   [`get_session_metadata`](Self::get_session_metadata) and [`get_session_summary`](Self::get_session_summary) return
 ///   `Ok(None)`, [`session_exists`](Self::session_exists) and [`end_session`](Self::end_session)
 ///   `Ok(false)`, and the user listings leave it out.
 /// - Writers fail with `SessionNotFound` and do not bring it back:
 ///   [`track_interaction`](Self::track_interaction),
 ///   [`record_interaction`](Self::record_interaction),
-///   [`update_session_metadata`](Self::update_session_metadata), [`touch`](Self::touch).
+///   [`update_session_metadata`](Self::update_session_metadata), [`update_session`](Self::update_session).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -51,13 +51,13 @@ use crate::memory::InMemoryStore;
 /// let sessions = SessionManager::in_memory();
 /// let id = sessions.create_session("alice", metadata! {"plan" => "pro"}).await?;
 /// sessions.track_interaction(&id, 12, 40, Duration::from_millis(300)).await?;
-/// let summary = sessions.summary(&id).await?.expect("the session is live");
+/// let summary = sessions.get_session_summary(&id).await?.expect("the session is live");
 /// assert_eq!(summary.interactions, 1);
 /// assert_eq!(sessions.get_user_sessions("alice").await?, [id.clone()]);
 /// assert_eq!(sessions.get_session_metadata(&id).await?.expect("live").get("plan"), Some(&"pro".into()));
 /// assert!(sessions.end_session(&id).await?);
 /// assert!(!sessions.session_exists(&id).await?);
-/// assert!(sessions.summary(&id).await?.is_none(), "ended sessions read as absent");
+/// assert!(sessions.get_session_summary(&id).await?.is_none(), "ended sessions read as absent");
 /// # Ok(())
 /// # }
 /// ```
@@ -116,14 +116,14 @@ impl fmt::Debug for SessionManagerBuilder {
 impl SessionManagerBuilder {
     /// Idle timeout for sessions created with [`Timeout::Default`]; `None` means they never
     /// expire. Default: one hour.
-    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+    pub fn with_default_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.default_timeout = timeout;
         self
     }
 
     /// Largest metadata map the manager passes on, serialized, in bytes (default 64 KiB).
     /// The store applies its own limit to the merged result as well.
-    pub fn metadata_limit(mut self, bytes: usize) -> Self {
+    pub fn with_metadata_limit(mut self, bytes: usize) -> Self {
         self.metadata_limit = bytes;
         self
     }
@@ -133,7 +133,7 @@ impl SessionManagerBuilder {
     /// [`DEFAULT_UNKNOWN_OUTCOME_RETRIES`], 0 turns it off). This covers `create_session*` and
     /// `track_interaction`/`record_interaction`; the store applies each op id at most once,
     /// so a repeat never counts twice.
-    pub fn unknown_outcome_retries(mut self, retries: usize) -> Self {
+    pub fn with_unknown_outcome_retries(mut self, retries: usize) -> Self {
         self.unknown_outcome_retries = retries;
         self
     }
@@ -309,7 +309,7 @@ impl SessionManager {
     }
 
     /// How many times a write whose outcome is unknown is repeated with its operation id (see
-    /// [`SessionManagerBuilder::unknown_outcome_retries`]); graphs use the same for checkpoints.
+    /// [`SessionManagerBuilder::with_unknown_outcome_retries`]); graphs use the same for checkpoints.
     pub fn unknown_outcome_retries(&self) -> usize {
         self.inner.unknown_outcome_retries
     }
@@ -469,12 +469,12 @@ impl SessionManager {
         .await
     }
 
-    /// Marks the session active now, extending its sliding timeout (LG-ADK's `update_session`).
+    /// Marks the session active now, extending its sliding timeout.
     ///
     /// # Errors
     /// `InvalidSessionId`; `SessionNotFound` if the session is unknown, ended or expired.
-    #[doc(alias = "update_session")]
-    pub async fn touch(&self, id: impl IntoSessionId<'_>) -> Result<()> {
+    #[doc(alias = "touch")]
+    pub async fn update_session(&self, id: impl IntoSessionId<'_>) -> Result<()> {
         let id = id.into_session_id()?;
         traced(self.dyn_store().touch(&id).instrument(span!("touch", self, id)).await)
     }
@@ -510,12 +510,12 @@ impl SessionManager {
     }
 
     /// The session's analytics (interactions, tokens, average response time, duration), or
-    /// `None` if the session is unknown, ended or expired (LG-ADK's `get_session_summary`).
+    /// `None` if the session is unknown, ended or expired.
     ///
     /// # Errors
     /// `InvalidSessionId`, `Backend`, `Corrupt`.
-    #[doc(alias = "get_session_summary")]
-    pub async fn summary(&self, id: impl IntoSessionId<'_>) -> Result<Option<SessionSummary>> {
+    #[doc(alias = "summary")]
+    pub async fn get_session_summary(&self, id: impl IntoSessionId<'_>) -> Result<Option<SessionSummary>> {
         let id = id.into_session_id()?;
         Ok(self.read(&id, "summary").await?.map(SessionSummary::of))
     }

@@ -18,7 +18,7 @@ fn meta(value: serde_json::Value) -> Metadata {
 fn manager_with_clock() -> (SessionManager, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
     let store = InMemoryStore::builder().with_clock(clock.clone()).build();
-    (SessionManager::builder(store).default_timeout(Some(Duration::from_secs(60))).build(), clock)
+    (SessionManager::builder(store).with_default_timeout(Some(Duration::from_secs(60))).build(), clock)
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn default_timeout_applies_to_sessions_created_without_one() {
 #[tokio::test]
 async fn no_default_timeout_means_sessions_never_expire() {
     let store = InMemoryStore::new();
-    let sessions = SessionManager::builder(store).default_timeout(None).build();
+    let sessions = SessionManager::builder(store).with_default_timeout(None).build();
     let session = sessions.create_session_with(NewSession::default()).await.unwrap();
     assert_eq!(session.timeout, None);
 }
@@ -50,7 +50,7 @@ async fn summary_reports_the_seed_analytics() {
     sessions.track_interaction(&id, 10, 30, Duration::from_millis(200)).await.unwrap();
     clock.advance(Duration::from_millis(1500));
     sessions.track_interaction(&id, 20, 50, Duration::from_millis(400)).await.unwrap();
-    let summary = sessions.summary(&id).await.unwrap().unwrap();
+    let summary = sessions.get_session_summary(&id).await.unwrap().unwrap();
     assert_eq!(summary.interactions, 2);
     assert_eq!((summary.total_tokens_in, summary.total_tokens_out), (30, 80));
     assert_eq!(summary.avg_response_time, Duration::from_millis(300));
@@ -81,7 +81,7 @@ async fn metadata_view_keeps_record_fields_out_of_the_users_map() {
 async fn assert_absent(sessions: &SessionManager, id: &SessionId, user: &UserId, why: &str) {
     assert_eq!(sessions.get_session(id).await.unwrap(), None, "get_session: {why}");
     assert_eq!(sessions.get_session_metadata(id).await.unwrap(), None, "get_session_metadata: {why}");
-    assert_eq!(sessions.summary(id).await.unwrap(), None, "summary: {why}");
+    assert_eq!(sessions.get_session_summary(id).await.unwrap(), None, "summary: {why}");
     assert!(!sessions.session_exists(id).await.unwrap(), "session_exists: {why}");
     assert!(!sessions.get_user_sessions(user).await.unwrap().contains(id), "get_user_sessions: {why}");
     assert!(!sessions.user_sessions(user, Page::default()).await.unwrap().ids.contains(id), "user_sessions: {why}");
@@ -94,7 +94,7 @@ async fn assert_absent(sessions: &SessionManager, id: &SessionId, user: &UserId,
     not_found(sessions.record_interaction(id, Interaction::tokens(1, 1)).await.map(drop), "record_interaction");
     not_found(sessions.update_session_metadata(id, metadata! {"a" => 1}, true).await.map(drop), "update (merge)");
     not_found(sessions.update_session_metadata(id, metadata! {"a" => 1}, false).await.map(drop), "update (replace)");
-    not_found(sessions.touch(id).await, "touch");
+    not_found(sessions.update_session(id).await, "touch");
     assert_eq!(sessions.get_session(id).await.unwrap(), None, "a failed write brought it back: {why}");
     assert!(!sessions.end_session(id).await.unwrap(), "end_session: {why}");
 }
@@ -111,7 +111,7 @@ async fn absent_sessions_read_as_none_and_writes_to_them_fail() {
     assert_absent(&sessions, &ended, &alice, "ended").await;
 
     let expired = sessions.create_session(&alice, metadata! {"k" => "v"}).await.unwrap();
-    assert!(sessions.summary(&expired).await.unwrap().is_some());
+    assert!(sessions.get_session_summary(&expired).await.unwrap().is_some());
     clock.advance(Duration::from_secs(61));
     assert_absent(&sessions, &expired, &alice, "expired").await;
 }
@@ -141,10 +141,10 @@ async fn id_arguments_take_ids_or_text_and_reject_bad_text() {
     // A session id as text works everywhere a `&SessionId` does.
     let text = ids[0].to_string();
     sessions.track_interaction(text.as_str(), 3, 4, Duration::from_millis(1)).await.unwrap();
-    sessions.touch(&text).await.unwrap();
+    sessions.update_session(&text).await.unwrap();
     sessions.update_session_metadata(text.clone(), metadata! {"plan" => "pro"}, true).await.unwrap();
     assert_eq!(sessions.get_session_metadata(text.as_str()).await.unwrap().unwrap().get("plan"), Some(&json!("pro")));
-    assert_eq!(sessions.summary(&text).await.unwrap().unwrap().total_tokens_out, 4);
+    assert_eq!(sessions.get_session_summary(&text).await.unwrap().unwrap().total_tokens_out, 4);
     assert!(sessions.session_exists(ids[0].clone()).await.unwrap());
     assert!(sessions.end_session(text).await.unwrap());
 
@@ -153,12 +153,12 @@ async fn id_arguments_take_ids_or_text_and_reject_bad_text() {
         |result: Result<(), Error>| assert!(matches!(result, Err(Error::InvalidSessionId { .. })), "{result:?}");
     bad_session(sessions.get_session("a b").await.map(drop));
     bad_session(sessions.get_session_metadata("a b").await.map(drop));
-    bad_session(sessions.summary("").await.map(drop));
+    bad_session(sessions.get_session_summary("").await.map(drop));
     bad_session(sessions.session_exists("{x}").await.map(drop));
     bad_session(sessions.track_interaction("a b", 1, 1, Duration::ZERO).await.map(drop));
     bad_session(sessions.record_interaction("a b", Interaction::default()).await.map(drop));
     bad_session(sessions.update_session_metadata("a b", Metadata::new(), true).await.map(drop));
-    bad_session(sessions.touch("a b").await);
+    bad_session(sessions.update_session("a b").await);
     bad_session(sessions.end_session("a*").await.map(drop));
     let bad_user =
         |result: Result<(), Error>| assert!(matches!(result, Err(Error::InvalidUserId { .. })), "{result:?}");
@@ -171,7 +171,7 @@ async fn id_arguments_take_ids_or_text_and_reject_bad_text() {
 #[tokio::test]
 async fn manager_limit_rejects_oversized_metadata_before_the_store() {
     let store = InMemoryStore::new();
-    let sessions = SessionManager::builder(store).metadata_limit(32).build();
+    let sessions = SessionManager::builder(store).with_metadata_limit(32).build();
     let big = meta(json!({"blob": "x".repeat(64)}));
     let err = sessions.create_session(None, big.clone()).await.unwrap_err();
     assert!(matches!(err, Error::MetadataTooLarge { limit: 32, .. }), "{err:?}");
@@ -198,7 +198,7 @@ async fn user_sessions_list_every_page() {
 async fn reaper_purges_until_its_handle_is_dropped() {
     let clock = ManualClock::new(0);
     let store = InMemoryStore::builder().with_clock(clock.clone()).build();
-    let sessions = SessionManager::builder(store).default_timeout(Some(Duration::from_secs(1))).build();
+    let sessions = SessionManager::builder(store).with_default_timeout(Some(Duration::from_secs(1))).build();
     let reaper = sessions.spawn_reaper(Duration::from_secs(5)).unwrap();
     let first = sessions.create_session(None, Metadata::new()).await.unwrap();
     clock.advance(Duration::from_secs(2));
@@ -342,7 +342,7 @@ async fn writes_with_unknown_outcome_are_repeated_once_with_their_op_id() {
 #[tokio::test]
 async fn without_repeats_the_caller_sees_the_unknown_outcome_and_may_repeat_it() {
     let (store, lose) = LosesAnswers::new(0);
-    let sessions = SessionManager::builder(store).unknown_outcome_retries(0).build();
+    let sessions = SessionManager::builder(store).with_unknown_outcome_retries(0).build();
     let id = sessions.create_session(None, Metadata::new()).await.unwrap();
     let turn = Interaction::tokens(1, 1).with_op_id(OpId::new());
     lose.store(1, Ordering::SeqCst);
