@@ -78,7 +78,7 @@ fn cargo_output(args: &[&str]) -> Result<String> {
 /// the `rust-version` guard.
 fn lint() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    cargo(&["clippy", "--locked", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
     for (package, features) in [
         ("lgadk-core", "--no-default-features"),
         ("lgadk-session", "--no-default-features"),
@@ -88,9 +88,12 @@ fn lint() -> Result<()> {
         // The graph suite on its own: the workspace run turns lgadk-core's `testing` on for it.
         ("lgadk-graph", "--features=testing"),
     ] {
-        cargo(&["clippy", "--package", package, features, "--", "-D", "warnings"])?;
+        cargo(&["clippy", "--locked", "--package", package, features, "--", "-D", "warnings"])?;
     }
-    cargo_with_env(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    cargo_with_env(
+        &["doc", "--locked", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     core_dependency_guard()?;
     msrv::check()
 }
@@ -114,13 +117,13 @@ fn core_dependency_guard() -> Result<()> {
 fn test() -> Result<()> {
     ensure_redis_server()?;
     if has_nextest() {
-        cargo(&["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"])?;
+        cargo(&["nextest", "run", "--locked", "--workspace", "--all-features", "--no-fail-fast"])?;
     } else {
         eprintln!("cargo-nextest not found: running the tests with cargo test");
-        cargo(&["test", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"])?;
+        cargo(&["test", "--locked", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"])?;
     }
-    cargo(&["test", "--workspace", "--all-features", "--doc"])?;
-    cargo(&["bench", "--workspace", "--all-features", "--no-run"])
+    cargo(&["test", "--locked", "--workspace", "--all-features", "--doc"])?;
+    cargo(&["bench", "--locked", "--workspace", "--all-features", "--no-run"])
 }
 
 fn has_nextest() -> bool {

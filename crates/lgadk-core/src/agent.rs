@@ -20,6 +20,25 @@ use crate::session::Metadata;
 /// [`messages`](Self::messages) / [`messages_mut`](Self::messages_mut) so that checkpointers
 /// store it as an append-only log and a turn writes only its new messages. States without
 /// messages are snapshotted whole.
+///
+/// # Contract
+/// - **History only grows.** Within a session, [`messages`](Self::messages) of a later state
+///   starts with every message of an earlier one: nodes append, never remove or rewrite. The
+///   checkpointer stores only what was added, and a turn whose history shrank fails with
+///   [`GraphError::State`](crate::GraphError::State) before anything is written.
+/// - **`merge` folds a parallel branch in.** Branches of one step each run on a clone of the
+///   same state; afterwards the state [`merge`](Self::merge)s each branch's result in branch
+///   order. `merge` must keep what every branch added (for the history: the messages past the
+///   common prefix) and must not depend on anything but `self` and `other`; the default,
+///   `*self = other`, is right only for graphs without parallel branches.
+/// - **What a node leaves behind.** A node that fails leaves the state however it likes: the
+///   turn is discarded and nothing of it is saved. A node that interrupts
+///   ([`Error::interrupt`](crate::Error::interrupt)) runs again on resume, so it should
+///   interrupt before changing the state (a lone node's changes up to the interrupt are
+///   saved with the checkpoint; a parallel step's branches are discarded).
+/// - **Serializable both ways.** Whatever a turn leaves must serialize and deserialize back to
+///   an equal state within lgadk's JSON nesting limit ([`json`](crate::json)); a cold turn
+///   starts from the deserialized state.
 pub trait GraphState: Serialize + DeserializeOwned + Clone + Default + Send + Sync + 'static {
     /// The conversation history, if the state keeps one.
     fn messages(&self) -> &[Message] {
@@ -123,6 +142,19 @@ impl GraphState for ChatState {
 /// A graph node that works on state `S`.
 ///
 /// `S` is a trait parameter so that `Arc<dyn Agent<S>>` stays possible.
+///
+/// # Contract
+/// - `call` may run many times for one session (every turn, again on resume after an
+///   interrupt, again after a [`Conflict`](crate::Error::Conflict) retry) and concurrently for
+///   different sessions: keep per-conversation data in the state, not in the agent.
+/// - It reads and updates only `state` and reports through `ctx`: usage with
+///   [`RunContext::add_usage`] (the session's analytics count it), progress with
+///   [`RunContext::emit`]. Side effects outside the state are not undone when the turn fails.
+/// - It appends to the history, never removes from it (see [`GraphState`]'s contract).
+/// - It returns errors instead of panicking; an error fails the turn and nothing of it is
+///   saved. [`Error::interrupt`](crate::Error::interrupt) pauses the turn instead.
+/// - It should notice [`RunContext::is_cancelled`] in long work: a cancelled run saves
+///   nothing.
 #[async_trait]
 pub trait Agent<S: GraphState>: Send + Sync + 'static {
     /// The node's name in the graph.
