@@ -7,9 +7,9 @@ use lgadk_core::session::timestamp;
 use lgadk_core::{Checkpoint, Checkpointer, Error, Message, NewCheckpoint, Result, SessionId};
 
 use super::conn::Effect;
-use super::decode::{StoredBody, corrupt_json, decode_checkpoint};
-use super::reply::parse_field;
-use super::scripts::{self, status};
+use super::decode::StoredBody;
+use super::replies::{CpMessagesReply, CpPutReply, CpReadReply, CpVersionReply};
+use super::scripts;
 use super::{RedisStore, clamp_i64, op_arg, writes};
 
 #[async_trait]
@@ -18,9 +18,8 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_VERSION.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now());
-        let reply = self.run("checkpoint_version", Effect::Read, &invocation).await?;
-        reply.check(id)?;
-        parse_field(id, "checkpoint version", reply.opt_text(1)?.as_deref())
+        let CpVersionReply { version } = self.run("checkpoint_version", Effect::Read, &invocation, id).await?;
+        Ok(version)
     }
 
     async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
@@ -43,23 +42,19 @@ impl Checkpointer for RedisStore {
         for message in &checkpoint.messages {
             invocation.arg(Self::json(OP, "a message", message)?);
         }
-        let reply = self.run(OP, writes(checkpoint.op), &invocation).await?;
-        match reply.check(id)? {
-            status::OK => {}
-            status::CONFLICT => {
-                let actual = parse_field(id, "checkpoint version", reply.opt_text(1)?.as_deref())?;
-                return Err(Error::Conflict { id: id.clone(), expected: expected_version, actual });
+        match self.run(OP, writes(checkpoint.op), &invocation, id).await? {
+            CpPutReply::Saved { version, log_len } => Ok(Checkpoint {
+                version,
+                step: checkpoint.step,
+                node: checkpoint.node,
+                created_at: timestamp(now),
+                log_len,
+                state: checkpoint.state,
+            }),
+            CpPutReply::Conflict { actual } => {
+                Err(Error::Conflict { id: id.clone(), expected: expected_version, actual })
             }
-            _ => return Err(reply.bad("unknown status")),
         }
-        Ok(Checkpoint {
-            version: parse_field(id, "checkpoint version", reply.opt_text(1)?.as_deref())?,
-            step: checkpoint.step,
-            node: checkpoint.node,
-            created_at: timestamp(now),
-            log_len: parse_field(id, "log length", reply.opt_text(2)?.as_deref())?,
-            state: checkpoint.state,
-        })
     }
 
     async fn latest(&self, id: &SessionId) -> Result<Option<Checkpoint>> {
@@ -89,17 +84,8 @@ impl Checkpointer for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_MESSAGES.prepare_invoke();
         invocation.key(&keys.record).key(&keys.log).arg(self.now()).arg(first).arg(last);
-        let reply = self.run("checkpoint_messages", Effect::Read, &invocation).await?;
-        match reply.check(id) {
-            Ok(_) => {}
-            Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        }
-        reply
-            .texts_from(1)?
-            .iter()
-            .map(|raw| serde_json::from_str(raw).map_err(|source| corrupt_json(id, "a logged message", source)))
-            .collect()
+        let CpMessagesReply { messages } = self.run("checkpoint_messages", Effect::Read, &invocation, id).await?;
+        Ok(messages)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -115,18 +101,7 @@ impl RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_READ.prepare_invoke();
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now()).arg(mode).arg(n);
-        let reply = self.run("checkpoint_read", Effect::Read, &invocation).await?;
-        match reply.check(id) {
-            Ok(_) => {}
-            Err(Error::SessionNotFound(_)) => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        }
-        let mut checkpoints = Vec::new();
-        for index in 1..reply.len() {
-            if let Some(blob) = reply.opt_text(index)? {
-                checkpoints.push(decode_checkpoint(id, &blob)?);
-            }
-        }
+        let CpReadReply { checkpoints } = self.run("checkpoint_read", Effect::Read, &invocation, id).await?;
         Ok(checkpoints)
     }
 }

@@ -5,6 +5,7 @@ use lgadk_core::{Error, Result, UserId};
 use tokio::task::JoinSet;
 
 use super::conn::Effect;
+use super::replies::PurgeOneReply;
 use super::reply::parse_field;
 use super::scripts;
 use super::{PURGE_BATCH, REPAIR_GRACE_MS, RedisStore, keys};
@@ -231,16 +232,15 @@ impl RedisStore {
     pub(super) async fn purge_one(&self, entry: &str, now: i64) -> Result<PurgeOutcome> {
         let Some((member, _)) = keys::parse_expiry_entry(entry) else { return Ok(PurgeOutcome::Gone) };
         let Some((created_ms, id)) = keys::parse_member(member) else { return Ok(PurgeOutcome::Gone) };
-        let keys = self.keys().session(&id);
-        let reply = self.session_script("purge_expired", Effect::Write, &scripts::PURGE_ONE, &keys, &[&member]).await?;
-        Ok(match reply.status()? {
-            0 if now.saturating_sub(created_ms) < REPAIR_GRACE_MS => {
+        let reply = self.session_script("purge_expired", Effect::Write, &scripts::PURGE_ONE, &id, &[&member]).await?;
+        Ok(match reply {
+            PurgeOneReply::Missing if now.saturating_sub(created_ms) < REPAIR_GRACE_MS => {
                 PurgeOutcome::Refile(created_ms.saturating_add(REPAIR_GRACE_MS))
             }
-            1 => PurgeOutcome::Removed,
-            2 => PurgeOutcome::Refile(reply.int(1)?),
-            3 => PurgeOutcome::Corrupt,
-            _ => PurgeOutcome::Gone,
+            PurgeOneReply::Removed => PurgeOutcome::Removed,
+            PurgeOneReply::Live { deadline } => PurgeOutcome::Refile(deadline),
+            PurgeOneReply::Corrupt => PurgeOutcome::Corrupt,
+            PurgeOneReply::Missing | PurgeOneReply::Stale => PurgeOutcome::Gone,
         })
     }
 }

@@ -1,13 +1,10 @@
-//! The stored formats: counters, metadata and checkpoints as the scripts keep them.
-
-use std::time::Duration;
+//! The stored formats of metadata values and checkpoints, as the scripts keep them.
 
 use lgadk_core::session::timestamp;
-use lgadk_core::{Checkpoint, Error, Metadata, Result, SessionId, SessionStats};
+use lgadk_core::{Checkpoint, Error, Metadata, Result, SessionId};
 use serde::{Deserialize, Serialize};
 
 use super::error::RedisFailure;
-use super::reply::parse_field;
 
 pub(super) fn corrupt_json(id: &SessionId, what: &'static str, source: serde_json::Error) -> Error {
     Error::corrupt(id, RedisFailure::BadJson { what, source })
@@ -22,16 +19,6 @@ pub(super) fn decode_metadata(id: &SessionId, pairs: &[String]) -> Result<Metada
         }
     }
     Ok(metadata)
-}
-
-pub(super) fn decode_stats(id: &SessionId, fields: [Option<&str>; 4]) -> Result<SessionStats> {
-    let [n, tokens_in, tokens_out, response_us] = fields;
-    Ok(SessionStats {
-        interactions: parse_field(id, "interactions", n)?,
-        total_tokens_in: parse_field(id, "total_tokens_in", tokens_in)?,
-        total_tokens_out: parse_field(id, "total_tokens_out", tokens_out)?,
-        total_response_time: Duration::from_micros(parse_field(id, "total_response_time", response_us)?),
-    })
 }
 
 /// What a checkpoint looks like in the `cp` hash. The script prepends `version` and `log_len`

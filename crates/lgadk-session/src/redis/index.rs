@@ -1,14 +1,13 @@
 //! Listing and purge on a single Redis: read the index, then one script that names every
 //! key it touches.
 
-use lgadk_core::{Result, SessionId, UserId};
+use lgadk_core::{Result, UserId};
 
 use super::conn::Effect;
-use super::scripts::{self, status};
+use super::replies::{ListReply, PurgeReply};
+use super::scripts;
 use super::{PURGE_BATCH, RedisStore, keys};
 
-/// The single-Redis halves of listing and purge: read the index, then one script that names
-/// every key it touches.
 impl RedisStore {
     /// Up to `limit` live entries of `user`'s index after `bound`, newest first, and whether
     /// another live one follows.
@@ -48,16 +47,8 @@ impl RedisStore {
             for entry in checked.iter().chain(&dropped) {
                 invocation.arg(*entry);
             }
-            let reply = self.run(OP, Effect::Read, &invocation).await?;
-            match reply.status()? {
-                status::OK => {}
-                status::CORRUPT => {
-                    let id = SessionId::parse(&reply.text(1)?).map_err(|_| reply.bad("bad session id"))?;
-                    return Err(reply.corrupt(&id, 2));
-                }
-                _ => return Err(reply.bad("unknown status")),
-            }
-            for entry in reply.texts_from(1)? {
+            let ListReply { live } = self.run(OP, Effect::Read, &invocation, &()).await?;
+            for entry in live {
                 if found.len() == limit {
                     return Ok((found, true));
                 }
@@ -107,8 +98,7 @@ impl RedisStore {
         for entry in checked.iter().chain(&dropped) {
             invocation.arg(*entry);
         }
-        let reply = self.run(OP, Effect::Write, &invocation).await?;
-        let removed = usize::try_from(reply.int(0)?).map_err(|_| reply.bad("negative count"))?;
+        let PurgeReply { removed } = self.run(OP, Effect::Write, &invocation, &()).await?;
         Ok((removed, due.len()))
     }
 }

@@ -188,6 +188,7 @@ mod decode;
 mod error;
 mod index;
 mod keys;
+mod replies;
 mod reply;
 mod scripts;
 mod session;
@@ -197,14 +198,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use lgadk_core::{Clock, Error, OpId, Result};
+use lgadk_core::{Clock, Error, OpId, Result, SessionId};
 use serde::Serialize;
 
 pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder};
 use conn::{Caller, Effect};
 use error::RedisFailure;
-use keys::{Keys, SessionKeys};
-use reply::Reply;
+use keys::Keys;
+use reply::{FromScriptReply, Reply};
 
 /// Garbage-collection slack added to a session's timeout for its keys' TTL.
 const GC_GRACE_MS: i64 = 10 * 60 * 1000;
@@ -217,8 +218,6 @@ const REPAIR_GRACE_MS: i64 = 60 * 1000;
 const SWEEP_EVERY: u64 = 8;
 /// Entries a sweep checks in each index (the user's, the expiry index).
 const SWEEP_BATCH: usize = 16;
-/// `end` script: the session has another owner than the call expected (see `lua/end.lua`).
-const END_OTHER_OWNER: i64 = 2;
 /// Longest stored timeout (2^53 - 1 ms, about 285,000 years): Lua numbers are doubles.
 const MAX_TIMEOUT_MS: u64 = (1 << 53) - 1;
 
@@ -292,28 +291,35 @@ impl RedisStore {
         &self.inner.keys
     }
 
-    async fn run(&self, op: &'static str, effect: Effect, invocation: &redis::ScriptInvocation<'_>) -> Result<Reply> {
-        Ok(Reply::new(op, self.caller().script(op, effect, invocation).await?))
+    /// Runs a script for `op` and decodes its reply into `T`, the script's own reply type.
+    async fn run<T: FromScriptReply>(
+        &self,
+        op: &'static str,
+        effect: Effect,
+        invocation: &redis::ScriptInvocation<'_>,
+        context: &T::Context,
+    ) -> Result<T> {
+        Reply::new(op, self.caller().script(op, effect, invocation).await?).decode(context)
     }
 
-    /// Runs a script that takes a session's four keys and `now` first.
-    async fn session_script(
+    /// Runs a script that takes session `id`'s four keys and `now` first.
+    async fn session_script<T: FromScriptReply<Context = SessionId>>(
         &self,
         op: &'static str,
         effect: Effect,
         script: &redis::Script,
-        keys: &SessionKeys,
+        id: &SessionId,
         args: &[&dyn ToArg],
-    ) -> Result<Reply> {
+    ) -> Result<T> {
         let mut invocation = script.prepare_invoke();
-        for key in keys.all() {
+        for key in self.keys().session(id).all() {
             invocation.key(key);
         }
         invocation.arg(self.now());
         for arg in args {
             arg.add_to(&mut invocation);
         }
-        self.run(op, effect, &invocation).await
+        self.run(op, effect, &invocation, id).await
     }
 
     fn json(op: &'static str, what: &'static str, value: &impl Serialize) -> Result<String> {

@@ -11,13 +11,10 @@ use lgadk_core::{
 };
 
 use super::conn::Effect;
-use super::decode::{decode_metadata, decode_stats};
 use super::error::RedisFailure;
-use super::reply::parse_field;
-use super::scripts::{self, status};
-use super::{
-    END_OTHER_OWNER, GC_GRACE_MS, MAX_TIMEOUT_MS, PURGE_BATCH, RedisStore, SWEEP_EVERY, clamp_i64, keys, op_arg, writes,
-};
+use super::replies::{CreateReply, EndReply, ExistsReply, GetReply, MetadataReply, TouchReply, TrackReply};
+use super::scripts;
+use super::{GC_GRACE_MS, MAX_TIMEOUT_MS, PURGE_BATCH, RedisStore, SWEEP_EVERY, clamp_i64, keys, op_arg, writes};
 
 #[async_trait]
 impl SessionStore for RedisStore {
@@ -61,29 +58,25 @@ impl SessionStore for RedisStore {
             self.index_new(user_key.as_deref(), &member, (timeout_ms >= 0).then(|| now + timeout_ms), &expiry_entry)
                 .await?;
         }
-        let reply = self.run("create", writes(new.op), &invocation).await?;
-        match reply.status()? {
-            status::OK if reply.len() >= 5 => {
+        let created = match self.run("create", writes(new.op), &invocation, &id).await? {
+            CreateReply::Repeated { member: first, created_at, last_active } => {
                 // The same creation, repeated (same op id): the session it created.
-                if cluster && reply.text(2)? != member {
+                if cluster && first != member {
                     // Best effort: the entries this repeat added point at nothing.
                     self.unindex(user_key.as_deref(), &member, &expiry_entry).await.ok();
                 }
-                let created = parse_field(&id, "created_at", reply.opt_text(3)?.as_deref())?;
-                let last = parse_field(&id, "last_active", reply.opt_text(4)?.as_deref())?;
                 return Ok(Session {
                     id,
                     user_id: new.user_id,
-                    created_at: timestamp(created),
-                    last_active: timestamp(last),
+                    created_at: timestamp(created_at),
+                    last_active: timestamp(last_active),
                     timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
                     metadata: new.metadata,
                     stats: SessionStats::default(),
                 });
             }
-            status::OK => {}
-            status::EXISTS => {
-                let same_entries = reply.text(2)? == member && reply.text(1)? == user.unwrap_or("");
+            CreateReply::Exists { user: owner, member: existing } => {
+                let same_entries = existing == member && owner == user.unwrap_or("");
                 if cluster && !same_entries {
                     // Our entries point at a session that is not ours; drop them now rather
                     // than leave them to listing and purge (best effort).
@@ -91,14 +84,14 @@ impl SessionStore for RedisStore {
                 }
                 return Err(Error::AlreadyExists(id));
             }
-            status::CORRUPT => return Err(reply.corrupt(&id, 1)),
-            _ => return Err(reply.bad("unknown status")),
-        }
+            CreateReply::Created { old_user, old_member } => (old_user, old_member),
+        };
         // The script replaced an expired session with this id: clean its entries. On a single
         // Redis the script did, except for another owner's user index, which it could not name.
-        let (old_user, old_member) = (reply.text(1)?, reply.text(2)?);
-        if !old_member.is_empty() && old_member != member {
-            let old_owner = (!old_user.is_empty()).then_some(old_user.as_str());
+        if let (old_user, Some(old_member)) = created
+            && old_member != member
+        {
+            let old_owner = old_user.as_deref();
             let old_key = old_owner.map(|user| self.keys().user_raw(user));
             if cluster {
                 self.unindex(old_key.as_deref(), &old_member, &keys::expiry_entry(&old_member, old_owner)).await.ok();
@@ -131,71 +124,34 @@ impl SessionStore for RedisStore {
         let keys = self.keys().session(id);
         let mut invocation = scripts::GET.prepare_invoke();
         invocation.key(&keys.record).key(&keys.metadata).arg(self.now());
-        let reply = self.run("get", Effect::Read, &invocation).await?;
-        match reply.check(id) {
-            Ok(status::OK) => {}
-            Ok(_) => return Err(reply.bad("unknown status")),
-            Err(Error::SessionNotFound(_)) => return Ok(None),
-            Err(err) => return Err(err),
-        }
-        if reply.len() < 9 || (reply.len() - 9) % 2 != 0 {
-            return Err(reply.bad("wrong number of fields"));
-        }
-        let field = |index: usize| reply.opt_text(index);
-        let (last, timeout, created, user) = (field(1)?, field(2)?, field(3)?, field(4)?);
-        let timeout_ms: i64 = parse_field(id, "timeout", timeout.as_deref())?;
-        let user_id = match user {
-            Some(raw) => Some(UserId::parse(&raw).map_err(|err| Error::corrupt(id, err))?),
-            None => None,
-        };
-        let counters = [field(5)?, field(6)?, field(7)?, field(8)?];
-        let stats = decode_stats(id, counters.each_ref().map(Option::as_deref))?;
-        Ok(Some(Session {
-            id: id.clone(),
-            user_id,
-            created_at: timestamp(parse_field(id, "created_at", created.as_deref())?),
-            last_active: timestamp(parse_field(id, "last_active", last.as_deref())?),
-            timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
-            metadata: decode_metadata(id, &reply.texts_from(9)?)?,
-            stats,
-        }))
+        Ok(self.run::<GetReply>("get", Effect::Read, &invocation, id).await?.session)
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {
         let keys = self.keys().session(id);
         let mut invocation = scripts::EXISTS.prepare_invoke();
         invocation.key(&keys.record).arg(self.now());
-        let reply = self.run("exists", Effect::Read, &invocation).await?;
-        match reply.check(id) {
-            Ok(_) => Ok(true),
-            Err(Error::SessionNotFound(_)) => Ok(false),
-            Err(err) => Err(err),
-        }
+        Ok(self.run::<ExistsReply>("exists", Effect::Read, &invocation, id).await?.live)
     }
 
     async fn track_interaction(&self, id: &SessionId, turn: Interaction) -> Result<SessionStats> {
-        let keys = self.keys().session(id);
         let tokens_in = clamp_i64(turn.tokens_in.into());
         let tokens_out = clamp_i64(turn.tokens_out.into());
         let response_us = clamp_i64(turn.response_time.as_micros());
-        let reply = self
+        let reply: TrackReply = self
             .session_script(
                 "track_interaction",
                 writes(turn.op),
                 &scripts::TRACK,
-                &keys,
+                id,
                 &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us, &op_arg(turn.op)],
             )
             .await?;
-        reply.check(id)?;
-        let counters = [reply.opt_text(1)?, reply.opt_text(2)?, reply.opt_text(3)?, reply.opt_text(4)?];
-        decode_stats(id, counters.each_ref().map(Option::as_deref))
+        Ok(reply.stats)
     }
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
-        let keys = self.keys().session(id);
-        let reply = self.session_script("touch", Effect::Repeatable, &scripts::TOUCH, &keys, &[&GC_GRACE_MS]).await?;
-        reply.check(id)?;
+        self.session_script::<TouchReply>("touch", Effect::Repeatable, &scripts::TOUCH, id, &[&GC_GRACE_MS]).await?;
         Ok(())
     }
 
@@ -218,14 +174,9 @@ impl SessionStore for RedisStore {
         for (key, value) in map {
             invocation.arg(key).arg(Self::json("update_metadata", "metadata", value)?);
         }
-        let reply = self.run("update_metadata", Effect::Write, &invocation).await?;
-        match reply.check(id)? {
-            status::OK => decode_metadata(id, &reply.texts_from(1)?),
-            status::TOO_LARGE => {
-                let size = usize::try_from(reply.int(1)?).map_err(|_| reply.bad("negative size"))?;
-                Err(Error::MetadataTooLarge { size, limit })
-            }
-            _ => Err(reply.bad("unknown status")),
+        match self.run("update_metadata", Effect::Write, &invocation, id).await? {
+            MetadataReply::Updated(metadata) => Ok(metadata),
+            MetadataReply::TooLarge { size } => Err(Error::MetadataTooLarge { size, limit }),
         }
     }
 
@@ -271,15 +222,16 @@ impl SessionStore for RedisStore {
             }
             let expected = if unchecked { "*" } else { owner.as_deref().unwrap_or("") };
             invocation.arg(self.now()).arg(expected);
-            let reply = self.run("end", Effect::Write, &invocation).await?;
-            let (user, member) = (reply.text(1)?, reply.text(2)?);
-            if reply.status()? == END_OTHER_OWNER {
-                owner = (!user.is_empty()).then_some(user);
-                continue;
-            }
-            if unchecked && !member.is_empty() {
+            let (was_live, user, member) = match self.run("end", Effect::Write, &invocation, id).await? {
+                EndReply::OtherOwner { owner: actual } => {
+                    owner = actual;
+                    continue;
+                }
+                EndReply::Ended { was_live, user, member } => (was_live, user, member),
+            };
+            if let Some(member) = member.filter(|_| unchecked) {
                 // Best effort: an entry left behind is removed by the next listing or purge.
-                let user = (!user.is_empty()).then_some(user.as_str());
+                let user = user.as_deref();
                 let user_key = user.map(|user| self.keys().user_raw(user));
                 let expiry_entry = keys::expiry_entry(&member, user);
                 if cluster {
@@ -291,7 +243,7 @@ impl SessionStore for RedisStore {
                         .ok();
                 }
             }
-            return Ok(reply.status()? == 1);
+            return Ok(was_live);
         }
         Err(Error::backend("redis", "end", RedisFailure::BadReply { script: "end", detail: "no final answer" }))
     }

@@ -4,6 +4,7 @@ use lgadk_core::{Error, Result, SessionId, UserId};
 
 use super::cluster::EntryState;
 use super::conn::Effect;
+use super::replies::SweepReply;
 use super::scripts;
 use super::{GC_GRACE_MS, REPAIR_GRACE_MS, RedisStore, SWEEP_BATCH, keys};
 
@@ -81,7 +82,8 @@ impl RedisStore {
         for (entry, _, _) in &overdue {
             invocation.arg(entry);
         }
-        self.run(OP, Effect::Repeatable, &invocation).await?;
+        let SweepReply { dropped_user, dropped_expiry } = self.run(OP, Effect::Repeatable, &invocation, &()).await?;
+        tracing::debug!(dropped_user, dropped_expiry, "index sweep");
         Ok(())
     }
 
