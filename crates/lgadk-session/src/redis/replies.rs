@@ -379,3 +379,97 @@ impl FromScriptReply for CpMessagesReply {
         Ok(Self { messages })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lgadk_core::Outcome::{self, NotApplied, Unknown};
+    use redis::Value;
+
+    use super::super::reply::Reply;
+    use super::*;
+
+    fn text(value: &str) -> Value {
+        Value::BulkString(value.as_bytes().to_vec())
+    }
+
+    fn decode<T: FromScriptReply>(op: &'static str, items: Vec<Value>, context: &T::Context) -> Result<T> {
+        Reply::new(op, items).decode(context)
+    }
+
+    fn outcome<T: FromScriptReply>(op: &'static str, items: Vec<Value>, context: &T::Context) -> Option<Outcome> {
+        decode::<T>(op, items, context).err().and_then(|err| err.outcome())
+    }
+
+    #[test]
+    fn every_reply_rejects_an_unknown_status_with_the_outcome_of_its_script() {
+        let id = SessionId::default();
+        let unknown = || vec![Value::Int(99), text("1"), text("2"), text("3"), text("4")];
+        assert_eq!(outcome::<CreateReply>("create", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<GetReply>("get", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<ExistsReply>("exists", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<TouchReply>("touch", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<TrackReply>("track_interaction", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<MetadataReply>("update_metadata", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<ListReply>("list_user_sessions", unknown(), &()), Some(NotApplied));
+        assert_eq!(outcome::<EndReply>("end", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<PurgeReply>("purge_expired", unknown(), &()), Some(Unknown));
+        assert_eq!(outcome::<PurgeOneReply>("purge_expired", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<SweepReply>("create", unknown(), &()), Some(Unknown));
+        assert_eq!(outcome::<CpVersionReply>("checkpoint_version", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<CpPutReply>("checkpoint_put", unknown(), &id), Some(Unknown));
+        assert_eq!(outcome::<CpReadReply>("checkpoint_read", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<CpMessagesReply>("checkpoint_messages", unknown(), &id), Some(NotApplied));
+    }
+
+    #[test]
+    fn shared_statuses_mean_the_same_for_every_session_script() {
+        let id = SessionId::default();
+        let not_found = || vec![Value::Int(status::NOT_FOUND)];
+        let corrupt = || vec![Value::Int(status::CORRUPT), text("timeout")];
+        assert!(matches!(decode::<TrackReply>("track_interaction", not_found(), &id), Err(Error::SessionNotFound(_))));
+        assert!(matches!(decode::<GetReply>("get", not_found(), &id), Ok(GetReply { session: None })));
+        assert!(matches!(decode::<ExistsReply>("exists", not_found(), &id), Ok(ExistsReply { live: false })));
+        assert!(
+            matches!(decode::<CpReadReply>("checkpoint_read", not_found(), &id), Ok(r) if r.checkpoints.is_empty())
+        );
+        for err in [
+            decode::<TrackReply>("track_interaction", corrupt(), &id).err(),
+            decode::<GetReply>("get", corrupt(), &id).err(),
+            decode::<CpPutReply>("checkpoint_put", corrupt(), &id).err(),
+            decode::<CreateReply>("create", corrupt(), &id).err(),
+        ] {
+            assert!(matches!(err, Some(Error::Corrupt { .. })), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn replies_read_their_fields_in_order() {
+        let id = SessionId::default();
+        let repeat = vec![Value::Int(status::OK), text("alice"), text("m"), text("5"), text("7")];
+        assert!(matches!(
+            decode::<CreateReply>("create", repeat, &id),
+            Ok(CreateReply::Repeated { member, created_at: 5, last_active: 7 }) if member == "m"
+        ));
+        let fresh = vec![Value::Int(status::OK), text(""), text("")];
+        assert!(matches!(
+            decode::<CreateReply>("create", fresh, &id),
+            Ok(CreateReply::Created { old_user: None, old_member: None })
+        ));
+        let other = vec![Value::Int(status::OTHER_OWNER), text("bob"), text("m")];
+        assert!(
+            matches!(decode::<EndReply>("end", other, &id), Ok(EndReply::OtherOwner { owner: Some(o) }) if o == "bob")
+        );
+        let live = vec![Value::Int(status::LIVE), text("42")];
+        assert!(matches!(
+            decode::<PurgeOneReply>("purge_expired", live, &id),
+            Ok(PurgeOneReply::Live { deadline: 42 })
+        ));
+        let conflict = vec![Value::Int(status::CONFLICT), text("3")];
+        assert!(matches!(
+            decode::<CpPutReply>("checkpoint_put", conflict, &id),
+            Ok(CpPutReply::Conflict { actual: 3 })
+        ));
+        let short = vec![Value::Int(status::OK), text("1"), text("2")];
+        assert_eq!(outcome::<GetReply>("get", short, &id), Some(NotApplied), "get answers eight fields");
+    }
+}
