@@ -1,7 +1,10 @@
 -- lgadk: helpers prepended to every script. ARGV[1] is always the caller's clock
 -- (ms since the epoch): expiry is decided by the client's clock, never by Redis' own.
 local NOW = tonumber(ARGV[1])
+-- Status codes, the first element of every reply: defined in scripts.rs (`status`), which a
+-- test checks these against.
 local OK, NOT_FOUND, EXISTS, CONFLICT, CORRUPT, TOO_LARGE = 1, 0, -1, -2, -3, -4
+local OTHER_OWNER, LIVE, STALE = 2, 3, 4
 local I64_MAX = '9223372036854775807'
 -- Longest garbage-collection TTL: 100 years.
 local MAX_TTL = 3153600000000

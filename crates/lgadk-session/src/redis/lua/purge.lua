@@ -4,7 +4,7 @@
 -- The client read the due entries and names every key here, so the script touches only
 -- declared keys. Entries are `member|user` scored by a deadline that may be stale: writes
 -- do not touch the index, so an entry that comes due for a session extended meanwhile is
--- re-filed. An entry removed meanwhile is skipped. Returns {removed}.
+-- re-filed. An entry removed meanwhile is skipped. Returns {OK, removed}.
 local index, n = KEYS[1], tonumber(ARGV[2])
 local removed = 0
 for i = 1, n do
@@ -36,4 +36,4 @@ for i = 1, n do
   end
 end
 for i = 3 + n, #ARGV do redis.call('ZREM', index, ARGV[i]) end
-return {removed}
+return {OK, removed}

@@ -1,16 +1,17 @@
 -- purge_expired on a cluster, one session: KEYS s, m, cp, h   ARGV now, index member
--- Returns {0} missing, {1} removed, {2, deadline} still live, {3} corrupt, {4} entry is stale.
+-- Returns {NOT_FOUND} missing, {OK} removed, {LIVE, deadline} still live, {CORRUPT} damaged,
+-- {STALE} the entry is stale (recreated session, or one that never expires).
 local f = redis.call('HMGET', KEYS[1], 'ix', 'l', 't')
-if not f[1] then return {0} end
-if f[1] ~= ARGV[2] then return {4} end
+if not f[1] then return {NOT_FOUND} end
+if f[1] ~= ARGV[2] then return {STALE} end
 local state = liveness(f[2], f[3])
 if state == 'dead' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-  return {1}
+  return {OK}
 end
 if state == 'live' then
   local t = as_int(f[3])
-  if t >= 0 then return {2, string.format('%d', as_int(f[2]) + t)} end
-  return {4}
+  if t >= 0 then return {LIVE, string.format('%d', as_int(f[2]) + t)} end
+  return {STALE}
 end
-return {3}
+return {CORRUPT}

@@ -5,7 +5,7 @@
 -- ARGV now, user, n, the n user-index entries, the expiry-index entries...
 -- Drops index entries that point at nothing, never a session: purge still finds, deletes
 -- and counts every expired session it would have found without the sweep.
--- Returns {user-index entries dropped, expiry-index entries dropped}.
+-- Returns {OK, user-index entries dropped, expiry-index entries dropped}.
 local expiry, index, user, n = KEYS[1], KEYS[2], ARGV[2], tonumber(ARGV[3])
 local dropped_user, dropped_expiry = 0, 0
 for i = 1, n do
@@ -44,4 +44,4 @@ for i = 4 + n, #ARGV do
     end
   end
 end
-return {dropped_user, dropped_expiry}
+return {OK, dropped_user, dropped_expiry}
