@@ -8,7 +8,7 @@ use super::conn::Effect;
 use super::replies::PurgeOneReply;
 use super::reply::parse_field;
 use super::scripts;
-use super::{PURGE_BATCH, REPAIR_GRACE_MS, RedisStore, keys};
+use super::{REPAIR_GRACE_MS, RedisStore, keys};
 
 /// How listing judges one user-index entry on a cluster.
 pub(super) enum EntryState {
@@ -176,15 +176,7 @@ impl RedisStore {
         const OP: &str = "purge_expired";
         let now = self.now();
         let expiry = self.keys().expiry().to_owned();
-        let cmd = redis::cmd("ZRANGEBYSCORE")
-            .arg(&expiry)
-            .arg("-inf")
-            .arg(format!("({now}"))
-            .arg("LIMIT")
-            .arg(0)
-            .arg(PURGE_BATCH)
-            .clone();
-        let due: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
+        let due = self.due_entries(OP, now).await?;
         let outcomes =
             self.each(OP, due.clone(), move |store, entry| async move { store.purge_one(&entry, now).await }).await?;
         let mut removed = 0;

@@ -60,20 +60,25 @@ impl RedisStore {
         }
     }
 
-    /// One purge batch on a single Redis: `(removed, entries seen)`.
-    pub(super) async fn purge_batch_single(&self) -> Result<(usize, usize)> {
-        const OP: &str = "purge_expired";
-        let now = self.now();
-        let expiry = self.keys().expiry();
+    /// Up to [`PURGE_BATCH`] expiry-index entries whose indexed deadline is before `now`.
+    pub(super) async fn due_entries(&self, op: &'static str, now: i64) -> Result<Vec<String>> {
         let cmd = redis::cmd("ZRANGEBYSCORE")
-            .arg(expiry)
+            .arg(self.keys().expiry())
             .arg("-inf")
             .arg(format!("({now}"))
             .arg("LIMIT")
             .arg(0)
             .arg(PURGE_BATCH)
             .clone();
-        let due: Vec<String> = self.caller().command(OP, Effect::Read, &cmd).await?;
+        self.caller().command(op, Effect::Read, &cmd).await
+    }
+
+    /// One purge batch on a single Redis: `(removed, entries seen)`.
+    pub(super) async fn purge_batch_single(&self) -> Result<(usize, usize)> {
+        const OP: &str = "purge_expired";
+        let now = self.now();
+        let expiry = self.keys().expiry();
+        let due = self.due_entries(OP, now).await?;
         if due.is_empty() {
             return Ok((0, 0));
         }
