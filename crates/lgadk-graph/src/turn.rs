@@ -341,6 +341,8 @@ mod tests {
         }
     }
 
+    impl lgadk_core::TurnStore for MockBackend {}
+
     impl fmt::Debug for MockBackend {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("MockBackend")

@@ -338,3 +338,5 @@ fn stream_outside_a_runtime_yields_a_typed_error_instead_of_panicking() {
     assert_eq!(events.len(), 1);
     assert!(matches!(events[0], Err(Error::NoRuntime { op: "CompiledGraph::stream" })), "{:?}", events[0]);
 }
+
+impl lgadk_core::TurnStore for SlowTracking {}

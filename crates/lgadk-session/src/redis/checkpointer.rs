@@ -105,3 +105,6 @@ impl RedisStore {
         Ok(checkpoints)
     }
 }
+
+/// The turn calls as the default sequence of the calls above.
+impl lgadk_core::TurnStore for RedisStore {}
