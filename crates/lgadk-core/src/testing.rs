@@ -113,6 +113,7 @@ macro_rules! __store_scenarios {
             turn_begin_reads_the_latest_state_only_when_the_cache_is_stale,
             turn_commit_saves_checkpoint_interaction_and_metadata,
             turn_commit_conflict_writes_nothing,
+            turn_commit_over_the_metadata_limit_writes_nothing,
             turn_commit_nested_too_deep_writes_nothing,
             turn_commit_on_dead_session_is_not_found,
             repeated_turn_commit_with_one_op_id_applies_once,
@@ -881,6 +882,19 @@ pub async fn turn_commit_conflict_writes_nothing(fx: StoreFixture) {
     let err = fx.turns.commit_turn(&id, commit).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { expected: 0, actual: 1, .. }), "{err:?}");
     assert_untouched(&fx, &id, &before, 1, 1).await;
+}
+
+/// A commit whose merged metadata would exceed the limit is `MetadataTooLarge` and writes
+/// nothing, the checkpoint included.
+pub async fn turn_commit_over_the_metadata_limit_writes_nothing(fx: StoreFixture) {
+    let half = "x".repeat(fx.metadata_limit / 2 + 1);
+    let id = fx.store.create(NewSession::default().with_metadata(meta(json!({"a": half})))).await.unwrap().id;
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    let mut commit = turn(1, vec![Message::user("q")], 0);
+    commit.merge_metadata = Some(meta(json!({"b": half})));
+    let err = fx.turns.commit_turn(&id, commit).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { .. }), "{err:?}");
+    assert_untouched(&fx, &id, &before, 0, 0).await;
 }
 
 /// A commit whose checkpoint or metadata nests too deep is `NestingTooDeep` and writes nothing.
