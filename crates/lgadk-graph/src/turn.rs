@@ -269,7 +269,8 @@ impl<S: GraphState> CompiledGraph<S> {
         let start = turns.begin_turn(id, cached.as_ref().map(|(_, snapshot)| snapshot.version));
         let mut start = start.instrument(span.clone()).await?.ok_or_else(|| Error::SessionNotFound(id.clone()))?;
         if let Some((created_at, cached)) = cached {
-            if start.latest.is_none() && created_at == start.session.created_at {
+            let current = created_at == start.session.created_at && cached.version == start.version;
+            if start.latest.is_none() && current {
                 return Ok((start.session, cached));
             }
             if start.latest.is_none() && start.version > 0 {
@@ -500,6 +501,31 @@ mod tests {
         let response = graph(mock, false).run(request).await.unwrap();
         let seen: Metadata = serde_json::from_value(serde_json::json!({"a": 1, "b": 2})).unwrap();
         assert_eq!(response.state.metadata, seen);
+    }
+
+    /// A cached state whose checkpoints were deleted since (the store is back at version 0)
+    /// is dropped: the turn starts from the empty state on version 0.
+    #[tokio::test]
+    async fn cached_state_of_deleted_checkpoints_is_not_used() {
+        let mut mock = backend();
+        let mut seq = Sequence::new();
+        mock.expect_begin_turn().times(1).in_sequence(&mut seq).returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn().times(1).in_sequence(&mut seq).returning(answer_commit(0));
+        mock.expect_begin_turn()
+            .with(predicate::always(), predicate::eq(Some(1)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.expected_version == 0 && commit.checkpoint.messages.len() == 2)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(answer_commit(0));
+        let id = SessionId::parse("s1").unwrap();
+        let graph = graph(mock, false);
+        graph.run(RunRequest::new("one").with_session(id.clone())).await.unwrap();
+        let second = graph.run(RunRequest::new("two").with_session(id)).await.unwrap();
+        assert_eq!(second.state.messages.len(), 2, "started over from the empty state");
     }
 
     /// A run whose node fails writes nothing: no checkpoint, no interaction, no metadata.

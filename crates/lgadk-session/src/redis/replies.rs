@@ -449,6 +449,8 @@ impl FromScriptReply for TurnCommitReply {
     fn decode(status: i64, fields: &mut Fields<'_>, id: &SessionId) -> Result<Self> {
         fields.session_status(status, id)?;
         match status {
+            // The commit ran: a reply cut short must read as an unknown outcome, not as data.
+            status::OK if fields.remaining() < 6 => Err(fields.bad("reply too short")),
             status::OK => Ok(Self::Saved {
                 version: fields.stored(id, "checkpoint version")?,
                 log_len: fields.stored(id, "log length")?,
@@ -558,5 +560,49 @@ mod tests {
         ));
         let short = vec![Value::Int(status::OK), text("1"), text("2")];
         assert_eq!(outcome::<GetReply>("get", short, &id), Some(NotApplied), "get answers eight fields");
+    }
+
+    /// `turn_begin.lua`: the session's eight fields, the version, the metadata count and
+    /// pairs, then (only when stale) the checkpoint and its log.
+    #[test]
+    fn turn_replies_read_their_fields_in_order() {
+        let id = SessionId::default();
+        let record = || ["7", "-1", "5", "alice", "2", "10", "20", "3000"].map(text).to_vec();
+        let begin = |tail: Vec<Value>| [vec![Value::Int(status::OK)], record(), tail].concat();
+        let warm = begin(vec![text("4"), Value::Int(2), text("plan"), text("\"pro\"")]);
+        let start = decode::<TurnBeginReply>("begin_turn", warm, &id).unwrap().start.unwrap();
+        assert_eq!((start.version, start.latest, start.session.stats.interactions), (4, None, 2));
+        assert_eq!(start.session.metadata.get("plan"), Some(&serde_json::json!("pro")));
+        assert_eq!(start.session.user_id.as_ref().map(UserId::as_str), Some("alice"));
+        let blob = r#"{"version":4,"log_len":1,"step":2,"node":null,"at":9,"state":{}}"#;
+        let message = serde_json::to_string(&Message::user("hi")).unwrap();
+        let cold = begin(vec![text("4"), Value::Int(0), text(blob), text(&message)]);
+        let latest = decode::<TurnBeginReply>("begin_turn", cold, &id).unwrap().start.unwrap().latest.unwrap();
+        assert_eq!((latest.checkpoint.version, latest.checkpoint.log_len), (4, 1));
+        assert_eq!(latest.messages, [Message::user("hi")]);
+        let odd = begin(vec![text("4"), Value::Int(3), text("a"), text("1"), text("b")]);
+        assert_eq!(outcome::<TurnBeginReply>("begin_turn", odd, &id), Some(NotApplied));
+        let absent = vec![Value::Int(status::NOT_FOUND)];
+        assert!(decode::<TurnBeginReply>("begin_turn", absent, &id).unwrap().start.is_none());
+
+        let saved = ["3", "8", "1", "2", "3", "4", "k", "1"].map(text).to_vec();
+        let commit = decode::<TurnCommitReply>("commit_turn", [vec![Value::Int(status::OK)], saved].concat(), &id);
+        assert!(matches!(
+            commit,
+            Ok(TurnCommitReply::Saved { version: 3, log_len: 8, stats, metadata })
+                if stats.interactions == 1 && metadata.get("k") == Some(&serde_json::json!(1))
+        ));
+        let too_large = vec![Value::Int(status::TOO_LARGE), Value::Int(2048)];
+        assert!(matches!(
+            decode::<TurnCommitReply>("commit_turn", too_large, &id),
+            Ok(TurnCommitReply::TooLarge { size: 2048 })
+        ));
+        let conflict = vec![Value::Int(status::CONFLICT), text("5")];
+        assert!(matches!(
+            decode::<TurnCommitReply>("commit_turn", conflict, &id),
+            Ok(TurnCommitReply::Conflict { actual: 5 })
+        ));
+        let short = vec![Value::Int(status::OK), text("3")];
+        assert_eq!(outcome::<TurnCommitReply>("commit_turn", short, &id), Some(Unknown), "a write's bad reply");
     }
 }
