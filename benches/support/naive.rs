@@ -227,3 +227,5 @@ impl Checkpointer for NaiveStore {
         }
     }
 }
+
+impl lgadk_core::TurnStore for NaiveStore {}

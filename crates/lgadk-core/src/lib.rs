@@ -40,6 +40,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod turn;
 
 /// `serde_json`, re-exported: [`Metadata`] is a `serde_json` map, so applications can build
 /// and read it (`serde_json::json!`, `Value`) without a dependency of their own.
@@ -68,3 +69,5 @@ pub use session::{
 };
 #[doc(inline)]
 pub use store::SessionStore;
+#[doc(inline)]
+pub use turn::{LatestCheckpoint, TurnCommit, TurnSaved, TurnStart, TurnStore};

@@ -21,7 +21,7 @@ use crate::json::MAX_JSON_DEPTH;
 
 use crate::{
     Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
-    OP_ID_WINDOW, OpId, Page, SessionId, SessionStore, Timeout, UserId,
+    OP_ID_WINDOW, OpId, Page, SessionId, SessionStore, Timeout, TurnCommit, TurnStore, UserId,
 };
 
 /// A fresh backend for one scenario.
@@ -30,6 +30,8 @@ pub struct StoreFixture {
     pub store: Arc<dyn SessionStore>,
     /// The same backend as a checkpointer.
     pub checkpointer: Arc<dyn Checkpointer>,
+    /// The same backend as a turn store.
+    pub turns: Arc<dyn TurnStore>,
     /// The store's clock: expiry is tested by advancing it, never by sleeping.
     pub clock: ManualClock,
     /// The store's metadata limit in bytes (keep it small, e.g. 1024, so tests stay fast).
@@ -108,6 +110,13 @@ macro_rules! __store_scenarios {
             repeated_create_with_one_op_id_creates_once,
             repeated_interaction_with_one_op_id_counts_once,
             repeated_checkpoint_put_with_one_op_id_saves_once,
+            turn_begin_reads_the_latest_state_only_when_the_cache_is_stale,
+            turn_commit_saves_checkpoint_interaction_and_metadata,
+            turn_commit_conflict_writes_nothing,
+            turn_commit_over_the_metadata_limit_writes_nothing,
+            turn_commit_nested_too_deep_writes_nothing,
+            turn_commit_on_dead_session_is_not_found,
+            repeated_turn_commit_with_one_op_id_applies_once,
         }
     };
 }
@@ -784,6 +793,156 @@ pub async fn repeated_checkpoint_put_with_one_op_id_saves_once(fx: StoreFixture)
     assert_eq!(cp.messages(&id, 0..10).await.unwrap().len(), 3);
     let stale = cp.put(&id, put.with_op_id(OpId::new()), 0).await;
     assert!(matches!(stale, Err(Error::Conflict { expected: 0, actual: 2, .. })), "{stale:?}");
+}
+
+fn turn(step: u64, messages: Vec<Message>, expected_version: u64) -> TurnCommit {
+    TurnCommit {
+        checkpoint: snapshot(step, messages).with_op_id(OpId::new()),
+        expected_version,
+        interaction: Some(Interaction::tokens(step, 2 * step).with_op_id(OpId::new())),
+        merge_metadata: None,
+    }
+}
+
+/// `begin_turn` reads the session and its version, and the latest checkpoint with its whole
+/// log only when the cached version is not the latest; absent sessions read as `None`.
+pub async fn turn_begin_reads_the_latest_state_only_when_the_cache_is_stale(fx: StoreFixture) {
+    assert_eq!(fx.turns.begin_turn(&sid("nobody"), None).await.unwrap(), None);
+    let created = fx.store.create(NewSession::for_user(user("ann")).with_metadata(meta(json!({"a": 1})))).await;
+    let id = created.unwrap().id;
+    let start = fx.turns.begin_turn(&id, None).await.unwrap().expect("live");
+    assert_eq!((start.version, start.latest), (0, None));
+    assert_eq!(start.session.user_id, Some(user("ann")));
+    assert_eq!(start.session.metadata, meta(json!({"a": 1})));
+    let first = vec![Message::user("a"), Message::assistant("b")];
+    fx.checkpointer.put(&id, snapshot(1, first.clone()), 0).await.unwrap();
+    let second = fx.checkpointer.put(&id, snapshot(2, vec![Message::user("c")]), 1).await.unwrap();
+    for cached in [None, Some(0), Some(1), Some(7)] {
+        let start = fx.turns.begin_turn(&id, cached).await.unwrap().expect("live");
+        assert_eq!(start.version, 2, "cached {cached:?}");
+        let latest = start.latest.expect("a stale cache gets the latest checkpoint");
+        assert_eq!(latest.checkpoint, second);
+        assert_eq!(latest.messages, [first.clone(), vec![Message::user("c")]].concat());
+    }
+    let warm = fx.turns.begin_turn(&id, Some(2)).await.unwrap().expect("live");
+    assert_eq!((warm.version, warm.latest), (2, None));
+    assert_eq!(warm.session, fx.store.get(&id).await.unwrap().unwrap());
+    fx.clock.advance(Duration::from_millis(3));
+    let again = fx.turns.begin_turn(&id, Some(2)).await.unwrap().expect("live");
+    assert_eq!(again.session.last_active, warm.session.last_active, "reads do not extend the timeout");
+    assert!(fx.store.end(&id).await.unwrap());
+    assert_eq!(fx.turns.begin_turn(&id, Some(2)).await.unwrap(), None);
+}
+
+/// One commit saves the checkpoint with its messages, counts the interaction and merges the
+/// metadata, and bumps `last_active`.
+pub async fn turn_commit_saves_checkpoint_interaction_and_metadata(fx: StoreFixture) {
+    let new = NewSession::default().with_metadata(meta(json!({"keep": true, "plan": "free"})));
+    let id = fx.store.create(new).await.unwrap().id;
+    fx.clock.advance(Duration::from_millis(5));
+    let mut commit = turn(1, vec![Message::user("q"), Message::assistant("a")], 0);
+    commit.merge_metadata = Some(meta(json!({"plan": "pro", "n": 1})));
+    let saved = fx.turns.commit_turn(&id, commit).await.unwrap();
+    assert_eq!((saved.checkpoint.version, saved.checkpoint.log_len, saved.checkpoint.step), (1, 2, 1));
+    assert_eq!(saved.checkpoint.created_at.timestamp_millis(), fx.clock.now_ms());
+    let stats = saved.stats.expect("an interaction was tracked");
+    assert_eq!((stats.interactions, stats.total_tokens_in, stats.total_tokens_out), (1, 1, 2));
+    let merged = meta(json!({"keep": true, "plan": "pro", "n": 1}));
+    assert_eq!(saved.metadata.as_ref(), Some(&merged));
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!((session.stats, &session.metadata), (stats, &merged));
+    assert_eq!(session.last_active.timestamp_millis(), fx.clock.now_ms());
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(saved.checkpoint));
+    assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap().len(), 2);
+
+    let bare = TurnCommit { interaction: None, ..turn(2, vec![Message::user("r")], 1) };
+    let saved = fx.turns.commit_turn(&id, bare).await.unwrap();
+    assert_eq!((saved.checkpoint.version, saved.checkpoint.log_len), (2, 3));
+    assert_eq!((saved.stats, saved.metadata), (None, None));
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().stats, stats, "no interaction, no count");
+}
+
+/// Reads back what a failed commit must not have changed.
+async fn assert_untouched(fx: &StoreFixture, id: &SessionId, before: &crate::Session, version: u64, log: usize) {
+    let now = fx.store.get(id).await.unwrap().unwrap();
+    assert_eq!((&now.metadata, now.stats, now.last_active), (&before.metadata, before.stats, before.last_active));
+    assert_eq!(fx.checkpointer.version(id).await.unwrap(), version);
+    assert_eq!(fx.checkpointer.messages(id, 0..100).await.unwrap().len(), log);
+}
+
+/// A commit on a stale version is `Conflict` and writes nothing: no checkpoint, no messages,
+/// no interaction, no metadata.
+pub async fn turn_commit_conflict_writes_nothing(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    fx.checkpointer.put(&id, snapshot(1, vec![Message::user("theirs")]), 0).await.unwrap();
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    fx.clock.advance(Duration::from_millis(5));
+    let mut commit = turn(1, vec![Message::user("mine")], 0);
+    commit.merge_metadata = Some(meta(json!({"lost": 1})));
+    let err = fx.turns.commit_turn(&id, commit).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { expected: 0, actual: 1, .. }), "{err:?}");
+    assert_untouched(&fx, &id, &before, 1, 1).await;
+}
+
+/// A commit whose merged metadata would exceed the limit is `MetadataTooLarge` and writes
+/// nothing, the checkpoint included.
+pub async fn turn_commit_over_the_metadata_limit_writes_nothing(fx: StoreFixture) {
+    let half = "x".repeat(fx.metadata_limit / 2 + 1);
+    let id = fx.store.create(NewSession::default().with_metadata(meta(json!({"a": half})))).await.unwrap().id;
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    let mut commit = turn(1, vec![Message::user("q")], 0);
+    commit.merge_metadata = Some(meta(json!({"b": half})));
+    let err = fx.turns.commit_turn(&id, commit).await.unwrap_err();
+    assert!(matches!(err, Error::MetadataTooLarge { .. }), "{err:?}");
+    assert_untouched(&fx, &id, &before, 0, 0).await;
+}
+
+/// A commit whose checkpoint or metadata nests too deep is `NestingTooDeep` and writes nothing.
+pub async fn turn_commit_nested_too_deep_writes_nothing(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let before = fx.store.get(&id).await.unwrap().unwrap();
+    let mut deep_state = turn(1, vec![Message::user("q")], 0);
+    deep_state.checkpoint.state = nested(MAX_JSON_DEPTH - 1);
+    let mut deep_metadata = turn(1, vec![Message::user("q")], 0);
+    deep_metadata.merge_metadata = Some(meta(json!({"deep": nested(MAX_JSON_DEPTH - 1)})));
+    for commit in [deep_state, deep_metadata] {
+        let err = fx.turns.commit_turn(&id, commit).await.unwrap_err();
+        assert!(is_too_deep(&err), "{err:?}");
+        assert_untouched(&fx, &id, &before, 0, 0).await;
+    }
+}
+
+/// Commits to unknown, ended or expired sessions are `SessionNotFound` and create nothing.
+pub async fn turn_commit_on_dead_session_is_not_found(fx: StoreFixture) {
+    let err = fx.turns.commit_turn(&sid("nobody"), turn(1, Vec::new(), 0)).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err:?}");
+    assert!(fx.store.get(&sid("nobody")).await.unwrap().is_none());
+    let id = fx.store.create(expiring(None, TEN_SECONDS)).await.unwrap().id;
+    fx.clock.advance(Duration::from_secs(11));
+    let err = fx.turns.commit_turn(&id, turn(1, vec![Message::user("q")], 0)).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err:?}");
+    assert!(fx.store.get(&id).await.unwrap().is_none(), "not resurrected");
+}
+
+/// A commit repeated with the same op ids applies once and answers with the first save,
+/// even after another commit moved the version on.
+pub async fn repeated_turn_commit_with_one_op_id_applies_once(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let mut commit = turn(1, vec![Message::user("q"), Message::assistant("a")], 0);
+    commit.merge_metadata = Some(meta(json!({"k": "v"})));
+    let first = fx.turns.commit_turn(&id, commit.clone()).await.unwrap();
+    let again = fx.turns.commit_turn(&id, commit.clone()).await.expect("a repeat succeeds instead of conflicting");
+    assert_eq!((again.checkpoint.version, again.checkpoint.log_len), (1, 2));
+    assert_eq!(again.stats.map(|s| s.interactions), Some(1), "counted once");
+    fx.turns.commit_turn(&id, turn(2, vec![Message::user("q2")], 1)).await.unwrap();
+    let late = fx.turns.commit_turn(&id, commit).await.expect("still recognized after a later commit");
+    assert_eq!((late.checkpoint.version, late.checkpoint.log_len), (1, 2));
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(session.stats.interactions, 2);
+    assert_eq!(session.metadata, meta(json!({"k": "v"})));
+    assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 2);
+    assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap().len(), 3);
+    assert_eq!(first.checkpoint.version, 1);
 }
 
 #[cfg(test)]

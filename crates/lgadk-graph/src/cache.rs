@@ -82,11 +82,18 @@ impl<S: Clone> StateCache<S> {
 
     /// Removes and returns the entry of session `id` if it belongs to the session created at
     /// `created_at`.
+    #[cfg(test)]
     pub(crate) fn take(&self, id: &SessionId, created_at: DateTime<Utc>) -> Option<Snapshot<S>> {
         self.with(|inner| {
             let entry = inner.remove(id)?;
             (entry.created_at == created_at).then_some(entry.snapshot)
         })
+    }
+
+    /// Removes and returns the entry of session `id` with the creation time of the session it
+    /// belongs to, for the caller to compare with the session it reads.
+    pub(crate) fn take_entry(&self, id: &SessionId) -> Option<(DateTime<Utc>, Snapshot<S>)> {
+        self.with(|inner| inner.remove(id).map(|entry| (entry.created_at, entry.snapshot)))
     }
 
     /// Stores the latest state of session `id`, evicting the least recently used entry if full.

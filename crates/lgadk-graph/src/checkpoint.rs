@@ -110,14 +110,57 @@ pub(crate) async fn decode<S: GraphState>(
     id: &SessionId,
     checkpoint: Checkpoint,
 ) -> Result<(Snapshot<S>, Option<String>, DateTime<Utc>)> {
+    let log_len = checkpoint.log_len;
+    let mut opened = open::<S>(id, checkpoint)?;
+    let history = match opened.state.messages_mut() {
+        Some(_) if log_len > 0 => checkpointer.messages(id, 0..log_len).await?,
+        _ => Vec::new(),
+    };
+    finish(id, opened, history)
+}
+
+/// [`decode`] with the log (`0..log_len`) already read, as [`TurnStore::begin_turn`] returns
+/// it.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the snapshot does not decode or the log is shorter than the
+/// checkpoint says.
+///
+/// [`TurnStore::begin_turn`]: lgadk_core::TurnStore::begin_turn
+pub(crate) fn decode_with_log<S: GraphState>(
+    id: &SessionId,
+    checkpoint: Checkpoint,
+    history: Vec<lgadk_core::Message>,
+) -> Result<Snapshot<S>> {
+    Ok(finish(id, open::<S>(id, checkpoint)?, history)?.0)
+}
+
+/// A checkpoint whose snapshot is decoded, its log not yet attached.
+struct Opened<S> {
+    state: S,
+    next: Vec<String>,
+    checkpoint: Checkpoint,
+}
+
+fn open<S: GraphState>(id: &SessionId, mut checkpoint: Checkpoint) -> Result<Opened<S>> {
     let version = checkpoint.version;
     let corrupt = |source| Error::corrupt(id, CheckpointFailure::Decode { version, source });
-    let envelope: Envelope = serde_json::from_value(checkpoint.state).map_err(corrupt)?;
-    let mut state: S = serde_json::from_value(envelope.state).map_err(corrupt)?;
+    let envelope: Envelope = serde_json::from_value(checkpoint.state.take()).map_err(corrupt)?;
+    let state: S = serde_json::from_value(envelope.state).map_err(corrupt)?;
+    Ok(Opened { state, next: envelope.next, checkpoint })
+}
+
+/// Gives the state its history, which must be the whole log the checkpoint saw.
+fn finish<S: GraphState>(
+    id: &SessionId,
+    opened: Opened<S>,
+    history: Vec<lgadk_core::Message>,
+) -> Result<(Snapshot<S>, Option<String>, DateTime<Utc>)> {
+    let Opened { mut state, next, checkpoint } = opened;
+    let version = checkpoint.version;
     if let Some(slot) = state.messages_mut()
         && checkpoint.log_len > 0
     {
-        let history = checkpointer.messages(id, 0..checkpoint.log_len).await?;
         if u64::try_from(history.len()).ok() != Some(checkpoint.log_len) {
             let failure = CheckpointFailure::ShortLog { version, expected: checkpoint.log_len, found: history.len() };
             return Err(Error::corrupt(id, failure));
@@ -125,7 +168,7 @@ pub(crate) async fn decode<S: GraphState>(
         *slot = history;
     }
     let state = Arc::new(state);
-    let snapshot = Snapshot { version, log_len: checkpoint.log_len, step: checkpoint.step, next: envelope.next, state };
+    let snapshot = Snapshot { version, log_len: checkpoint.log_len, step: checkpoint.step, next, state };
     Ok((snapshot, checkpoint.node, checkpoint.created_at))
 }
 

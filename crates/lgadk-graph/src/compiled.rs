@@ -27,23 +27,29 @@ use crate::turn::{Turn, TurnRequest};
 /// # How a turn runs
 /// 1. Runs on one session are serialized by a per-session async lock; other sessions are not
 ///    blocked.
-/// 2. The session's latest state comes from a bounded per-process cache when its checkpoint
-///    version is unchanged (one cheap call), otherwise from the latest checkpoint plus the
-///    message log. A request without a session id starts from `S::default()`.
-/// 3. Metadata in the request is merged into an existing session's metadata.
-///    [`GraphState::begin_turn`] gets the message; a [`ChatState`](lgadk_core::ChatState) also gets the session id
-///    and metadata.
+/// 2. One read ([`TurnStore::begin_turn`](lgadk_core::TurnStore::begin_turn)) returns the
+///    session record and its latest checkpoint version, and, unless the bounded per-process
+///    cache holds the state at that version, the latest checkpoint with its message log. A
+///    request without a session id starts from `S::default()` and reads nothing.
+/// 3. Metadata in the request is merged into the session's metadata for the nodes (it is
+///    written in step 5). [`GraphState::begin_turn`] gets the message; a
+///    [`ChatState`](lgadk_core::ChatState) also gets the session id and metadata.
 /// 4. The nodes run from `START` until every branch reaches `END`.
-/// 5. The checkpoint is saved compare-and-set on the version it was loaded at, with only the
-///    messages the turn added; then the interaction is tracked (usage and wall time) unless
-///    [`RunOptions::track_interactions`] is off. A new session is created just before its first
-///    checkpoint, so a run without a session id that fails leaves no session behind.
+/// 5. One commit ([`TurnStore::commit_turn`](lgadk_core::TurnStore::commit_turn)) saves the
+///    checkpoint compare-and-set on the version it was loaded at, with only the messages the
+///    turn added, together with the interaction (usage and wall time, unless
+///    [`RunOptions::track_interactions`] is off) and the metadata merge. A new session is
+///    created just before its first commit, so a run without a session id that fails leaves
+///    no session behind. On a store that overrides both calls, a turn on an existing session
+///    is two store calls, warm or cold (a new session adds its creation).
 ///
 /// A run that fails before step 5 (a node or model error, the recursion limit) writes nothing:
-/// no checkpoint, no interaction, no new session. Only the metadata merge of step 3 stays.
-/// Once the checkpoint is saved, the interaction is tracked even if the caller drops the `run`
-/// future meanwhile (the tracking is then finished on the runtime); [`stream`](Self::stream)
-/// runs on its own task and finishes the turn even if the caller stops listening.
+/// no checkpoint, no interaction, no metadata, no new session. With a store that commits
+/// atomically (the in-memory and Redis stores do) the commit is all or nothing, so a caller
+/// that drops the `run` future never leaves a saved turn untracked; stores on the default
+/// [`TurnStore`](lgadk_core::TurnStore) methods save in several calls.
+/// [`stream`](Self::stream) runs on its own task and finishes the turn even if the caller
+/// stops listening.
 pub struct CompiledGraph<S: GraphState> {
     pub(crate) inner: Arc<Inner<S>>,
     pub(crate) options: RunOptions,

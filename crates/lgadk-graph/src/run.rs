@@ -79,8 +79,9 @@ pub struct RunResponse<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunOptions {
-    /// Track each turn on the session ([`SessionManager::record_interaction`](lgadk_session::SessionManager::record_interaction)) with the usage the
-    /// model reported and the measured wall time. Default `true`; turn it off when the caller
+    /// Track each turn on the session (an [`Interaction`](lgadk_core::Interaction) in the
+    /// turn's commit, as [`SessionManager::record_interaction`](lgadk_session::SessionManager::record_interaction)
+    /// would count it) with the usage the model reported and the measured wall time. Default `true`; turn it off when the caller
     /// tracks interactions itself.
     pub track_interactions: bool,
     /// When another process saved the session first ([`Error::Conflict`](lgadk_core::Error::Conflict)), reload its state and

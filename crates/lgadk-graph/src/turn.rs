@@ -1,14 +1,16 @@
-//! How one turn of a [`CompiledGraph`] runs: lock the session, load or reuse its state, run
-//! the nodes, save the checkpoint compare-and-set, track the interaction.
+//! How one turn of a [`CompiledGraph`] runs: lock the session, read it with its state (or
+//! reuse the cached state) in one call, run the nodes, commit the checkpoint compare-and-set
+//! with the interaction and the metadata merge in one call.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
-    Error, GraphError, GraphState, Interaction, Metadata, NewSession, OpId, Result, RunContext, SessionId, UserId,
+    Error, GraphError, GraphState, Interaction, LatestCheckpoint, Metadata, MetadataUpdate, NewSession, OpId, Result,
+    RunContext, Session, SessionId, TurnCommit, UserId,
 };
-use lgadk_session::SessionManager;
 use tracing::Instrument as _;
 
 use crate::cache::Snapshot;
@@ -63,7 +65,10 @@ struct Begun {
     step: u64,
     next: Vec<String>,
     user_id: Option<UserId>,
+    /// The session's metadata with the request's merged in, as the nodes see it.
     metadata: Metadata,
+    /// The request's metadata, merged into the stored metadata by the commit.
+    merge_metadata: Option<Metadata>,
 }
 
 /// The nodes' work, not yet saved.
@@ -113,12 +118,12 @@ impl<S: GraphState> CompiledGraph<S> {
         self.commit(input, begun, ran).await
     }
 
-    /// Reads the session and the state to start from, and merges the request's metadata.
+    /// Reads the session and the state to start from in one call, and merges the request's
+    /// metadata into the session's for the nodes (the commit writes the merge).
     async fn begin(&self, input: &TurnInput<'_, S>) -> Result<(Begun, Arc<S>)> {
         let (sessions, id, request) = (&self.inner.sessions, &input.id, &input.request);
         let (session, base) = if input.existing {
-            let session = sessions.get_session(id).await?.ok_or_else(|| Error::SessionNotFound(id.clone()))?;
-            let base = self.load(id, session.created_at).await?;
+            let (session, base) = self.load(id).await?;
             (Some(session), base)
         } else {
             (None, Snapshot::empty())
@@ -130,15 +135,21 @@ impl<S: GraphState> CompiledGraph<S> {
         if let Some(user) = &user_id {
             tracing::Span::current().record("user.id", tracing::field::display(user));
         }
-        let metadata = match (&session, &request.metadata) {
-            (Some(_), Some(update)) if !update.is_empty() => {
-                sessions.update_session_metadata(id, update.clone(), true).await?
+        let (metadata, merge_metadata) = match (&session, &request.metadata) {
+            (Some(session), Some(update)) if !update.is_empty() => {
+                // Checked as `update_session_metadata` checks it, before any node runs; the
+                // store checks the merged size when the turn is committed.
+                let update = check_metadata_depth(update.clone())?;
+                check_metadata_size(&update, sessions.metadata_limit())?;
+                let mut merged = session.metadata.clone();
+                MetadataUpdate::Merge(update.clone()).apply_to(&mut merged);
+                (merged, Some(update))
             }
-            (Some(session), _) => session.metadata.clone(),
-            (None, metadata) => metadata.clone().unwrap_or_default(),
+            (Some(session), _) => (session.metadata.clone(), None),
+            (None, metadata) => (metadata.clone().unwrap_or_default(), None),
         };
         let Snapshot { version, log_len, step, next, state } = base;
-        Ok((Begun { session, version, log_len, step, next, user_id, metadata }, state))
+        Ok((Begun { session, version, log_len, step, next, user_id, metadata, merge_metadata }, state))
     }
 
     /// Runs the nodes on a copy of the base state; nothing is written.
@@ -176,24 +187,39 @@ impl<S: GraphState> CompiledGraph<S> {
         Ok(Ran { state, outcome, ctx })
     }
 
-    /// Saves the turn: the new session, the checkpoint (compare-and-set on the version it
-    /// started from), then the interaction; caches the saved state.
+    /// Saves the turn: the new session, then one commit with the checkpoint (compare-and-set
+    /// on the version it started from), the interaction and the metadata merge; caches the
+    /// saved state.
     async fn commit(&self, input: &TurnInput<'_, S>, begun: Begun, ran: Ran<S>) -> Result<RunResponse<S>> {
         let inner = &*self.inner;
         let id = &input.id;
-        let Begun { session, version: base_version, log_len: base_log_len, user_id, metadata, .. } = begun;
+        let Begun { session, version: base_version, log_len: base_log_len, user_id, metadata, merge_metadata, .. } =
+            begun;
         let Ran { mut state, outcome, ctx } = ran;
         let (next, node, step, interrupted) = match outcome {
             Outcome::Finished { step, node } => (Vec::new(), node, step, None),
             Outcome::Interrupted { node, frontier, step } => (frontier, Some(node.clone()), step, Some(node)),
         };
-        // One op id for the checkpoint: a repeat after an unknown outcome saves it once.
+        let usage = ctx.usage();
+        let response_time = input.started.elapsed();
+        // One op id for the checkpoint and one for the interaction: a repeat after an unknown
+        // outcome applies the commit once.
         let op = OpId::new();
-        let encode = |state: &mut S| {
-            checkpoint::encode(&inner.topology.name, state, base_log_len, &next, step, node.clone())
-                .map(|encoded| encoded.with_op_id(op))
+        let interaction = input.options.track_interactions.then(|| {
+            Interaction::tokens(usage.prompt_tokens, usage.completion_tokens)
+                .with_response_time(response_time)
+                .with_op_id(OpId::new())
+        });
+        let commit = |state: &mut S| -> Result<TurnCommit> {
+            let checkpoint = checkpoint::encode(&inner.topology.name, state, base_log_len, &next, step, node.clone())?;
+            Ok(TurnCommit {
+                checkpoint: checkpoint.with_op_id(op),
+                expected_version: base_version,
+                interaction,
+                merge_metadata: merge_metadata.clone(),
+            })
         };
-        let new_checkpoint = encode(&mut state)?;
+        let first = commit(&mut state)?;
         let created_at = match &session {
             Some(session) => session.created_at,
             None => {
@@ -201,19 +227,20 @@ impl<S: GraphState> CompiledGraph<S> {
                 inner.sessions.create_session_with(new).await?.created_at
             }
         };
-        let checkpointer = inner.sessions.checkpointer();
-        let mut saving = checkpointer.put(id, new_checkpoint, base_version).await;
+        let turns = inner.sessions.turns();
+        let span = tracing::debug_span!("session.commit_turn", backend = turns.backend(), session.id = %id);
+        let mut saving = turns.commit_turn(id, first).instrument(span.clone()).await;
         for _ in 0..inner.sessions.unknown_outcome_retries() {
             match &saving {
                 Err(err) if err.outcome() == Some(lgadk_core::Outcome::Unknown) => {
-                    tracing::debug!(error = %err, "checkpoint outcome unknown; saving it again with its op id");
-                    saving = checkpointer.put(id, encode(&mut state)?, base_version).await;
+                    tracing::debug!(error = %err, "turn commit outcome unknown; committing it again with its op ids");
+                    saving = turns.commit_turn(id, commit(&mut state)?).instrument(span.clone()).await;
                 }
                 _ => break,
             }
         }
         let saved = match saving {
-            Ok(saved) => saved,
+            Ok(saved) => saved.checkpoint,
             Err(err) => {
                 if session.is_none() {
                     // Best effort: the error that matters is `err`.
@@ -222,20 +249,6 @@ impl<S: GraphState> CompiledGraph<S> {
                 return Err(err);
             }
         };
-        let usage = ctx.usage();
-        let response_time = input.started.elapsed();
-        if input.options.track_interactions {
-            // With an op id, so the guard below and the manager's repeats count it once.
-            let turn = Interaction::tokens(usage.prompt_tokens, usage.completion_tokens)
-                .with_response_time(response_time)
-                .with_op_id(OpId::new());
-            // If the caller drops this future while the interaction is on its way, the guard
-            // finishes it on the runtime: a saved turn is always tracked.
-            let pending = PendingInteraction::new(&inner.sessions, id, turn);
-            let tracked = inner.sessions.record_interaction(id, turn).await;
-            pending.disarm();
-            tracked?;
-        }
         let output = state.output();
         let state = Arc::new(state);
         let snapshot =
@@ -247,51 +260,36 @@ impl<S: GraphState> CompiledGraph<S> {
         Ok(RunResponse { output, session_id: id.clone(), state, usage, response_time })
     }
 
-    /// The session's latest state: the cached one if its version is still the latest, else
-    /// the latest checkpoint with its history.
-    async fn load(&self, id: &SessionId, created_at: chrono::DateTime<chrono::Utc>) -> Result<Snapshot<S>> {
-        let checkpointer = self.inner.sessions.checkpointer();
-        if let Some(cached) = self.inner.cache.take(id, created_at) {
-            if checkpointer.version(id).await? == cached.version {
-                return Ok(cached);
+    /// The session and its latest state, in one call: the cached state if its version is
+    /// still the latest, else the latest checkpoint with its history.
+    async fn load(&self, id: &SessionId) -> Result<(Session, Snapshot<S>)> {
+        let turns = self.inner.sessions.turns();
+        let span = tracing::debug_span!("session.begin_turn", backend = turns.backend(), session.id = %id);
+        let cached = self.inner.cache.take_entry(id);
+        let start = turns.begin_turn(id, cached.as_ref().map(|(_, snapshot)| snapshot.version));
+        let mut start = start.instrument(span.clone()).await?.ok_or_else(|| Error::SessionNotFound(id.clone()))?;
+        if let Some((created_at, cached)) = cached {
+            let current = created_at == start.session.created_at && cached.version == start.version;
+            if start.latest.is_none() && current {
+                return Ok((start.session, cached));
             }
-            tracing::debug!(version = cached.version, "cached state is stale; loading the latest checkpoint");
-        }
-        match checkpointer.latest(id).await? {
-            Some(saved) => Ok(checkpoint::decode(checkpointer, id, saved).await?.0),
-            None => Ok(Snapshot::empty()),
-        }
-    }
-}
-
-/// Tracks a saved turn's interaction if the future that should have done it is dropped first.
-struct PendingInteraction {
-    armed: Option<(SessionManager, SessionId, Interaction)>,
-}
-
-impl PendingInteraction {
-    fn new(sessions: &SessionManager, id: &SessionId, turn: Interaction) -> Self {
-        Self { armed: Some((sessions.clone(), id.clone(), turn)) }
-    }
-
-    fn disarm(mut self) {
-        self.armed = None;
-    }
-}
-
-impl Drop for PendingInteraction {
-    fn drop(&mut self) {
-        let Some((sessions, id, turn)) = self.armed.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(err) = sessions.record_interaction(&id, turn).await {
-                        tracing::warn!(session.id = %id, error = %err, "could not track a turn whose run was dropped");
-                    }
-                });
+            if start.latest.is_none() && start.version > 0 {
+                // The entry was of an older session under this id, at the same version.
+                tracing::debug!("cached state belongs to an ended session; loading the latest checkpoint");
+                start = turns
+                    .begin_turn(id, None)
+                    .instrument(span)
+                    .await?
+                    .ok_or_else(|| Error::SessionNotFound(id.clone()))?;
+            } else {
+                tracing::debug!(version = cached.version, "cached state is stale; using the latest checkpoint");
             }
-            Err(_) => tracing::warn!(session.id = %id, "a dropped run's interaction was not tracked: no runtime"),
         }
+        let base = match start.latest {
+            Some(LatestCheckpoint { checkpoint, messages }) => checkpoint::decode_with_log(id, checkpoint, messages)?,
+            None => Snapshot::empty(),
+        };
+        Ok((start.session, base))
     }
 }
 
@@ -306,8 +304,8 @@ mod tests {
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
     use lgadk_core::{
-        ChatState, Checkpoint, Checkpointer, Message, MetadataUpdate, NewCheckpoint, Page, Session, SessionPage,
-        SessionStats, SessionStore, Usage,
+        ChatState, Checkpoint, Checkpointer, Message, NewCheckpoint, Page, SessionPage, SessionStats, SessionStore,
+        TurnSaved, TurnStart, TurnStore, Usage,
     };
     use mockall::{Sequence, predicate};
 
@@ -339,6 +337,11 @@ mod tests {
             async fn messages(&self, id: &SessionId, range: Range<u64>) -> Result<Vec<Message>>;
             async fn delete(&self, id: &SessionId) -> Result<bool>;
         }
+        #[async_trait]
+        impl TurnStore for Backend {
+            async fn begin_turn(&self, id: &SessionId, cached_version: Option<u64>) -> Result<Option<TurnStart>>;
+            async fn commit_turn(&self, id: &SessionId, commit: TurnCommit) -> Result<TurnSaved>;
+        }
     }
 
     impl fmt::Debug for MockBackend {
@@ -369,9 +372,19 @@ mod tests {
         Checkpoint { version, step: 1, node: Some("reply".into()), created_at: created(), log_len, state: envelope }
     }
 
-    /// A mock whose `put` answers like a store: the next version, the log grown by the messages.
-    fn answer_put(log_len: u64) -> impl Fn(&SessionId, NewCheckpoint, u64) -> Result<Checkpoint> + Send + 'static {
-        move |_, new, expected| Ok(saved(expected + 1, log_len + new.messages.len() as u64))
+    /// A mock whose `commit_turn` answers like a store: the next version, the log grown by the
+    /// messages, totals when it tracked an interaction.
+    fn answer_commit(log_len: u64) -> impl Fn(&SessionId, TurnCommit) -> Result<TurnSaved> + Send + 'static {
+        move |_, commit| {
+            let checkpoint = saved(commit.expected_version + 1, log_len + commit.checkpoint.messages.len() as u64);
+            Ok(TurnSaved { checkpoint, stats: commit.interaction.map(|_| SessionStats::default()), metadata: None })
+        }
+    }
+
+    /// `begin_turn`'s answer: the session at `version`, with the latest checkpoint if given.
+    fn start(id: &SessionId, version: u64, latest: Option<(Checkpoint, Vec<Message>)>) -> Option<TurnStart> {
+        let latest = latest.map(|(checkpoint, messages)| LatestCheckpoint { checkpoint, messages });
+        Some(TurnStart { session: session(id), version, latest })
     }
 
     fn backend() -> MockBackend {
@@ -393,13 +406,13 @@ mod tests {
             })
             .set_entry_point("reply")
             .set_finish_point("reply")
-            .with_sessions(SessionManager::new(mock))
+            .with_sessions(lgadk_session::SessionManager::new(mock))
             .compile()
             .unwrap()
     }
 
     #[tokio::test]
-    async fn new_session_is_created_then_saved_then_tracked_and_a_warm_turn_only_checks_the_version() {
+    async fn new_session_is_created_then_committed_and_a_warm_turn_is_one_read_and_one_commit() {
         let mut mock = backend();
         let mut seq = Sequence::new();
         let made = std::sync::Arc::new(std::sync::Mutex::new(None::<SessionId>));
@@ -409,25 +422,30 @@ mod tests {
             *remember.lock().unwrap() = Some(id.clone());
             Ok(session(&id))
         });
-        mock.expect_put()
-            .withf(|_, new, expected| *expected == 0 && new.messages.len() == 2)
+        mock.expect_commit_turn()
+            .withf(|_, commit| {
+                let turn = commit.interaction.unwrap();
+                commit.expected_version == 0
+                    && commit.checkpoint.messages.len() == 2
+                    && commit.checkpoint.op.is_some()
+                    && (turn.tokens_in, turn.tokens_out) == (7, 3)
+                    && turn.op.is_some()
+                    && commit.merge_metadata.is_none()
+            })
             .times(1)
             .in_sequence(&mut seq)
-            .returning(answer_put(0));
-        mock.expect_track_interaction()
-            .withf(|_, turn| (turn.tokens_in, turn.tokens_out) == (7, 3))
+            .returning(answer_commit(0));
+        // The second, warm turn: one read that finds the cache current, one commit.
+        mock.expect_begin_turn()
+            .with(predicate::always(), predicate::eq(Some(1)))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(SessionStats::default()));
-        // The second, warm turn: the record, the version check, the save, the tracking.
-        mock.expect_get().times(1).in_sequence(&mut seq).returning(|id| Ok(Some(session(id))));
-        mock.expect_version().times(1).in_sequence(&mut seq).returning(|_| Ok(1));
-        mock.expect_put()
-            .withf(|_, new, expected| *expected == 1 && new.messages.len() == 2)
+            .returning(|id, _| Ok(start(id, 1, None)));
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.expected_version == 1 && commit.checkpoint.messages.len() == 2)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(answer_put(2));
-        mock.expect_track_interaction().times(1).in_sequence(&mut seq).returning(|_, _| Ok(SessionStats::default()));
+            .returning(answer_commit(2));
 
         let graph = graph(mock, false);
         let first = graph.run(RunRequest::new("one")).await.unwrap();
@@ -437,22 +455,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cold_turn_loads_the_latest_checkpoint_and_its_log_once() {
+    async fn cold_turn_reads_the_latest_checkpoint_and_its_log_in_the_same_call() {
         let mut mock = backend();
         let mut seq = Sequence::new();
-        mock.expect_get().times(1).in_sequence(&mut seq).returning(|id| Ok(Some(session(id))));
-        mock.expect_latest().times(1).in_sequence(&mut seq).returning(|_| Ok(Some(saved(3, 2))));
-        mock.expect_messages()
-            .with(predicate::always(), predicate::eq(0..2))
+        mock.expect_begin_turn()
+            .with(predicate::always(), predicate::eq(None))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(vec![Message::user("earlier"), Message::assistant("reply")]));
-        mock.expect_put()
-            .withf(|_, new, expected| *expected == 3 && new.messages.len() == 2 && new.messages[0].content == "now")
+            .returning(|id, _| {
+                Ok(start(id, 3, Some((saved(3, 2), vec![Message::user("earlier"), Message::assistant("reply")]))))
+            });
+        mock.expect_commit_turn()
+            .withf(|_, commit| {
+                let messages = &commit.checkpoint.messages;
+                commit.expected_version == 3 && messages.len() == 2 && messages[0].content == "now"
+            })
             .times(1)
             .in_sequence(&mut seq)
-            .returning(answer_put(2));
-        mock.expect_track_interaction().times(1).in_sequence(&mut seq).returning(|_, _| Ok(SessionStats::default()));
+            .returning(answer_commit(2));
 
         let id = SessionId::parse("s1").unwrap();
         let response = graph(mock, false).run(RunRequest::new("now").with_session(id)).await.unwrap();
@@ -460,23 +480,72 @@ mod tests {
         assert_eq!(response.state.messages[0].content, "earlier");
     }
 
+    /// The request's metadata reaches the nodes merged into the session's, and is written by
+    /// the commit, not before the nodes run.
+    #[tokio::test]
+    async fn request_metadata_is_merged_for_the_nodes_and_written_by_the_commit() {
+        let mut mock = backend();
+        mock.expect_begin_turn().times(1).returning(|id, _| {
+            let mut start = start(id, 0, None).unwrap();
+            start.session.metadata = serde_json::from_value(serde_json::json!({"a": 1, "b": 1})).unwrap();
+            Ok(Some(start))
+        });
+        mock.expect_update_metadata().never();
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.merge_metadata == serde_json::from_value(serde_json::json!({"b": 2})).ok())
+            .times(1)
+            .returning(answer_commit(0));
+        let id = SessionId::parse("s1").unwrap();
+        let update: Metadata = serde_json::from_value(serde_json::json!({"b": 2})).unwrap();
+        let request = RunRequest::new("now").with_session(id).with_metadata(update);
+        let response = graph(mock, false).run(request).await.unwrap();
+        let seen: Metadata = serde_json::from_value(serde_json::json!({"a": 1, "b": 2})).unwrap();
+        assert_eq!(response.state.metadata, seen);
+    }
+
+    /// A cached state whose checkpoints were deleted since (the store is back at version 0)
+    /// is dropped: the turn starts from the empty state on version 0.
+    #[tokio::test]
+    async fn cached_state_of_deleted_checkpoints_is_not_used() {
+        let mut mock = backend();
+        let mut seq = Sequence::new();
+        mock.expect_begin_turn().times(1).in_sequence(&mut seq).returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn().times(1).in_sequence(&mut seq).returning(answer_commit(0));
+        mock.expect_begin_turn()
+            .with(predicate::always(), predicate::eq(Some(1)))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.expected_version == 0 && commit.checkpoint.messages.len() == 2)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(answer_commit(0));
+        let id = SessionId::parse("s1").unwrap();
+        let graph = graph(mock, false);
+        graph.run(RunRequest::new("one").with_session(id.clone())).await.unwrap();
+        let second = graph.run(RunRequest::new("two").with_session(id)).await.unwrap();
+        assert_eq!(second.state.messages.len(), 2, "started over from the empty state");
+    }
+
+    /// A run whose node fails writes nothing: no checkpoint, no interaction, no metadata.
     #[tokio::test]
     async fn failed_node_writes_nothing() {
         let mut mock = backend();
-        let mut seq = Sequence::new();
-        mock.expect_get().times(1).in_sequence(&mut seq).returning(|id| Ok(Some(session(id))));
-        mock.expect_latest().times(1).in_sequence(&mut seq).returning(|_| Ok(None));
-        mock.expect_put().never();
-        mock.expect_track_interaction().never();
+        mock.expect_begin_turn().times(1).returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn().never();
+        mock.expect_update_metadata().never();
         let id = SessionId::parse("s1").unwrap();
-        let err = graph(mock, true).run(RunRequest::new("now").with_session(id)).await.unwrap_err();
+        let update: Metadata = serde_json::from_value(serde_json::json!({"b": 2})).unwrap();
+        let request = RunRequest::new("now").with_session(id).with_metadata(update);
+        let err = graph(mock, true).run(request).await.unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
     }
 
     #[tokio::test]
     async fn unknown_session_reads_once_and_writes_nothing() {
         let mut mock = backend();
-        mock.expect_get().times(1).returning(|_| Ok(None));
+        mock.expect_begin_turn().times(1).returning(|_, _| Ok(None));
         let id = SessionId::parse("gone").unwrap();
         let err = graph(mock, false).run(RunRequest::new("now").with_session(id)).await.unwrap_err();
         assert!(err.is_not_found(), "{err:?}");
@@ -486,25 +555,24 @@ mod tests {
     async fn conflict_with_retry_reloads_and_saves_on_the_new_version() {
         let mut mock = backend();
         let mut seq = Sequence::new();
-        mock.expect_get().times(1).in_sequence(&mut seq).returning(|id| Ok(Some(session(id))));
-        mock.expect_latest().times(1).in_sequence(&mut seq).returning(|_| Ok(None));
-        mock.expect_put()
-            .withf(|_, _, expected| *expected == 0)
+        mock.expect_begin_turn().times(1).in_sequence(&mut seq).returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.expected_version == 0)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|id, _, _| Err(Error::Conflict { id: id.clone(), expected: 0, actual: 1 }));
-        mock.expect_get().times(1).in_sequence(&mut seq).returning(|id| Ok(Some(session(id))));
-        mock.expect_latest().times(1).in_sequence(&mut seq).returning(|_| Ok(Some(saved(1, 2))));
-        mock.expect_messages()
+            .returning(|id, _| Err(Error::Conflict { id: id.clone(), expected: 0, actual: 1 }));
+        mock.expect_begin_turn()
+            .with(predicate::always(), predicate::eq(None))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(vec![Message::user("theirs"), Message::assistant("reply")]));
-        mock.expect_put()
-            .withf(|_, _, expected| *expected == 1)
+            .returning(|id, _| {
+                Ok(start(id, 1, Some((saved(1, 2), vec![Message::user("theirs"), Message::assistant("reply")]))))
+            });
+        mock.expect_commit_turn()
+            .withf(|_, commit| commit.expected_version == 1)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(answer_put(2));
-        mock.expect_track_interaction().times(1).in_sequence(&mut seq).returning(|_, _| Ok(SessionStats::default()));
+            .returning(answer_commit(2));
 
         let id = SessionId::parse("s1").unwrap();
         let graph = graph(mock, false).with_options(RunOptions::default().with_retry_on_conflict(true));
@@ -514,25 +582,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn conflict_without_retry_is_returned_and_not_tracked() {
+    async fn conflict_without_retry_is_returned() {
         let mut mock = backend();
-        mock.expect_get().times(1).returning(|id| Ok(Some(session(id))));
-        mock.expect_latest().times(1).returning(|_| Ok(None));
-        mock.expect_put()
+        mock.expect_begin_turn().times(1).returning(|id, _| Ok(start(id, 0, None)));
+        mock.expect_commit_turn()
             .times(1)
-            .returning(|id, _, _| Err(Error::Conflict { id: id.clone(), expected: 0, actual: 1 }));
-        mock.expect_track_interaction().never();
+            .returning(|id, _| Err(Error::Conflict { id: id.clone(), expected: 0, actual: 1 }));
         let id = SessionId::parse("s1").unwrap();
         let err = graph(mock, false).run(RunRequest::new("mine").with_session(id)).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
     }
 
     #[tokio::test]
-    async fn tracking_off_saves_without_tracking() {
+    async fn tracking_off_commits_without_an_interaction() {
         let mut mock = backend();
         mock.expect_create().times(1).returning(|new| Ok(session(&new.id.unwrap())));
-        mock.expect_put().times(1).returning(answer_put(0));
-        mock.expect_track_interaction().never();
+        mock.expect_commit_turn().withf(|_, commit| commit.interaction.is_none()).times(1).returning(answer_commit(0));
         let graph = graph(mock, false).with_options(RunOptions::default().with_tracking(false));
         graph.run(RunRequest::new("hi")).await.unwrap();
     }
@@ -542,41 +607,35 @@ mod tests {
         let mut mock = backend();
         let mut seq = Sequence::new();
         mock.expect_create().times(1).in_sequence(&mut seq).returning(|new| Ok(session(&new.id.unwrap())));
-        mock.expect_put()
+        mock.expect_commit_turn()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _, _| Err(Error::backend("mock", "put", std::io::Error::other("down"))));
+            .returning(|_, _| Err(Error::backend("mock", "commit", std::io::Error::other("down"))));
         mock.expect_end().times(1).in_sequence(&mut seq).returning(|_| Ok(true));
-        mock.expect_track_interaction().never();
         let err = graph(mock, false).run(RunRequest::new("hi")).await.unwrap_err();
         assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     }
 
-    /// A save whose outcome is unknown is repeated once with the same op id (the store applies
-    /// it once); the turn's interaction carries an op id too.
+    /// A commit whose outcome is unknown is repeated once with the same op ids, for the
+    /// checkpoint and for the interaction (the store applies it once).
     #[tokio::test]
-    async fn save_with_unknown_outcome_is_repeated_with_its_op_id() {
+    async fn commit_with_unknown_outcome_is_repeated_with_its_op_ids() {
         let mut mock = backend();
         let mut seq = Sequence::new();
         let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (first, second) = (Arc::clone(&ops), Arc::clone(&ops));
         mock.expect_create().times(1).in_sequence(&mut seq).returning(|new| Ok(session(&new.id.unwrap())));
-        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |_, new, _| {
-            first.lock().unwrap().push(new.op);
-            Err(Error::backend_unknown("mock", "put", std::io::Error::other("no answer")))
+        mock.expect_commit_turn().times(1).in_sequence(&mut seq).returning(move |_, commit| {
+            first.lock().unwrap().push((commit.checkpoint.op, commit.interaction.and_then(|turn| turn.op)));
+            Err(Error::backend_unknown("mock", "commit", std::io::Error::other("no answer")))
         });
-        mock.expect_put().times(1).in_sequence(&mut seq).returning(move |id, new, expected| {
-            second.lock().unwrap().push(new.op);
-            answer_put(0)(id, new, expected)
+        mock.expect_commit_turn().times(1).in_sequence(&mut seq).returning(move |id, commit| {
+            second.lock().unwrap().push((commit.checkpoint.op, commit.interaction.and_then(|turn| turn.op)));
+            answer_commit(0)(id, commit)
         });
-        mock.expect_track_interaction()
-            .withf(|_, turn| turn.op.is_some())
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_, _| Ok(SessionStats::default()));
         graph(mock, false).run(RunRequest::new("hi")).await.unwrap();
         let ops = ops.lock().unwrap();
         assert_eq!(ops.len(), 2);
-        assert!(ops[0].is_some() && ops[0] == ops[1], "{ops:?}");
+        assert!(ops[0].0.is_some() && ops[0].1.is_some() && ops[0] == ops[1], "{ops:?}");
     }
 }

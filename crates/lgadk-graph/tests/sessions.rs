@@ -197,14 +197,14 @@ async fn custom_state_is_saved_and_continued_like_chat_state() {
     assert_eq!(sessions.get_session_summary(&first.session_id).await.unwrap().unwrap().interactions, 2);
 }
 
-/// An in-memory store whose `track_interaction` takes a while, like a slow network.
+/// An in-memory store whose turn commit takes a while, like a slow network.
 #[derive(Debug, Clone)]
-struct SlowTracking(lgadk_session::InMemoryStore);
+struct SlowCommit(lgadk_session::InMemoryStore);
 
 #[async_trait::async_trait]
-impl lgadk_core::SessionStore for SlowTracking {
+impl lgadk_core::SessionStore for SlowCommit {
     fn backend(&self) -> &'static str {
-        "slow-tracking"
+        "slow-commit"
     }
     async fn create(&self, new: lgadk_core::NewSession) -> Result<lgadk_core::Session> {
         self.0.create(new).await
@@ -217,7 +217,6 @@ impl lgadk_core::SessionStore for SlowTracking {
         id: &SessionId,
         turn: lgadk_core::Interaction,
     ) -> Result<lgadk_core::SessionStats> {
-        tokio::time::sleep(Duration::from_millis(200)).await;
         self.0.track_interaction(id, turn).await
     }
     async fn touch(&self, id: &SessionId) -> Result<()> {
@@ -238,7 +237,7 @@ impl lgadk_core::SessionStore for SlowTracking {
 }
 
 #[async_trait::async_trait]
-impl lgadk_core::Checkpointer for SlowTracking {
+impl lgadk_core::Checkpointer for SlowCommit {
     async fn version(&self, id: &SessionId) -> Result<u64> {
         self.0.version(id).await
     }
@@ -267,21 +266,25 @@ impl lgadk_core::Checkpointer for SlowTracking {
     }
 }
 
-/// Regression: a caller that gives up on `run` (a timeout, a closed connection) after the
-/// checkpoint was saved must not leave a saved turn that was never tracked.
+/// Regression: a caller that gives up on `run` (a timeout, a closed connection) must never
+/// leave a saved turn that was not tracked. The checkpoint and the interaction are one atomic
+/// commit, so a dropped run saved either both or neither.
 #[tokio::test]
-async fn dropping_run_after_the_checkpoint_still_tracks_the_turn() {
-    let sessions = SessionManager::new(SlowTracking(lgadk_session::InMemoryStore::new()));
+async fn dropping_run_during_the_commit_saves_the_turn_whole_or_not_at_all() {
+    let sessions = SessionManager::new(SlowCommit(lgadk_session::InMemoryStore::new()));
     let graph = chat_graph(Arc::new(EchoModel::default()), sessions.clone());
     let id = sessions.create_session(None, Metadata::new()).await.unwrap();
     let run = graph.run(RunRequest::new("hello").with_session(id.clone()));
     let gave_up = tokio::time::timeout(Duration::from_millis(100), run).await;
-    assert!(gave_up.is_err(), "the run was still tracking when the caller gave up");
-    assert_eq!(sessions.checkpointer().version(&id).await.unwrap(), 1, "the turn was saved");
+    assert!(gave_up.is_err(), "the run was still committing when the caller gave up");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sessions.checkpointer().version(&id).await.unwrap(), 0, "nothing of the turn was saved");
+    assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats.interactions, 0);
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    graph.run(RunRequest::new("hello").with_session(id.clone())).await.unwrap();
+    assert_eq!(sessions.checkpointer().version(&id).await.unwrap(), 1);
     let stats = sessions.get_session(&id).await.unwrap().unwrap().stats;
-    assert_eq!(stats.interactions, 1, "the saved turn was tracked after the caller left");
+    assert_eq!(stats.interactions, 1, "saved and tracked together");
     assert_eq!(stats.total_tokens_out, EchoModel::usage_for(2, "echo #1: hello").completion_tokens);
 }
 
@@ -337,4 +340,15 @@ fn stream_outside_a_runtime_yields_a_typed_error_instead_of_panicking() {
     let events: Vec<_> = runtime.block_on(async { (&mut stream).collect::<Vec<_>>().await });
     assert_eq!(events.len(), 1);
     assert!(matches!(events[0], Err(Error::NoRuntime { op: "CompiledGraph::stream" })), "{:?}", events[0]);
+}
+
+#[async_trait::async_trait]
+impl lgadk_core::TurnStore for SlowCommit {
+    async fn begin_turn(&self, id: &SessionId, cached: Option<u64>) -> Result<Option<lgadk_core::TurnStart>> {
+        self.0.begin_turn(id, cached).await
+    }
+    async fn commit_turn(&self, id: &SessionId, commit: lgadk_core::TurnCommit) -> Result<lgadk_core::TurnSaved> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.0.commit_turn(id, commit).await
+    }
 }

@@ -10,7 +10,7 @@ use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
     Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, IntoOptionalUserId,
     IntoSessionId, IntoUserId, Metadata, MetadataUpdate, NewSession, OpId, Outcome, Page, Result, Session, SessionId,
-    SessionPage, SessionStats, SessionStore, Timeout, UserId,
+    SessionPage, SessionStats, SessionStore, Timeout, TurnStore, UserId,
 };
 use serde::Serialize;
 use tracing::Instrument;
@@ -69,6 +69,7 @@ pub struct SessionManager {
 struct Shared {
     store: Arc<dyn SessionStore>,
     checkpointer: Arc<dyn Checkpointer>,
+    turns: Arc<dyn TurnStore>,
     default_timeout: Option<Duration>,
     metadata_limit: usize,
     unknown_outcome_retries: usize,
@@ -97,6 +98,7 @@ impl fmt::Debug for SessionManager {
 pub struct SessionManagerBuilder {
     store: Arc<dyn SessionStore>,
     checkpointer: Arc<dyn Checkpointer>,
+    turns: Arc<dyn TurnStore>,
     default_timeout: Option<Duration>,
     metadata_limit: usize,
     unknown_outcome_retries: usize,
@@ -144,6 +146,7 @@ impl SessionManagerBuilder {
             inner: Arc::new(Shared {
                 store: self.store,
                 checkpointer: self.checkpointer,
+                turns: self.turns,
                 default_timeout: self.default_timeout,
                 metadata_limit: self.metadata_limit,
                 unknown_outcome_retries: self.unknown_outcome_retries,
@@ -269,18 +272,20 @@ impl SessionManager {
         Self::new(InMemoryStore::new())
     }
 
-    /// A manager over `store`, which also keeps the graphs' checkpoints, with default settings.
-    pub fn new<S: SessionStore + Checkpointer>(store: S) -> Self {
+    /// A manager over `store`, which also keeps the graphs' checkpoints and saves their
+    /// turns, with default settings. Any [`SessionStore`] + [`Checkpointer`] becomes a
+    /// [`TurnStore`] with an empty `impl`.
+    pub fn new<S: SessionStore + Checkpointer + TurnStore>(store: S) -> Self {
         Self::builder(store).build()
     }
 
     /// A builder for a manager over `store` with custom settings.
-    pub fn builder<S: SessionStore + Checkpointer>(store: S) -> SessionManagerBuilder {
-        let store = Arc::new(store);
-        let checkpointer: Arc<dyn Checkpointer> = Arc::clone(&store) as _;
+    pub fn builder<S: SessionStore + Checkpointer + TurnStore>(store: S) -> SessionManagerBuilder {
+        let turns: Arc<dyn TurnStore> = Arc::new(store);
         SessionManagerBuilder {
-            store,
-            checkpointer,
+            store: Arc::clone(&turns) as Arc<dyn SessionStore>,
+            checkpointer: Arc::clone(&turns) as Arc<dyn Checkpointer>,
+            turns,
             default_timeout: Some(DEFAULT_SESSION_TIMEOUT),
             metadata_limit: DEFAULT_METADATA_LIMIT,
             unknown_outcome_retries: DEFAULT_UNKNOWN_OUTCOME_RETRIES,
@@ -306,6 +311,18 @@ impl SessionManager {
     /// The same backend as a checkpointer, for graphs.
     pub fn checkpointer(&self) -> &dyn Checkpointer {
         &*self.inner.checkpointer
+    }
+
+    /// The same backend as a [`TurnStore`]: one read to begin a graph turn, one write to
+    /// commit it.
+    pub fn turns(&self) -> &dyn TurnStore {
+        &*self.inner.turns
+    }
+
+    /// The largest metadata map the manager passes on, serialized, in bytes (see
+    /// [`SessionManagerBuilder::with_metadata_limit`]).
+    pub fn metadata_limit(&self) -> usize {
+        self.inner.metadata_limit
     }
 
     /// How many times a write whose outcome is unknown is repeated with its operation id (see

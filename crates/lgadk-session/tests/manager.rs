@@ -352,3 +352,5 @@ async fn without_repeats_the_caller_sees_the_unknown_outcome_and_may_repeat_it()
     let again = sessions.record_interaction(&id, turn).await.unwrap();
     assert_eq!(again.interactions, 1, "the caller's repeat is counted once");
 }
+
+impl lgadk_core::TurnStore for LosesAnswers {}

@@ -15,7 +15,8 @@ async fn fixture() -> Option<StoreFixture> {
         .build();
     Some(StoreFixture {
         store: Arc::new(store.clone()),
-        checkpointer: Arc::new(store),
+        checkpointer: Arc::new(store.clone()),
+        turns: Arc::new(store),
         clock,
         metadata_limit: 1024,
         checkpoint_retention: 3,

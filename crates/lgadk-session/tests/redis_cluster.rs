@@ -137,6 +137,20 @@ async fn cluster_scripts_touch_only_the_keys_they_declare() {
     let short = Timeout::After(Duration::from_secs(1));
     let id = check!("create", store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id);
     check!("track_interaction", store.track_interaction(&id, Interaction::tokens(1, 1)).await.unwrap());
+    let commit = lgadk_core::TurnCommit {
+        checkpoint: NewCheckpoint {
+            state: serde_json::json!({"s": 1}),
+            step: 1,
+            node: None,
+            messages: vec![Message::user("q")],
+            op: Some(lgadk_core::OpId::new()),
+        },
+        expected_version: 0,
+        interaction: Some(Interaction::tokens(1, 1).with_op_id(lgadk_core::OpId::new())),
+        merge_metadata: Some(lgadk_core::Metadata::from_iter([("k".to_owned(), serde_json::json!(1))])),
+    };
+    check!("commit_turn", lgadk_core::TurnStore::commit_turn(&store, &id, commit).await.unwrap());
+    check!("begin_turn", lgadk_core::TurnStore::begin_turn(&store, &id, None).await.unwrap());
     check!("list_user_sessions", store.list_user_sessions(&alice, Page::first(5)).await.unwrap());
     check!("end", store.end(&id).await.unwrap());
     let doomed = store.create(NewSession::for_user(alice.clone()).with_timeout(short)).await.unwrap().id;

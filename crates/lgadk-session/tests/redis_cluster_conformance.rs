@@ -28,7 +28,8 @@ async fn fixture() -> Option<StoreFixture> {
     let store = Arc::new(store);
     Some(StoreFixture {
         store: Arc::<RedisStore>::clone(&store),
-        checkpointer: store,
+        checkpointer: Arc::<RedisStore>::clone(&store),
+        turns: store,
         clock,
         metadata_limit: METADATA_LIMIT,
         checkpoint_retention: RETENTION,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use lgadk_core::session::metadata_size;
 use lgadk_core::{
     Checkpointer, Clock, Error, Interaction, ManualClock, Message, Metadata, MetadataUpdate, NewCheckpoint, NewSession,
-    Page, SessionId, SessionStore, SystemClock, Timeout, UserId,
+    OpId, Page, SessionId, SessionStore, SystemClock, Timeout, TurnCommit, TurnStore, UserId,
 };
 use lgadk_session::RedisStore;
 use lgadk_session::testing::{Monitor, MonitoredCommand, RedisServer};
@@ -50,6 +50,16 @@ fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
 }
 
 /// The top-level commands (not those scripts ran) executed since the last call, by name.
+/// A turn's commit: a checkpoint with two messages on `expected`, an interaction, a merge.
+fn turn(step: u64, expected: u64) -> TurnCommit {
+    TurnCommit {
+        checkpoint: snapshot(step, vec![Message::user("q"), Message::assistant("a")]).with_op_id(OpId::new()),
+        expected_version: expected,
+        interaction: Some(Interaction::tokens(3, 5).with_op_id(OpId::new())),
+        merge_metadata: Some(meta(json!({"turn": step}))),
+    }
+}
+
 fn top_level(monitor: &mut Monitor, server: &RedisServer) -> Vec<String> {
     monitor
         .commands_since_last(server)
@@ -94,6 +104,8 @@ async fn every_operation_costs_its_documented_round_trips() {
     store.put(&warm, snapshot(1, vec![Message::user("hi")]), 0).await.unwrap();
     store.latest(&warm).await.unwrap();
     store.messages(&warm, 0..10).await.unwrap();
+    store.begin_turn(&warm, None).await.unwrap();
+    store.commit_turn(&warm, turn(2, 1)).await.unwrap();
     store.create(NewSession::default().with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
     clock.advance(Duration::from_millis(1));
     assert_eq!(store.purge_expired().await.unwrap(), 1);
@@ -136,6 +148,11 @@ async fn every_operation_costs_its_documented_round_trips() {
     measure!("checkpoint by version", store.checkpoint(&id, 1).await.unwrap());
     measure!("checkpoint list", store.list(&id, 10).await.unwrap());
     measure!("checkpoint messages", store.messages(&id, 0..2).await.unwrap());
+    // A graph turn: one read (with the latest checkpoint and log when the cache is stale or
+    // empty), one commit (checkpoint, log, interaction and metadata merge).
+    measure!("begin_turn (cache current)", store.begin_turn(&id, Some(1)).await.unwrap());
+    measure!("begin_turn (no cache)", store.begin_turn(&id, None).await.unwrap());
+    measure!("commit_turn", store.commit_turn(&id, turn(2, 1)).await.unwrap());
     measure!("checkpoint delete", store.delete(&id).await.unwrap());
     measure!("end (owner)", store.end(&id).await.unwrap());
     let anonymous = store.create(NewSession::default()).await.unwrap().id;
@@ -547,6 +564,12 @@ async fn scripts_touch_only_the_keys_they_declare() {
     check!("checkpoint latest", store.latest(&a1).await.unwrap());
     check!("checkpoint list", store.list(&a1, 5).await.unwrap());
     check!("checkpoint messages", store.messages(&a1, 0..5).await.unwrap());
+    check!("begin_turn (warm)", store.begin_turn(&a1, Some(1)).await.unwrap());
+    check!("begin_turn (cold)", store.begin_turn(&a1, None).await.unwrap());
+    check!("commit_turn", store.commit_turn(&a1, turn(2, 1)).await.unwrap());
+    check!("commit_turn (no interaction, no metadata)", {
+        store.commit_turn(&a1, TurnCommit { interaction: None, merge_metadata: None, ..turn(3, 2) }).await.unwrap()
+    });
 
     // A dangling entry (as after Redis dropped the session by TTL) that listing must judge.
     let lost = store.create(NewSession::for_user(alice.clone()).with_timeout(ten)).await.unwrap().id;

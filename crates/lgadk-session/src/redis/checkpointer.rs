@@ -3,14 +3,17 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use lgadk_core::session::timestamp;
-use lgadk_core::{Checkpoint, Checkpointer, Error, Message, NewCheckpoint, Result, SessionId};
+use lgadk_core::session::{check_metadata_depth, check_metadata_size, timestamp};
+use lgadk_core::{
+    Checkpoint, Checkpointer, Error, Message, NewCheckpoint, Result, SessionId, TurnCommit, TurnSaved, TurnStart,
+    TurnStore,
+};
 
 use super::conn::Effect;
 use super::decode::StoredBody;
-use super::replies::{CpMessagesReply, CpPutReply, CpReadReply, CpVersionReply};
+use super::replies::{CpMessagesReply, CpPutReply, CpReadReply, CpVersionReply, TurnBeginReply, TurnCommitReply};
 use super::scripts;
-use super::{RedisStore, clamp_i64, op_arg, writes};
+use super::{GC_GRACE_MS, RedisStore, clamp_i64, op_arg, writes};
 
 #[async_trait]
 impl Checkpointer for RedisStore {
@@ -103,5 +106,92 @@ impl RedisStore {
         invocation.key(&keys.record).key(&keys.checkpoints).arg(self.now()).arg(mode).arg(n);
         let CpReadReply { checkpoints } = self.run("checkpoint_read", Effect::Read, &invocation, id).await?;
         Ok(checkpoints)
+    }
+}
+
+/// A turn in two round trips: `turn_begin.lua` reads the session, its version and (when the
+/// caller's cache is stale) the latest checkpoint with its log; `turn_commit.lua` checks
+/// everything, then writes the checkpoint, the log, the interaction and the metadata merge.
+/// All keys are the session's, in its slot, so both are one atomic EVALSHA on a cluster too.
+#[async_trait]
+impl TurnStore for RedisStore {
+    async fn begin_turn(&self, id: &SessionId, cached_version: Option<u64>) -> Result<Option<TurnStart>> {
+        let keys = self.keys().session(id);
+        let mut invocation = scripts::TURN_BEGIN.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation.arg(self.now()).arg(cached_version.map(|version| version.to_string()).unwrap_or_default());
+        let TurnBeginReply { start } = self.run("begin_turn", Effect::Read, &invocation, id).await?;
+        Ok(start)
+    }
+
+    async fn commit_turn(&self, id: &SessionId, commit: TurnCommit) -> Result<TurnSaved> {
+        const OP: &str = "commit_turn";
+        let limit = self.inner.metadata_limit;
+        let TurnCommit { checkpoint, expected_version, interaction, merge_metadata } = commit;
+        let checkpoint = checkpoint.check_depth()?;
+        let merge_metadata = merge_metadata.map(check_metadata_depth).transpose()?;
+        if let Some(update) = &merge_metadata {
+            // The merged result is never smaller than the update itself.
+            check_metadata_size(update, limit)?;
+        }
+        let now = self.now();
+        let body =
+            StoredBody { step: checkpoint.step, node: checkpoint.node.as_deref(), at: now, state: &checkpoint.state };
+        let keys = self.keys().session(id);
+        let mut invocation = scripts::TURN_COMMIT.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(now)
+            .arg(GC_GRACE_MS)
+            .arg(expected_version)
+            .arg(self.inner.checkpoint_retention)
+            .arg(limit)
+            .arg(Self::json(OP, "a checkpoint", &body)?)
+            .arg(op_arg(checkpoint.op));
+        match &interaction {
+            Some(turn) => invocation
+                .arg("1")
+                .arg(clamp_i64(turn.tokens_in.into()))
+                .arg(clamp_i64(turn.tokens_out.into()))
+                .arg(clamp_i64(turn.response_time.as_micros()))
+                .arg(op_arg(turn.op)),
+            None => invocation.arg("").arg(0).arg(0).arg(0).arg(""),
+        };
+        match &merge_metadata {
+            Some(update) => {
+                invocation.arg(update.len() * 2);
+                for (key, value) in update {
+                    invocation.arg(key).arg(Self::json(OP, "metadata", value)?);
+                }
+            }
+            None => {
+                invocation.arg("");
+            }
+        }
+        for message in &checkpoint.messages {
+            invocation.arg(Self::json(OP, "a message", message)?);
+        }
+        match self.run(OP, writes(checkpoint.op), &invocation, id).await? {
+            TurnCommitReply::Saved { version, log_len, stats, metadata } => Ok(TurnSaved {
+                checkpoint: Checkpoint {
+                    version,
+                    step: checkpoint.step,
+                    node: checkpoint.node,
+                    created_at: timestamp(now),
+                    log_len,
+                    state: checkpoint.state,
+                },
+                stats: interaction.map(|_| stats),
+                metadata: merge_metadata.map(|_| metadata),
+            }),
+            TurnCommitReply::Conflict { actual } => {
+                Err(Error::Conflict { id: id.clone(), expected: expected_version, actual })
+            }
+            TurnCommitReply::TooLarge { size } => Err(Error::MetadataTooLarge { size, limit }),
+        }
     }
 }

@@ -33,8 +33,9 @@
 //! saturate at `i64::MAX`.
 //!
 //! # Operation ids
-//! `create`, `track_interaction` and checkpoint `put` take the [`OpId`] of their input (if
-//! any). Their script records it in field `o` of the session hash, as `<32 hex>=<answer>;`
+//! `create`, `track_interaction`, checkpoint `put` and `commit_turn` take the [`OpId`] of
+//! their input (if any; a commit records its checkpoint's op id with the put's answer, and its
+//! interaction's). Their script records it in field `o` of the session hash, as `<32 hex>=<answer>;`
 //! entries (the answer is empty, or `<version>,<log_len>` for a put), keeping the last
 //! [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW) (16), and a call whose op id is already there
 //! changes nothing and answers as the first time did. The field lives, expires and is deleted
@@ -148,7 +149,14 @@
 //! | `end` | 1 EVALSHA without an owner; 2 with one (the first answers with the owner, whose user index the second names) | 2 (EVALSHA, then index ZREMs in parallel) |
 //! | `purge_expired` | ZRANGEBYSCORE + 1 EVALSHA per batch of 256 (ZRANGEBYSCORE alone when nothing is due) | per batch: ZRANGEBYSCORE + one EVALSHA per entry (in parallel) + index updates |
 //! | `version`, `put`, `latest`, `checkpoint`, `list`, `messages` | 1 EVALSHA | 1 EVALSHA |
+//! | `begin_turn` (with the latest checkpoint and its log when the cache is stale), `commit_turn` | 1 EVALSHA | 1 EVALSHA |
 //! | checkpointer `delete` | 1 DEL | 1 DEL |
+//!
+//! A graph turn on an existing session is therefore two round trips, whether its state is
+//! cached or not: `begin_turn`, then `commit_turn` (checkpoint compare-and-set, log append,
+//! interaction and metadata merge, atomically). A turn that creates its session adds the
+//! `create`. Before these two calls a warm turn took 4 (get, checkpoint version, put, track)
+//! and a cold one 5 (get, latest, messages, put, track).
 //!
 //! Listing and purge re-check every entry inside their script (it may have changed since it
 //! was read), so on a single Redis they stay atomic per batch.
@@ -223,8 +231,8 @@ const MAX_TIMEOUT_MS: u64 = (1 << 53) - 1;
 
 /// Sessions and checkpoints in Redis, shared by every process that connects to it.
 ///
-/// Implements [`SessionStore`](lgadk_core::SessionStore) and
-/// [`Checkpointer`](lgadk_core::Checkpointer); every operation is atomic against concurrent
+/// Implements [`SessionStore`](lgadk_core::SessionStore),
+/// [`Checkpointer`](lgadk_core::Checkpointer) and [`TurnStore`](lgadk_core::TurnStore); every operation is atomic against concurrent
 /// callers in any number of processes. See the [module docs](self) for the key layout, expiry,
 /// the cost of each operation and the cluster rules. Cloning is cheap: clones share one
 /// multiplexed connection, which reconnects in the background after a failure.

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use lgadk_core::session::timestamp;
-use lgadk_core::{Checkpoint, Error, Message, Metadata, Result, Session, SessionId, SessionStats, UserId};
+use lgadk_core::{
+    Checkpoint, Error, LatestCheckpoint, Message, Metadata, Result, Session, SessionId, SessionStats, TurnStart, UserId,
+};
 
 use super::decode::{corrupt_json, decode_checkpoint, decode_metadata};
 use super::reply::{Fields, FromScriptReply, parse_field};
@@ -77,28 +79,34 @@ impl FromScriptReply for GetReply {
         if fields.remaining() < GET_FIELDS || !(fields.remaining() - GET_FIELDS).is_multiple_of(2) {
             return Err(fields.bad("wrong number of fields"));
         }
-        let (last, timeout, created, user) =
-            (fields.opt_text()?, fields.opt_text()?, fields.opt_text()?, fields.opt_text()?);
-        let timeout_ms: i64 = parse_field(id, "timeout", timeout.as_deref())?;
-        let user_id = match user {
-            Some(raw) => Some(UserId::parse(&raw).map_err(|err| Error::corrupt(id, err))?),
-            None => None,
-        };
-        let stats = stats(fields, id)?;
-        let created: i64 = parse_field(id, "created_at", created.as_deref())?;
-        let last: i64 = parse_field(id, "last_active", last.as_deref())?;
-        Ok(Self {
-            session: Some(Session {
-                id: id.clone(),
-                user_id,
-                created_at: timestamp(created),
-                last_active: timestamp(last),
-                timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
-                metadata: decode_metadata(id, &fields.rest()?)?,
-                stats,
-            }),
-        })
+        let mut session = session_record(fields, id)?;
+        session.metadata = decode_metadata(id, &fields.rest()?)?;
+        Ok(Self { session: Some(session) })
     }
+}
+
+/// The eight session fields `get.lua` and `turn_begin.lua` answer first, as a session with
+/// no metadata yet.
+fn session_record(fields: &mut Fields<'_>, id: &SessionId) -> Result<Session> {
+    let (last, timeout, created, user) =
+        (fields.opt_text()?, fields.opt_text()?, fields.opt_text()?, fields.opt_text()?);
+    let timeout_ms: i64 = parse_field(id, "timeout", timeout.as_deref())?;
+    let user_id = match user {
+        Some(raw) => Some(UserId::parse(&raw).map_err(|err| Error::corrupt(id, err))?),
+        None => None,
+    };
+    let stats = stats(fields, id)?;
+    let created: i64 = parse_field(id, "created_at", created.as_deref())?;
+    let last: i64 = parse_field(id, "last_active", last.as_deref())?;
+    Ok(Session {
+        id: id.clone(),
+        user_id,
+        created_at: timestamp(created),
+        last_active: timestamp(last),
+        timeout: u64::try_from(timeout_ms).ok().map(Duration::from_millis),
+        metadata: Metadata::new(),
+        stats,
+    })
 }
 
 /// `exists.lua`.
@@ -380,6 +388,85 @@ impl FromScriptReply for CpMessagesReply {
     }
 }
 
+/// `turn_begin.lua`: where a turn starts; `None` when the session is missing or expired.
+pub(crate) struct TurnBeginReply {
+    pub(crate) start: Option<TurnStart>,
+}
+
+impl FromScriptReply for TurnBeginReply {
+    type Context = SessionId;
+
+    fn decode(status: i64, fields: &mut Fields<'_>, id: &SessionId) -> Result<Self> {
+        match fields.session_status(status, id) {
+            Ok(()) if status == status::OK => {}
+            Ok(()) => return Err(fields.unknown_status()),
+            Err(Error::SessionNotFound(_)) => return Ok(Self { start: None }),
+            Err(err) => return Err(err),
+        }
+        if fields.remaining() < GET_FIELDS + 2 {
+            return Err(fields.bad("wrong number of fields"));
+        }
+        let mut session = session_record(fields, id)?;
+        let version: u64 = fields.stored(id, "checkpoint version")?;
+        let pairs = usize::try_from(fields.int()?).map_err(|_| fields.bad("negative metadata count"))?;
+        if pairs > fields.remaining() || !pairs.is_multiple_of(2) {
+            return Err(fields.bad("wrong number of metadata fields"));
+        }
+        let metadata = (0..pairs).map(|_| fields.text()).collect::<Result<Vec<_>>>()?;
+        session.metadata = decode_metadata(id, &metadata)?;
+        let mut rest = fields.rest()?.into_iter();
+        let latest = match rest.next() {
+            None => None,
+            Some(blob) => {
+                let checkpoint = decode_checkpoint(id, &blob)?;
+                let messages = rest
+                    .map(|raw| {
+                        serde_json::from_str(&raw).map_err(|source| corrupt_json(id, "a logged message", source))
+                    })
+                    .collect::<Result<Vec<Message>>>()?;
+                Some(LatestCheckpoint { checkpoint, messages })
+            }
+        };
+        Ok(Self { start: Some(TurnStart { session, version, latest }) })
+    }
+}
+
+/// `turn_commit.lua`.
+pub(crate) enum TurnCommitReply {
+    /// Committed (or committed before, by the same checkpoint op id): the checkpoint's version
+    /// and the log's length, the session's totals and, when the commit merged metadata, the
+    /// metadata.
+    Saved { version: u64, log_len: u64, stats: SessionStats, metadata: Metadata },
+    /// The latest version is `actual`, not the one the call expected; nothing changed.
+    Conflict { actual: u64 },
+    /// The merged metadata would have this size as compact JSON, over the limit; nothing changed.
+    TooLarge { size: usize },
+}
+
+impl FromScriptReply for TurnCommitReply {
+    type Context = SessionId;
+
+    fn decode(status: i64, fields: &mut Fields<'_>, id: &SessionId) -> Result<Self> {
+        fields.session_status(status, id)?;
+        match status {
+            // The commit ran: a reply cut short must read as an unknown outcome, not as data.
+            status::OK if fields.remaining() < 6 => Err(fields.bad("reply too short")),
+            status::OK => Ok(Self::Saved {
+                version: fields.stored(id, "checkpoint version")?,
+                log_len: fields.stored(id, "log length")?,
+                stats: stats(fields, id)?,
+                metadata: decode_metadata(id, &fields.rest()?)?,
+            }),
+            status::CONFLICT => Ok(Self::Conflict { actual: fields.stored(id, "checkpoint version")? }),
+            status::TOO_LARGE => {
+                let size = fields.int()?;
+                Ok(Self::TooLarge { size: usize::try_from(size).map_err(|_| fields.bad("negative size"))? })
+            }
+            _ => Err(fields.unknown_status()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use lgadk_core::Outcome::{self, NotApplied, Unknown};
@@ -419,6 +506,8 @@ mod tests {
         assert_eq!(outcome::<CpPutReply>("checkpoint_put", unknown(), &id), Some(Unknown));
         assert_eq!(outcome::<CpReadReply>("checkpoint_read", unknown(), &id), Some(NotApplied));
         assert_eq!(outcome::<CpMessagesReply>("checkpoint_messages", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<TurnBeginReply>("begin_turn", unknown(), &id), Some(NotApplied));
+        assert_eq!(outcome::<TurnCommitReply>("commit_turn", unknown(), &id), Some(Unknown));
     }
 
     #[test]
@@ -471,5 +560,49 @@ mod tests {
         ));
         let short = vec![Value::Int(status::OK), text("1"), text("2")];
         assert_eq!(outcome::<GetReply>("get", short, &id), Some(NotApplied), "get answers eight fields");
+    }
+
+    /// `turn_begin.lua`: the session's eight fields, the version, the metadata count and
+    /// pairs, then (only when stale) the checkpoint and its log.
+    #[test]
+    fn turn_replies_read_their_fields_in_order() {
+        let id = SessionId::default();
+        let record = || ["7", "-1", "5", "alice", "2", "10", "20", "3000"].map(text).to_vec();
+        let begin = |tail: Vec<Value>| [vec![Value::Int(status::OK)], record(), tail].concat();
+        let warm = begin(vec![text("4"), Value::Int(2), text("plan"), text("\"pro\"")]);
+        let start = decode::<TurnBeginReply>("begin_turn", warm, &id).unwrap().start.unwrap();
+        assert_eq!((start.version, start.latest, start.session.stats.interactions), (4, None, 2));
+        assert_eq!(start.session.metadata.get("plan"), Some(&serde_json::json!("pro")));
+        assert_eq!(start.session.user_id.as_ref().map(UserId::as_str), Some("alice"));
+        let blob = r#"{"version":4,"log_len":1,"step":2,"node":null,"at":9,"state":{}}"#;
+        let message = serde_json::to_string(&Message::user("hi")).unwrap();
+        let cold = begin(vec![text("4"), Value::Int(0), text(blob), text(&message)]);
+        let latest = decode::<TurnBeginReply>("begin_turn", cold, &id).unwrap().start.unwrap().latest.unwrap();
+        assert_eq!((latest.checkpoint.version, latest.checkpoint.log_len), (4, 1));
+        assert_eq!(latest.messages, [Message::user("hi")]);
+        let odd = begin(vec![text("4"), Value::Int(3), text("a"), text("1"), text("b")]);
+        assert_eq!(outcome::<TurnBeginReply>("begin_turn", odd, &id), Some(NotApplied));
+        let absent = vec![Value::Int(status::NOT_FOUND)];
+        assert!(decode::<TurnBeginReply>("begin_turn", absent, &id).unwrap().start.is_none());
+
+        let saved = ["3", "8", "1", "2", "3", "4", "k", "1"].map(text).to_vec();
+        let commit = decode::<TurnCommitReply>("commit_turn", [vec![Value::Int(status::OK)], saved].concat(), &id);
+        assert!(matches!(
+            commit,
+            Ok(TurnCommitReply::Saved { version: 3, log_len: 8, stats, metadata })
+                if stats.interactions == 1 && metadata.get("k") == Some(&serde_json::json!(1))
+        ));
+        let too_large = vec![Value::Int(status::TOO_LARGE), Value::Int(2048)];
+        assert!(matches!(
+            decode::<TurnCommitReply>("commit_turn", too_large, &id),
+            Ok(TurnCommitReply::TooLarge { size: 2048 })
+        ));
+        let conflict = vec![Value::Int(status::CONFLICT), text("5")];
+        assert!(matches!(
+            decode::<TurnCommitReply>("commit_turn", conflict, &id),
+            Ok(TurnCommitReply::Conflict { actual: 5 })
+        ));
+        let short = vec![Value::Int(status::OK), text("3")];
+        assert_eq!(outcome::<TurnCommitReply>("commit_turn", short, &id), Some(Unknown), "a write's bad reply");
     }
 }

@@ -12,8 +12,16 @@ use super::error::RedisFailure;
 use super::scripts::status;
 
 /// The operations whose scripts write.
-const WRITES: &[&str] =
-    &["create", "touch", "track_interaction", "update_metadata", "end", "purge_expired", "checkpoint_put"];
+const WRITES: &[&str] = &[
+    "create",
+    "touch",
+    "track_interaction",
+    "update_metadata",
+    "end",
+    "purge_expired",
+    "checkpoint_put",
+    "commit_turn",
+];
 
 /// A script's reply as it came, with the operation's name for error messages.
 pub(crate) struct Reply {

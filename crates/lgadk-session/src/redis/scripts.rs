@@ -45,6 +45,8 @@ scripts! {
     CP_PUT => "cp_put.lua",
     CP_READ => "cp_read.lua",
     CP_MESSAGES => "cp_messages.lua",
+    TURN_BEGIN => "turn_begin.lua",
+    TURN_COMMIT => "turn_commit.lua",
 }
 
 /// Declares the status codes, and lists them by name for the test that compares them with
@@ -72,11 +74,11 @@ pub(crate) mod status {
         NOT_FOUND = 0,
         /// `create`: a live session has this id.
         EXISTS = -1,
-        /// `cp_put`: the expected version is not the current one.
+        /// `cp_put`, `turn_commit`: the expected version is not the current one.
         CONFLICT = -2,
         /// A stored field does not decode (the next element names it, except for `purge_one`).
         CORRUPT = -3,
-        /// `metadata`: the result would exceed the limit.
+        /// `metadata`, `turn_commit`: the merged metadata would exceed the limit.
         TOO_LARGE = -4,
         /// `end`: the session has another owner than the call expected; nothing changed.
         OTHER_OWNER = 2,

@@ -85,9 +85,10 @@ local function op_answer(o, op)
   return string.sub(o, at + #op + 1, stop - 1)
 end
 
--- Records `op` with its answer in the session hash `s`, forgetting the oldest beyond OPS_KEPT.
+-- Records `op` with its answer in the session hash `s`, forgetting the oldest beyond OPS_KEPT;
+-- returns the field's new value (for a second record in the same script).
 local function op_record(s, o, op, answer)
-  if op == '' then return end
+  if op == '' then return o end
   o = (o or '') .. op .. '=' .. answer .. ';'
   local _, n = string.gsub(o, ';', '')
   while n > OPS_KEPT do
@@ -95,4 +96,5 @@ local function op_record(s, o, op, answer)
     n = n - 1
   end
   redis.call('HSET', s, 'o', o)
+  return o
 end

@@ -1,0 +1,87 @@
+-- TurnStore::commit_turn: KEYS s, m, cp, h
+-- ARGV now, grace, expected version, retention, metadata limit, checkpoint body (as cp_put),
+--      checkpoint op id ('' = none), '1' to track an interaction ('' = not), tokens in,
+--      tokens out, response time (µs), interaction op id ('' = none), number of metadata
+--      arguments that follow ('' = no merge; 2 per key), metadata key/json pairs...,
+--      messages (JSON)...
+-- Checks everything (session live, counters, version, merged metadata size) before it
+-- writes anything. Answers the version and log length, the four counters and, when it
+-- merged, the metadata.
+local NAMES = {'interactions', 'total_tokens_in', 'total_tokens_out', 'total_response_time'}
+local COUNTERS = {'n', 'ti', 'to', 'rt'}
+local f = redis.call('HMGET', KEYS[1], 'l', 't', 'n', 'ti', 'to', 'rt', 'o')
+local state, field = liveness(f[1], f[2])
+if state == 'corrupt' then return {CORRUPT, field} end
+if state ~= 'live' then return {NOT_FOUND} end
+for i, name in ipairs(NAMES) do
+  if not is_count(f[i + 2]) then return {CORRUPT, name} end
+end
+local track = ARGV[8] == '1'
+local merging = ARGV[13] ~= ''
+local first_meta = 14
+local first_message = first_meta + (merging and tonumber(ARGV[13]) or 0)
+
+local function answer(version, len)
+  local totals = redis.call('HMGET', KEYS[1], 'n', 'ti', 'to', 'rt')
+  local out = {OK, version, len, totals[1], totals[2], totals[3], totals[4]}
+  if merging then
+    local meta = redis.call('HGETALL', KEYS[2])
+    for i = 1, #meta do out[#out + 1] = meta[i] end
+  end
+  return out
+end
+
+-- A repeat of an applied commit writes nothing and answers with what it saved.
+local done = op_answer(f[7], ARGV[7])
+local comma = done and string.find(done, ',', 1, true)
+if comma then return answer(string.sub(done, 1, comma - 1), string.sub(done, comma + 1)) end
+local current = redis.call('HGET', KEYS[3], 'v') or '0'
+if not is_count(current) then return {CORRUPT, 'checkpoint version'} end
+if current ~= ARGV[3] then return {CONFLICT, current} end
+if merging then
+  local merged = {}
+  local stored = redis.call('HGETALL', KEYS[2])
+  for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
+  for i = first_meta, first_message - 1, 2 do merged[ARGV[i]] = ARGV[i + 1] end
+  -- Size of the result as compact JSON, as metadata.lua counts it.
+  local size, count = 2, 0
+  for k, v in pairs(merged) do
+    size = size + json_str_len(k) + 1 + #v
+    count = count + 1
+  end
+  if count > 1 then size = size + count - 1 end
+  if size > tonumber(ARGV[5]) then return {TOO_LARGE, size} end
+end
+
+-- Every check passed: the checkpoint and its messages, as cp_put.lua writes them.
+if #ARGV >= first_message then send_chunked('RPUSH', KEYS[4], first_message, #ARGV) end
+local len = string.format('%d', redis.call('LLEN', KEYS[4]))
+local version = tonumber(current) + 1
+local v = string.format('%d', version)
+local blob = '{"version":' .. v .. ',"log_len":' .. len .. ',' .. string.sub(ARGV[6], 2)
+redis.call('HSET', KEYS[3], v, blob, 'v', v)
+local o = op_record(KEYS[1], f[7], ARGV[7], v .. ',' .. len)
+local old = version - tonumber(ARGV[4])
+while old >= 1 and redis.call('HDEL', KEYS[3], string.format('%d', old)) == 1 do old = old - 1 end
+-- The interaction, as track.lua counts it (once per op id).
+if track and not op_answer(o, ARGV[12]) then
+  local by = {'1', ARGV[9], ARGV[10], ARGV[11]}
+  for i, counter in ipairs(COUNTERS) do
+    local r = redis.pcall('HINCRBY', KEYS[1], counter, by[i])
+    if type(r) == 'table' and r.err then redis.call('HSET', KEYS[1], counter, I64_MAX) end
+  end
+  op_record(KEYS[1], o, ARGV[12], '')
+end
+if merging and first_message > first_meta then send_chunked('HSET', KEYS[2], first_meta, first_message - 1) end
+if track or merging then
+  redis.call('HSET', KEYS[1], 'l', ARGV[1])
+  expire_keys(f[2], tonumber(ARGV[2]), KEYS)
+else
+  -- No activity: the snapshot and log live exactly as long as the session hash, as after a put.
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    redis.call('PEXPIRE', KEYS[4], ttl)
+  end
+end
+return answer(v, len)
