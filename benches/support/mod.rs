@@ -520,30 +520,30 @@ impl Workers {
     }
 
     /// Runs `total` operations spread over `tasks` tokio tasks placed round-robin on the worker
-    /// threads, and returns the wall time from the moment every thread is ready to the last
-    /// completion.
+    /// threads, and returns the wall time from the first thread's start to the last one's end.
+    /// The threads read the clock themselves: a third thread timing them would wake late when
+    /// the workers hold both cores, and report a rate they never reached.
     pub(crate) fn run<O: Op>(&self, op: &Arc<O>, tasks: usize, total: u64) -> Duration {
         let used = tasks.clamp(1, self.threads());
-        let ready = Arc::new(std::sync::Barrier::new(used + 1));
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let ready = Arc::new(std::sync::Barrier::new(used));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(Instant, Instant)>();
         for (thread, sender) in self.senders.iter().enumerate().take(used) {
             let mine: Vec<(usize, u64)> =
                 (thread..tasks).step_by(used).map(|task| (task, share(total, tasks, task))).collect();
             let (op, ready, done) = (Arc::clone(op), Arc::clone(&ready), done_tx.clone());
             let job: Job = Box::new(move |rt| {
                 ready.wait();
+                let start = Instant::now();
                 drive_tasks(rt, &op, mine);
-                let _ = done.send(());
+                let _ = done.send((start, Instant::now()));
             });
             sender.send(job).unwrap();
         }
         drop(done_tx);
-        ready.wait();
-        let start = Instant::now();
-        for _ in 0..used {
-            done_rx.recv().unwrap();
-        }
-        start.elapsed()
+        let spans: Vec<(Instant, Instant)> = (0..used).map(|_| done_rx.recv().unwrap()).collect();
+        let start = spans.iter().map(|(start, _)| *start).min().unwrap();
+        let end = spans.iter().map(|(_, end)| *end).max().unwrap();
+        end - start
     }
 }
 
