@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::env;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -118,7 +119,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             failures.push(format!("run {n}: {err:#}"));
         }
         if options.peers {
-            match run_peers(&target, options.quick, &results.join(format!("{PEERS}.tsv"))) {
+            let python = env::var_os("LGADK_PYTHON").unwrap_or_else(|| "python3".into());
+            match run_peers(&python, &target, options.quick, &results.join(format!("{PEERS}.tsv"))) {
                 Ok(()) => {}
                 Err(PeerError::Unavailable(why)) => {
                     eprintln!("peers not run: {why}");
@@ -133,7 +135,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         }
         if options.runs > 1 {
             let dir = runs_dir.join(n.to_string());
-            copy_results(&results, &dir)?;
+            let ran: Vec<&str> = options.groups.iter().map(String::as_str).chain([PEERS]).collect();
+            copy_results(&results, &dir, &ran)?;
             dirs.push(dir);
         }
     }
@@ -149,13 +152,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn copy_results(from: &Path, to: &Path) -> Result<()> {
+/// Keeps one run's results files of `groups` (those that exist: a failed group wrote none).
+fn copy_results(from: &Path, to: &Path, groups: &[&str]) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("could not create {}", to.display()))?;
-    for entry in fs::read_dir(from).with_context(|| format!("could not read {}", from.display()))?.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "tsv") {
-            let dest = to.join(entry.file_name());
-            fs::copy(&path, &dest).with_context(|| format!("could not copy {}", path.display()))?;
+    for group in groups {
+        let path = from.join(format!("{group}.tsv"));
+        if path.exists() {
+            fs::copy(&path, to.join(format!("{group}.tsv")))
+                .with_context(|| format!("could not copy {}", path.display()))?;
         }
     }
     Ok(())
@@ -178,15 +182,14 @@ enum PeerError {
     Failed(anyhow::Error),
 }
 
-/// Makes (or reuses) the peers' venv and runs the peer script, which writes `out`.
-fn run_peers(target: &Path, quick: bool, out: &Path) -> Result<(), PeerError> {
+/// Makes (or reuses) the peers' venv with `python` and runs the peer script, which writes `out`.
+fn run_peers(python: &OsStr, target: &Path, quick: bool, out: &Path) -> Result<(), PeerError> {
     let peers_dir = project_root().join("benches").join("peers");
     let requirements = peers_dir.join("requirements.txt");
     let pinned = fs::read_to_string(&requirements)
         .map_err(|err| PeerError::Unavailable(format!("could not read {}: {err}", requirements.display())))?;
-    let python = env::var_os("LGADK_PYTHON").unwrap_or_else(|| "python3".into());
     let shown = python.to_string_lossy().into_owned();
-    let version = Command::new(&python)
+    let version = Command::new(python)
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
         .output()
         .map_err(|err| PeerError::Unavailable(format!("`{shown}` could not be started ({err}); set LGADK_PYTHON")))?;
@@ -206,7 +209,7 @@ fn run_peers(target: &Path, quick: bool, out: &Path) -> Result<(), PeerError> {
         eprintln!("peers: reusing {}", venv.display());
     } else {
         eprintln!("$ {shown} -m venv --clear {}", venv.display());
-        let status = Command::new(&python).arg("-m").arg("venv").arg("--clear").arg(&venv).output();
+        let status = Command::new(python).arg("-m").arg("venv").arg("--clear").arg(&venv).output();
         match status {
             Ok(out) if out.status.success() => {}
             Ok(out) => {
@@ -690,21 +693,30 @@ fn render(dirs: &[PathBuf], options: &Options, load_before: &str, peers: &PeerSt
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
     use super::*;
 
     const TURN_ROW: &str = "first turn (new session, cache full)";
 
+    /// A directory under the system's temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A fresh directory under the system's temp dir holding `files`.
-    fn dir(name: &str, files: &[(&str, String)]) -> PathBuf {
+    fn temp(name: &str, files: &[(&str, String)]) -> TempDir {
         let dir = env::temp_dir().join(format!("xtask-bench-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         for (file, text) in files {
             fs::write(dir.join(file), text).unwrap();
         }
-        dir
+        TempDir(dir)
     }
 
     fn graph_tsv(turn_ns: f64) -> String {
@@ -734,53 +746,70 @@ mod tests {
 
     #[test]
     fn peers_not_run_are_said_so_without_a_figure() {
-        let results = dir("not-run", &[("graph_overhead.tsv", graph_tsv(10_000.0))]);
+        let results = temp("not-run", &[("graph_overhead.tsv", graph_tsv(10_000.0))]);
         let status = PeerStatus::NotRun("`python3` could not be started".into());
-        let report = render(&[results], &opts(&["graph_overhead"]), "0 0 0", &status);
+        let report = render(std::slice::from_ref(&results.0), &opts(&["graph_overhead"]), "0 0 0", &status);
         let section = peer_section(&report);
         assert!(section.contains("Peers not run: `python3` could not be started"), "{section}");
         assert!(!section.contains('×'), "{section}");
-        let not_asked = render(&[dir("not-asked", &[])], &opts(&[]), "0 0 0", &PeerStatus::NotAsked);
+        let not_asked = render(&[temp("not-asked", &[]).0.clone()], &opts(&[]), "0 0 0", &PeerStatus::NotAsked);
         assert!(peer_section(&not_asked).contains("Peers not run: not asked for"), "{not_asked}");
     }
 
     #[test]
     fn lgadk_over_peer_comes_from_the_files_of_the_run() {
         let results =
-            dir("ratio", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(3_000_000.0))]);
-        let report = render(&[results], &opts(&["graph_overhead"]), "0 0 0", &PeerStatus::Ran);
+            temp("ratio", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(3_000_000.0))]);
+        let report = render(std::slice::from_ref(&results.0), &opts(&["graph_overhead"]), "0 0 0", &PeerStatus::Ran);
         let section = peer_section(&report);
         assert!(section.contains("| 10.00 µs vs 3.00 ms | 300.0× | ≥ 100× | PASS |"), "{section}");
         assert!(report.contains("| peers | one turn, first: lgadk ÷ LangGraph | 300.0× | ≥ 100× | PASS |"), "{report}");
         // A peer twice as fast halves the ratio and misses the goal.
-        let slower = dir("ratio-miss", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(500e3))]);
-        let report = render(&[slower], &opts(&["graph_overhead"]), "0 0 0", &PeerStatus::Ran);
+        let slower =
+            temp("ratio-miss", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(500e3))]);
+        let report = render(std::slice::from_ref(&slower.0), &opts(&["graph_overhead"]), "0 0 0", &PeerStatus::Ran);
         assert!(peer_section(&report).contains("| 50.0× | ≥ 100× | MISS |"), "{report}");
     }
 
     #[test]
     fn a_group_from_an_earlier_invocation_is_not_compared() {
-        let results = dir("stale", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(3e6))]);
-        let report = render(&[results], &opts(&["session_concurrency"]), "0 0 0", &PeerStatus::Ran);
+        let results = temp("stale", &[("graph_overhead.tsv", graph_tsv(10_000.0)), ("peers.tsv", peers_tsv(3e6))]);
+        let report =
+            render(std::slice::from_ref(&results.0), &opts(&["session_concurrency"]), "0 0 0", &PeerStatus::Ran);
         let section = peer_section(&report);
         assert!(section.contains("not measured vs 3.00 ms | – |"), "{section}");
     }
 
     #[test]
     fn runs_report_the_median_and_how_far_each_cell_moved() {
-        let runs: Vec<PathBuf> = [90.0, 110.0, 100.0]
+        let runs: Vec<TempDir> = [90.0, 110.0, 100.0]
             .iter()
             .enumerate()
-            .map(|(n, ns)| dir(&format!("run-{n}"), &[("graph_overhead.tsv", graph_tsv(*ns))]))
+            .map(|(n, ns)| temp(&format!("run-{n}"), &[("graph_overhead.tsv", graph_tsv(*ns))]))
             .collect();
+        let dirs: Vec<PathBuf> = runs.iter().map(|d| d.0.clone()).collect();
         let mut options = opts(&["graph_overhead"]);
         options.runs = 3;
-        let report = render(&runs, &options, "0 0 0", &PeerStatus::NotAsked);
+        let report = render(&dirs, &options, "0 0 0", &PeerStatus::NotAsked);
         assert!(report.contains(&format!("| {TURN_ROW} | 100 ns ↕20% |")), "{report}");
         assert!(report.contains("## Spread across 3 runs"), "{report}");
         assert!(
             report.contains("| graph_overhead · turn · first turn (new session, cache full) · graph turn | 20.0% |")
         );
+    }
+
+    #[test]
+    fn without_python_the_peers_are_skipped_with_the_reason() {
+        let target = temp("no-python", &[]);
+        let out = target.0.join("peers.tsv");
+        let missing = OsStr::new("/nonexistent/python3");
+        match run_peers(missing, &target.0, true, &out) {
+            Err(PeerError::Unavailable(why)) => assert!(why.contains("could not be started"), "{why}"),
+            Err(PeerError::Failed(err)) => panic!("expected Unavailable, got Failed({err:#})"),
+            Ok(()) => panic!("expected Unavailable, got Ok"),
+        }
+        assert!(!out.exists());
+        assert!(!target.0.join("peers-venv").exists());
     }
 
     #[test]
