@@ -113,7 +113,6 @@ struct Pending {
 pub(crate) struct Report {
     lines: Vec<String>,
     values: HashMap<(String, String, String), f64>,
-    noise: HashMap<(String, String, String), f64>,
 }
 
 fn clean(field: &str) -> String {
@@ -148,12 +147,6 @@ impl Report {
     /// Records the share of the machine's CPU other processes used while a case ran.
     pub(crate) fn record_noise(&mut self, table: &str, row: &str, series: &str, share: f64) {
         self.line(&["noise", table, row, series, &format!("{share:.3}")]);
-        self.noise.insert((table.into(), row.into(), series.into()), share);
-    }
-
-    /// What [`Report::record_noise`] stored for a case.
-    pub(crate) fn noise(&self, table: &str, row: &str, series: &str) -> Option<f64> {
-        self.noise.get(&(table.into(), row.into(), series.into())).copied()
     }
 
     /// The value of a case: ns per operation, or what [`Report::record`] stored.
@@ -350,6 +343,15 @@ impl Table<'_> {
         let id = self.id.clone();
         self.report.record(&id, row, series, value);
     }
+}
+
+/// Runs `f` and returns what it returned with the share of the machine's CPU that other
+/// processes used meanwhile (`None` without `/proc`).
+pub(crate) fn with_foreign_share<T>(f: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let before = CpuTimes::now();
+    let out = f();
+    let after = CpuTimes::now();
+    (out, before.zip(after).map(|(a, b)| b.foreign_share(&a)))
 }
 
 /// CPU time counters, in clock ticks: the whole machine's (`/proc/stat`) and this process's
