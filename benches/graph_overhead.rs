@@ -11,8 +11,9 @@
 //!
 //! Each measured turn runs on its own session, prepared untimed from a template session (its
 //! latest checkpoint and log copied, then one turn to warm the graph's cache), so every timed
-//! turn sees exactly the stated history. LangGraph 1.2 + InMemorySaver, for orientation:
-//! ~3 ms per first turn, ~12 ms at turn 100, ~300 µs per node.
+//! turn sees exactly the stated history. `cargo xtask bench --peers` measures LangGraph +
+//! InMemorySaver on the same workloads in the same run (`benches/peers/peers.py`) and reports
+//! lgadk ÷ LangGraph.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -41,8 +42,6 @@ const OPS: &str = "store operations only";
 const OVERHEAD: &str = "overhead (turn − store ops)";
 const GRAPH: &str = "graph";
 const DIRECT: &str = "agents called directly";
-const LANGGRAPH_FIRST_TURN_NS: f64 = 3e6;
-const LANGGRAPH_NODE_NS: f64 = 300e3;
 
 /// The zero-cost model: appends the user's message and a fixed answer, reports usage.
 struct ZeroCostModel;
@@ -387,12 +386,6 @@ fn targets(report: &mut Report) {
         nanos,
     );
     let first_turn = report.value("turn", &first, TURN);
-    report.target(
-        "first turn: LangGraph 1.2 + InMemorySaver (~3 ms) / lgadk",
-        first_turn.map(|t| LANGGRAPH_FIRST_TURN_NS / t),
-        Goal::AtLeast(100.0),
-        times,
-    );
     let at_200 = report.value("turn", &warm, TURN);
     report.target(
         "turn with 200 earlier turns / first turn (aim)",
@@ -403,12 +396,6 @@ fn targets(report: &mut Report) {
     for row in ["100-node chain", "10-way router × 50 layers"] {
         let per_node = report.value("per_node", row, GRAPH);
         report.target(&format!("time per node, {row}"), per_node, Goal::AtMost(1e3), nanos);
-        report.target(
-            &format!("per node, {row}: LangGraph (~300 µs) / lgadk"),
-            per_node.map(|t| LANGGRAPH_NODE_NS / t),
-            Goal::AtLeast(100.0),
-            times,
-        );
     }
 }
 

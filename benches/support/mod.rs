@@ -76,6 +76,8 @@ pub(crate) enum Display {
     Time,
     /// Bytes (values are bytes).
     Bytes,
+    /// A ratio between two measured cases (values are the ratio).
+    Ratio,
 }
 
 impl Display {
@@ -84,6 +86,7 @@ impl Display {
             Self::Throughput => "throughput",
             Self::Time => "time",
             Self::Bytes => "bytes",
+            Self::Ratio => "ratio",
         }
     }
 }
@@ -129,10 +132,21 @@ impl Report {
         self.line(&["note", text]);
     }
 
+    /// Declares a table whose values are all recorded with [`Report::record`] (no criterion
+    /// cases), such as ratios computed from other tables.
+    pub(crate) fn table(&mut self, id: &str, title: &str, display: Display, note: &str) {
+        self.line(&["table", id, title, display.name(), note]);
+    }
+
     /// Records a value measured outside criterion (bytes, counts).
     pub(crate) fn record(&mut self, table: &str, row: &str, series: &str, value: f64) {
         self.line(&["result", table, row, series, &format!("{value:.3}")]);
         self.values.insert((table.into(), row.into(), series.into()), value);
+    }
+
+    /// Records the share of the machine's CPU other processes used while a case ran.
+    pub(crate) fn record_noise(&mut self, table: &str, row: &str, series: &str, share: f64) {
+        self.line(&["noise", table, row, series, &format!("{share:.3}")]);
     }
 
     /// The value of a case: ns per operation, or what [`Report::record`] stored.
@@ -215,7 +229,7 @@ impl Bench {
 
     /// A table of the report, benchmarked as one criterion group `<group>/<id>`.
     pub(crate) fn table(&mut self, id: &str, title: &str, display: Display, note: &str) -> Table<'_> {
-        self.report.line(&["table", id, title, display.name(), note]);
+        self.report.table(id, title, display, note);
         let group = self.criterion.benchmark_group(format!("{}/{id}", self.group));
         Table {
             id: id.to_owned(),
@@ -237,7 +251,7 @@ impl Bench {
             let Some(ns) = typical_ns(dir) else { continue };
             self.report.record(&case.table, &case.row, &case.series, ns / case.elements as f64);
             if let Some(foreign) = case.foreign {
-                self.report.line(&["noise", &case.table, &case.row, &case.series, &format!("{foreign:.3}")]);
+                self.report.record_noise(&case.table, &case.row, &case.series, foreign);
             }
         }
         targets(&mut self.report);
@@ -329,6 +343,15 @@ impl Table<'_> {
         let id = self.id.clone();
         self.report.record(&id, row, series, value);
     }
+}
+
+/// Runs `f` and returns what it returned with the share of the machine's CPU that other
+/// processes used meanwhile (`None` without `/proc`).
+pub(crate) fn with_foreign_share<T>(f: impl FnOnce() -> T) -> (T, Option<f64>) {
+    let before = CpuTimes::now();
+    let out = f();
+    let after = CpuTimes::now();
+    (out, before.zip(after).map(|(a, b)| b.foreign_share(&a)))
 }
 
 /// CPU time counters, in clock ticks: the whole machine's (`/proc/stat`) and this process's
@@ -435,7 +458,9 @@ fn share(total: u64, workers: usize, worker: usize) -> u64 {
 }
 
 /// Runs `total` operations spread over `tasks` tokio tasks on `rt` and returns the wall time
-/// from the first spawn to the last completion.
+/// from the first spawn to the last completion. Where the multi-thread runtime places the tasks
+/// is up to its scheduler (two tasks may share a worker for a whole sample), so figures from
+/// this runner can move between runs; [`Workers`] places them deterministically.
 pub(crate) fn run_tasks<O: Op>(rt: &tokio::runtime::Runtime, op: &Arc<O>, tasks: usize, total: u64) -> Duration {
     rt.block_on(async {
         let start = Instant::now();
@@ -455,6 +480,103 @@ pub(crate) fn run_tasks<O: Op>(rt: &tokio::runtime::Runtime, op: &Arc<O>, tasks:
         }
         start.elapsed()
     })
+}
+
+/// A job for one of the [`Workers`]: runs on the worker's thread with its runtime.
+type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
+/// A fixed pool of OS threads, each owning a current-thread tokio runtime: tokio tasks spread
+/// over them stay where they were put. Task `t` of a run goes to thread `t % threads`, which
+/// drives its tasks concurrently on its own runtime, so 2 tasks are always one per thread and
+/// 16 are always 8 per thread: the placement (and with it the figure) does not depend on a
+/// work-stealing scheduler's choices from one run to the next.
+pub(crate) struct Workers {
+    senders: Vec<std::sync::mpsc::Sender<Job>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `threads` worker threads.
+    pub(crate) fn new(threads: usize) -> Self {
+        let (senders, handles) = (0..threads)
+            .map(|n| {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let handle = std::thread::Builder::new()
+                    .name(format!("bench-worker-{n}"))
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                        for job in rx {
+                            job(&rt);
+                        }
+                    })
+                    .unwrap();
+                (tx, handle)
+            })
+            .unzip();
+        Self { senders, handles }
+    }
+
+    /// How many worker threads the pool has.
+    pub(crate) fn threads(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Runs `total` operations spread over `tasks` tokio tasks placed round-robin on the worker
+    /// threads, and returns the wall time from the first thread's start to the last one's end.
+    /// The threads read the clock themselves: a third thread timing them would wake late when
+    /// the workers hold both cores, and report a rate they never reached.
+    pub(crate) fn run<O: Op>(&self, op: &Arc<O>, tasks: usize, total: u64) -> Duration {
+        let used = tasks.clamp(1, self.threads());
+        let ready = Arc::new(std::sync::Barrier::new(used));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(Instant, Instant)>();
+        for (thread, sender) in self.senders.iter().enumerate().take(used) {
+            let mine: Vec<(usize, u64)> =
+                (thread..tasks).step_by(used).map(|task| (task, share(total, tasks, task))).collect();
+            let (op, ready, done) = (Arc::clone(op), Arc::clone(&ready), done_tx.clone());
+            let job: Job = Box::new(move |rt| {
+                ready.wait();
+                let start = Instant::now();
+                drive_tasks(rt, &op, mine);
+                let _ = done.send((start, Instant::now()));
+            });
+            sender.send(job).unwrap();
+        }
+        drop(done_tx);
+        let spans: Vec<(Instant, Instant)> = (0..used).map(|_| done_rx.recv().unwrap()).collect();
+        let start = spans.iter().map(|(start, _)| *start).min().unwrap();
+        let end = spans.iter().map(|(_, end)| *end).max().unwrap();
+        end - start
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// One worker thread's share of a run: its tasks, spawned on its current-thread runtime.
+#[inline(never)]
+fn drive_tasks<O: Op>(rt: &tokio::runtime::Runtime, op: &Arc<O>, tasks: Vec<(usize, u64)>) {
+    rt.block_on(async {
+        let handles: Vec<_> = tasks
+            .into_iter()
+            .map(|(task, n)| {
+                let op = Arc::clone(op);
+                tokio::spawn(async move {
+                    for i in 0..n {
+                        op.call(task, i).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
 }
 
 /// Runs `total` operations spread over `threads` OS threads (each operation polled to

@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: project automation, in the cargo-xtask convention.
 //!
 //! Tasks: `ci` (lint, then test: what `.ci/run` and the README run), `lint`, `test`,
-//! `bench [--quick] [GROUP…]`, `redis up|down|status`.
+//! `bench [--quick] [--peers] [--runs N] [GROUP…]`, `redis up|down|status`.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool reports on the terminal")]
 
 mod bench;
@@ -15,7 +15,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail, ensure};
 
-const USAGE: &str = "usage: cargo xtask <ci | lint | test | bench [--quick] [GROUP…] | redis up|down|status>";
+const USAGE: &str =
+    "usage: cargo xtask <ci | lint | test | bench [--quick] [--peers] [--runs N] [GROUP…] | redis up|down|status>";
 
 fn main() -> ExitCode {
     let owned: Vec<String> = env::args().skip(1).collect();

@@ -1,0 +1,370 @@
+"""The peers of lgadk's bench groups, measured on the same workloads in the same run.
+
+`cargo xtask bench --peers` runs this script in `target/peers-venv` (the pinned packages of
+`requirements.txt`) after the Rust groups and renders what it writes next to their results:
+
+- LangGraph + InMemorySaver, mirroring `graph_overhead`: one turn of a one-node graph whose
+  zero-cost model appends the user's message and a fixed answer (a first turn on a saver that
+  already holds 1024 threads, and a turn on a thread with 10, 100 and 200 earlier turns, each
+  timed turn on its own thread copied from a template with `update_state`), and the per-node
+  cost of a 100-node chain and of 50 layers of a 10-way conditional router (100 nodes run per
+  invoke, no checkpointer).
+- Google ADK's `InMemorySessionService`, mirroring `session_concurrency` (10k sessions of 100
+  users): `create_session` for 10k distinct users, `get_session`, and `append_event` (one
+  event carrying the turn's token counts: what `track_interaction` records) at 1 and 2 OS
+  threads, each thread running its own asyncio loop over the one shared service, as lgadk's
+  workers each run their own current-thread runtime.
+
+Output: the bench harness's results format (see `benches/support/mod.rs`), group `peers`, plus
+`compare` lines naming the lgadk cell each peer cell is set against:
+
+    compare <workload> <lgadk group> <lgadk table> <lgadk row> <lgadk series> <table> <row> <series>
+
+Values are nanoseconds per operation (per node for the per-node rows): the median of the
+samples' averages. `--quick` takes fewer samples and operations, never smaller workloads (the
+Rust groups keep these sizes in quick runs too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from importlib.metadata import version
+from typing import Annotated, Any, Callable, TypedDict
+
+from google.adk.events import Event
+from google.adk.sessions import InMemorySessionService
+from google.genai import types as genai_types
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+# lgadk's side of each comparison: groups, tables, rows and series as the Rust benches name them.
+TURN_ROWS = {
+    0: ["first turn (new session, cache full)"],
+    10: ["10 earlier turns (cached state)"],
+    100: ["100 earlier turns (cached state)"],
+    200: ["200 earlier turns (cached state)", "200 earlier turns (cache off)"],
+}
+LGADK_TURN = ("graph_overhead", "turn", "graph turn")
+LGADK_NODE = ("graph_overhead", "per_node", "graph")
+LGADK_STORE_SERIES = "SessionManager"
+# lgadk's graph cache capacity (`DEFAULT_CACHE_CAPACITY`): its first-turn row runs on a graph
+# that has served this many sessions, so the saver here holds as many threads.
+SERVED_THREADS = 1024
+SESSIONS = 10_000
+USERS = 100
+APP = "bench"
+
+
+class Out:
+    """The results file: tab-separated lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, *fields: object) -> None:
+        self.lines.append("\t".join(str(f).replace("\t", " ").replace("\n", " ") for f in fields))
+
+    def result(self, table: str, row: str, series: str, ns: float) -> None:
+        self.line("result", table, row, series, f"{ns:.3f}")
+
+
+def median_ns(samples: int, run: Callable[[], float]) -> float:
+    """Median over `samples` calls of `run`, which returns ns per operation, after one
+    untimed call (imports, lazily built validators and caches warm up in the first one)."""
+    run()
+    return statistics.median(run() for _ in range(samples))
+
+
+# --- LangGraph ------------------------------------------------------------------------------
+
+
+class State(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    input: str
+    output: str
+
+
+def zero_cost_model(state: State) -> dict[str, Any]:
+    return {"messages": [HumanMessage(state["input"]), AIMessage("ok")], "output": "ok"}
+
+
+def noop(_state: State) -> dict[str, Any]:
+    return {}
+
+
+def turn_graph():
+    graph = StateGraph(State)
+    graph.add_node("model", zero_cost_model)
+    graph.add_edge(START, "model")
+    graph.add_edge("model", END)
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+def thread(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def langgraph_turns(out: Out, quick: bool) -> None:
+    series = f"LangGraph {version('langgraph')} + InMemorySaver"
+    table = "langgraph/turn"
+    out.line(
+        "table",
+        table,
+        "LangGraph + InMemorySaver: one turn of a one-node graph (zero-cost model)",
+        "time",
+        "rows: the thread's history; each timed turn runs on its own thread",
+    )
+    samples = 3 if quick else 10
+    graph = turn_graph()
+    for _ in range(SERVED_THREADS):
+        graph.invoke({"input": "hello"}, thread(str(uuid.uuid4())))
+
+    def first() -> float:
+        n = 30 if quick else 100
+        ids = [str(uuid.uuid4()) for _ in range(n)]
+        start = time.perf_counter_ns()
+        for tid in ids:
+            graph.invoke({"input": "hello"}, thread(tid))
+        return (time.perf_counter_ns() - start) / n
+
+    out.result(table, "first turn (new thread)", series, median_ns(samples, first))
+    for history in (10, 100, 200):
+        template = str(uuid.uuid4())
+        graph.invoke({"input": "hello"}, thread(template))
+        for k in range(1, history):
+            graph.invoke({"input": f"message {k}"}, thread(template))
+        values = graph.get_state(thread(template)).values
+        assert len(values["messages"]) == 2 * history
+
+        def turn() -> float:
+            n = 10 if quick else 30
+            ids = [str(uuid.uuid4()) for _ in range(n)]
+            for tid in ids:
+                graph.update_state(thread(tid), values, as_node="model")
+            start = time.perf_counter_ns()
+            for tid in ids:
+                graph.invoke({"input": "and now?"}, thread(tid))
+            return (time.perf_counter_ns() - start) / n
+
+        out.result(table, f"{history} earlier turns", series, median_ns(samples, turn))
+    for history, rows in TURN_ROWS.items():
+        peer_row = "first turn (new thread)" if history == 0 else f"{history} earlier turns"
+        for row in rows:
+            group, lg_table, lg_series = LGADK_TURN
+            workload = f"one turn, {'first' if history == 0 else f'{history} earlier turns'}"
+            if "cache off" in row:
+                workload += " (lgadk cache off)"
+            out.line("compare", workload, group, lg_table, row, lg_series, table, peer_row, series)
+
+
+def chain_graph(nodes: int):
+    graph = StateGraph(State)
+    for n in range(nodes):
+        graph.add_node(f"n{n}", noop)
+        graph.add_edge(f"n{n}", END if n + 1 == nodes else f"n{n + 1}")
+    graph.add_edge(START, "n0")
+    return graph.compile()
+
+
+def router_graph(layers: int):
+    graph = StateGraph(State)
+    graph.add_edge(START, "r0")
+    for layer in range(layers):
+        chosen = (layer * 7) % 10
+        after = END if layer + 1 == layers else f"r{layer + 1}"
+        graph.add_node(f"r{layer}", noop)
+        graph.add_conditional_edges(
+            f"r{layer}",
+            lambda _state, chosen=chosen: str(chosen),
+            {str(k): f"w{layer}_{k}" for k in range(10)},
+        )
+        for k in range(10):
+            graph.add_node(f"w{layer}_{k}", noop)
+            graph.add_edge(f"w{layer}_{k}", after)
+    return graph.compile()
+
+
+def langgraph_nodes(out: Out, quick: bool) -> None:
+    series = f"LangGraph {version('langgraph')}"
+    table = "langgraph/per_node"
+    out.line(
+        "table",
+        table,
+        "LangGraph: per-node cost of invoke (no checkpointer)",
+        "time",
+        "time per node run; rows: graph shape (100 nodes run per invoke)",
+    )
+    samples = 3 if quick else 10
+    for row, graph in [("100-node chain", chain_graph(100)), ("10-way router × 50 layers", router_graph(50))]:
+        config = {"recursion_limit": 250}
+        graph.invoke({"input": ""}, config)
+
+        def run(graph=graph, config=config) -> float:
+            n = 5 if quick else 20
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                graph.invoke({"input": ""}, config)
+            return (time.perf_counter_ns() - start) / (n * 100)
+
+        out.result(table, row, series, median_ns(samples, run))
+        group, lg_table, lg_series = LGADK_NODE
+        out.line("compare", f"per node, {row}", group, lg_table, row, lg_series, table, row, series)
+
+
+# --- Google ADK -----------------------------------------------------------------------------
+
+
+def index(worker: int, i: int, length: int) -> int:
+    """The key lgadk's session_concurrency workers address: far apart, then in order."""
+    return (worker * 7919 + i) % length
+
+
+def run_threads(threads: int, total: int, work: Callable[[int, int], Any]) -> float:
+    """`total` operations over `threads` OS threads, each running its share on its own asyncio
+    loop (`work(worker, n)` returns the coroutine); returns ns per operation.
+
+    Each thread reads the clock itself, just before and after its share: the wall time is from
+    the first start to the last end. (A timer in the main thread would start late: whichever
+    thread leaves the barrier first holds the GIL for a whole switch interval.)
+    """
+    barrier = threading.Barrier(threads)
+    spans: list[tuple[int, int]] = []
+
+    def body(worker: int) -> None:
+        n = total // threads + (1 if worker < total % threads else 0)
+        loop = asyncio.new_event_loop()
+        coroutine = work(worker, n)
+        barrier.wait()
+        start = time.perf_counter_ns()
+        loop.run_until_complete(coroutine)
+        spans.append((start, time.perf_counter_ns()))
+        loop.close()
+
+    workers = [threading.Thread(target=body, args=(w,)) for w in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if len(spans) != threads:
+        raise RuntimeError("a worker thread failed")
+    return (max(end for _, end in spans) - min(start for start, _ in spans)) / total
+
+
+def adk_store(out: Out, quick: bool) -> None:
+    series = f"ADK {version('google-adk')} InMemorySessionService"
+    samples = 3 if quick else 10
+    ops = 2_000 if quick else 10_000
+    ids = [f"session-{n:05}" for n in range(SESSIONS)]
+    owners = [f"user-{n % USERS:05}" for n in range(SESSIONS)]
+    new_users = [f"user-{n:05}" for n in range(SESSIONS)]
+
+    def filled() -> tuple[InMemorySessionService, list[Any]]:
+        service = InMemorySessionService()
+
+        async def fill() -> list[Any]:
+            return [
+                await service.create_session(app_name=APP, user_id=owners[n], session_id=ids[n])
+                for n in range(SESSIONS)
+            ]
+
+        return service, asyncio.run(fill())
+
+    service, sessions = filled()
+
+    def create(threads: int) -> float:
+        fresh = InMemorySessionService()
+
+        async def work(worker: int, n: int) -> None:
+            for i in range(n):
+                await fresh.create_session(app_name=APP, user_id=new_users[index(worker, i, SESSIONS)])
+
+        return run_threads(threads, ops, work)
+
+    def get(threads: int) -> float:
+        async def work(worker: int, n: int) -> None:
+            for i in range(n):
+                k = index(worker, i, SESSIONS)
+                session = await service.get_session(app_name=APP, user_id=owners[k], session_id=ids[k])
+                assert session is not None
+
+        return run_threads(threads, ops, work)
+
+    def append(threads: int) -> float:
+        async def work(worker: int, n: int) -> None:
+            for i in range(n):
+                session = sessions[index(worker, i, SESSIONS)]
+                event = Event(
+                    id=Event.new_id(),
+                    invocation_id="turn",
+                    author="model",
+                    usage_metadata=genai_types.GenerateContentResponseUsageMetadata(
+                        prompt_token_count=3, candidates_token_count=5
+                    ),
+                )
+                await service.append_event(session, event)
+
+        return run_threads(threads, ops, work)
+
+    cases = [
+        ("create_session", "create_session/10k/tasks", "create_session for 10k distinct users", create),
+        ("get_session", "get_session/10k/tasks", "get_session over 10k sessions", get),
+        ("append_event", "track_interaction/10k/tasks", "append_event (the turn's token counts) over 10k sessions", append),
+    ]
+    for name, lg_table, title, run in cases:
+        table = f"adk/{name}"
+        out.line(
+            "table",
+            table,
+            f"ADK InMemorySessionService: {title}",
+            "throughput",
+            "rows: OS threads, each with its own asyncio loop, sharing one service",
+        )
+        for threads in (1, 2):
+            out.result(table, str(threads), series, median_ns(samples, lambda: run(threads)))
+            workload = f"{lg_table.split('/')[0]}, 10k sessions, {threads} worker{'s' if threads > 1 else ''}"
+            if name == "append_event":
+                workload += " (ADK: append_event)"
+            out.line("compare", workload, "session_concurrency", lg_table, str(threads), LGADK_STORE_SERIES,
+                     table, str(threads), series)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and operations")
+    parser.add_argument("--out", required=True, help="the results file to write")
+    args = parser.parse_args()
+    out = Out()
+    out.line("meta", "mode", "quick" if args.quick else "full")
+    out.line("meta", "python", platform.python_version())
+    out.line(
+        "meta",
+        "packages",
+        ", ".join(f"{p} {version(p)}" for p in ("langgraph", "langgraph-checkpoint", "langchain-core", "google-adk")),
+    )
+    out.line(
+        "note",
+        "Peers measured by benches/peers/peers.py on the workloads of graph_overhead and session_concurrency, "
+        "in the same `cargo xtask bench --peers` run. Values: median of the samples' averages.",
+    )
+    started = time.perf_counter()
+    langgraph_turns(out, args.quick)
+    langgraph_nodes(out, args.quick)
+    adk_store(out, args.quick)
+    out.line("meta", "seconds", f"{time.perf_counter() - started:.1f}")
+    with open(args.out, "w", encoding="utf-8") as file:
+        file.write("\n".join(out.lines) + "\n")
+    print(f"peer results: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
