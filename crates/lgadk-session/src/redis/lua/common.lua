@@ -70,6 +70,40 @@ local function json_str_len(s)
   return n
 end
 
+-- Size of a metadata map (field -> JSON text) as compact JSON: `{` `"key":value` joined by
+-- `,` `}`, as `lgadk_core::session::metadata_size` counts it.
+local function metadata_json_size(map)
+  local size, count = 2, 0
+  for k, v in pairs(map) do
+    size = size + json_str_len(k) + 1 + #v
+    count = count + 1
+  end
+  if count > 1 then size = size + count - 1 end
+  return size
+end
+
+-- The session hash's counters (`n`, `ti`, `to`, `rt`) and their names in errors.
+local COUNTERS = {'n', 'ti', 'to', 'rt'}
+local COUNTER_NAMES = {'interactions', 'total_tokens_in', 'total_tokens_out', 'total_response_time'}
+
+-- The name of the first counter in `values` (the four, in COUNTERS order) that is not a
+-- count, or nil: checked before writing any, so a bad one leaves the session as it was.
+local function bad_counter(values)
+  for i, name in ipairs(COUNTER_NAMES) do
+    if not is_count(values[i]) then return name end
+  end
+  return nil
+end
+
+-- Adds one interaction to the session hash `s`; a counter that would overflow saturates at
+-- i64::MAX, as `SessionStats::record` does.
+local function add_interaction(s, tokens_in, tokens_out, response_us)
+  local by = {'1', tokens_in, tokens_out, response_us}
+  for i, counter in ipairs(COUNTERS) do
+    local r = redis.pcall('HINCRBY', s, counter, by[i])
+    if type(r) == 'table' and r.err then redis.call('HSET', s, counter, I64_MAX) end
+  end
+end
 
 -- Operation ids: field `o` of the session hash holds the last OPS_KEPT (= OP_ID_WINDOW) ids
 -- applied to the session, oldest first, as `<32 hex>=<answer>;` entries. It lives and dies

@@ -10,13 +10,7 @@ if merge then
   for i = 1, #current, 2 do merged[current[i]] = current[i + 1] end
 end
 for i = 5, #ARGV, 2 do merged[ARGV[i]] = ARGV[i + 1] end
--- Size of the result as compact JSON: `{` `"key":value` joined by `,` `}`.
-local size, count = 2, 0
-for k, v in pairs(merged) do
-  size = size + json_str_len(k) + 1 + #v
-  count = count + 1
-end
-if count > 1 then size = size + count - 1 end
+local size = metadata_json_size(merged)
 if size > tonumber(ARGV[3]) then return {TOO_LARGE, size} end
 if not merge then redis.call('DEL', KEYS[2]) end
 if #ARGV >= 5 then send_chunked('HSET', KEYS[2], 5, #ARGV) end

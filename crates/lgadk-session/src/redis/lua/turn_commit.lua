@@ -7,15 +7,12 @@
 -- Checks everything (session live, counters, version, merged metadata size) before it
 -- writes anything. Answers the version and log length, the four counters and, when it
 -- merged, the metadata.
-local NAMES = {'interactions', 'total_tokens_in', 'total_tokens_out', 'total_response_time'}
-local COUNTERS = {'n', 'ti', 'to', 'rt'}
 local f = redis.call('HMGET', KEYS[1], 'l', 't', 'n', 'ti', 'to', 'rt', 'o')
 local state, field = liveness(f[1], f[2])
 if state == 'corrupt' then return {CORRUPT, field} end
 if state ~= 'live' then return {NOT_FOUND} end
-for i, name in ipairs(NAMES) do
-  if not is_count(f[i + 2]) then return {CORRUPT, name} end
-end
+local bad = bad_counter({f[3], f[4], f[5], f[6]})
+if bad then return {CORRUPT, bad} end
 local track = ARGV[8] == '1'
 local merging = ARGV[13] ~= ''
 local first_meta = 14
@@ -43,13 +40,7 @@ if merging then
   local stored = redis.call('HGETALL', KEYS[2])
   for i = 1, #stored, 2 do merged[stored[i]] = stored[i + 1] end
   for i = first_meta, first_message - 1, 2 do merged[ARGV[i]] = ARGV[i + 1] end
-  -- Size of the result as compact JSON, as metadata.lua counts it.
-  local size, count = 2, 0
-  for k, v in pairs(merged) do
-    size = size + json_str_len(k) + 1 + #v
-    count = count + 1
-  end
-  if count > 1 then size = size + count - 1 end
+  local size = metadata_json_size(merged)
   if size > tonumber(ARGV[5]) then return {TOO_LARGE, size} end
 end
 
@@ -65,11 +56,7 @@ local old = version - tonumber(ARGV[4])
 while old >= 1 and redis.call('HDEL', KEYS[3], string.format('%d', old)) == 1 do old = old - 1 end
 -- The interaction, as track.lua counts it (once per op id).
 if track and not op_answer(o, ARGV[12]) then
-  local by = {'1', ARGV[9], ARGV[10], ARGV[11]}
-  for i, counter in ipairs(COUNTERS) do
-    local r = redis.pcall('HINCRBY', KEYS[1], counter, by[i])
-    if type(r) == 'table' and r.err then redis.call('HSET', KEYS[1], counter, I64_MAX) end
-  end
+  add_interaction(KEYS[1], ARGV[9], ARGV[10], ARGV[11])
   op_record(KEYS[1], o, ARGV[12], '')
 end
 if merging and first_message > first_meta then send_chunked('HSET', KEYS[2], first_meta, first_message - 1) end
