@@ -119,7 +119,8 @@ impl Op for Workload {
                 let id = id.as_str();
                 let mut invocation = self.scripts.track.prepare_invoke();
                 invocation.key(key(id, "s")).key(key(id, "m")).key(key(id, "cp")).key(key(id, "h"));
-                invocation.arg(now).arg(GRACE_MS).arg(3).arg(5).arg(0);
+                // As the store sends it for an interaction without an op id.
+                invocation.arg(now).arg(GRACE_MS).arg(3).arg(5).arg(0).arg("");
                 let reply: redis::Value = invocation.invoke_async(&mut conn.clone()).await.unwrap();
                 black_box(reply);
             }
@@ -270,7 +271,7 @@ fn main() {
                     let keys = ["s", "m", "cp", "h"].map(|s| key(id, s));
                     let mut tail = vec!["4".to_owned()];
                     tail.extend(keys);
-                    tail.extend([now, GRACE_MS.to_string(), "3".into(), "5".into(), "0".into()]);
+                    tail.extend([now, GRACE_MS.to_string(), "3".into(), "5".into(), "0".into(), String::new()]);
                     (&scripts.track, tail)
                 }
                 _ => (&scripts.get, vec!["2".into(), key(id, "s"), key(id, "m"), now]),
