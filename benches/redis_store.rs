@@ -142,7 +142,7 @@ impl Op for Workload {
                 let mut invocation = self.scripts.create.prepare_invoke();
                 invocation.key(key(&fresh, "s")).key(key(&fresh, "m")).key(key(&fresh, "cp")).key(key(&fresh, "h"));
                 invocation.key(format!("{PREFIX}:u:{{{user}}}")).key(format!("{PREFIX}:x"));
-                invocation.arg(now).arg(GRACE_MS).arg(&member).arg(user.as_str()).arg(1).arg(PREFIX);
+                invocation.arg(now).arg(GRACE_MS).arg(&member).arg(user.as_str()).arg(1).arg(PREFIX).arg("");
                 let reply: redis::Value = invocation.invoke_async(&mut conn.clone()).await.unwrap();
                 black_box(reply);
             }
