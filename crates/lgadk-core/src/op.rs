@@ -23,7 +23,9 @@ pub const OP_ID_WINDOW: usize = 16;
 /// Stores remember at least the last [`OP_ID_WINDOW`] ids per session, for as long as the
 /// session lives.
 ///
-/// 128 random bits (a UUID v4), written as 32 lowercase hex digits.
+/// 128 random bits, written as 32 lowercase hex digits. They come from a fast per-thread
+/// generator seeded from the OS (`fastrand`), not from a system call per id: an id must only be
+/// unique, not unpredictable, and every tracked interaction takes one.
 ///
 /// ```
 /// use lgadk_core::{Interaction, OpId};
@@ -45,7 +47,7 @@ pub struct OpId(u128);
 impl OpId {
     /// A fresh random id.
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().as_u128())
+        Self(fastrand::u128(..))
     }
 
     /// The id with these 128 bits (for ids chosen by the caller, e.g. derived from a request id).
