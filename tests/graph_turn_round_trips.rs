@@ -15,17 +15,6 @@ use lgadk::session::RedisStore;
 use lgadk::session::testing::{Monitor, RedisServer};
 use lgadk::{CompiledGraph, Metadata, Result, RunRequest, SessionId, SessionManager, StateGraph, UserId, metadata};
 
-/// The commands clients sent (not those scripts ran), without the harness' own.
-fn top_level(monitor: &mut Monitor, server: &RedisServer) -> Vec<String> {
-    monitor
-        .commands_since_last(server)
-        .into_iter()
-        .filter(|command| !command.from_script)
-        .map(|command| command.name())
-        .filter(|name| !matches!(name.as_str(), "info" | "ping"))
-        .collect()
-}
-
 /// A one-node chat graph over `sessions` that answers and reports some usage.
 fn graph(sessions: SessionManager) -> CompiledGraph<ChatState> {
     StateGraph::<ChatState>::new("rt")
@@ -50,24 +39,24 @@ async fn measure(server: &RedisServer, sessions: SessionManager) -> [Vec<String>
     // Not measured: the first create through a store also sweeps the indexes.
     let id = first_graph.run(RunRequest::new("one")).await.unwrap().session_id;
     let mut monitor = Monitor::start(server);
-    top_level(&mut monitor, server);
+    monitor.client_commands_since_last(server);
 
     let second = first_graph.run(RunRequest::new("two").with_session(id.clone())).await.unwrap();
     assert_eq!(second.state.messages.len(), 4);
-    let warm = top_level(&mut monitor, server);
+    let warm = monitor.client_commands_since_last(server);
 
     let other_graph = graph(sessions.clone());
     let third = other_graph.run(RunRequest::new("three").with_session(id.clone())).await.unwrap();
     assert_eq!(third.state.messages.len(), 6, "the cold turn loaded the whole history");
-    let cold = top_level(&mut monitor, server);
+    let cold = monitor.client_commands_since_last(server);
 
     let request = RunRequest::new("four").with_session(id.clone()).with_metadata(metadata! {"plan" => "pro"});
     assert_eq!(other_graph.run(request).await.unwrap().state.metadata.get("plan"), Some(&"pro".into()));
-    let with_metadata = top_level(&mut monitor, server);
+    let with_metadata = monitor.client_commands_since_last(server);
 
     let fifth = first_graph.run(RunRequest::new("five").with_session(id.clone())).await.unwrap();
     assert_eq!(fifth.state.messages.len(), 10, "the stale cache was replaced by the latest state");
-    let stale = top_level(&mut monitor, server);
+    let stale = monitor.client_commands_since_last(server);
 
     let session = sessions.get_session(&id).await.unwrap().unwrap();
     assert_eq!(session.stats.interactions, 5, "every turn was tracked");

@@ -60,16 +60,6 @@ fn turn(step: u64, expected: u64) -> TurnCommit {
     }
 }
 
-fn top_level(monitor: &mut Monitor, server: &RedisServer) -> Vec<String> {
-    monitor
-        .commands_since_last(server)
-        .into_iter()
-        .filter(|command| !command.from_script)
-        .map(|command| command.name())
-        .filter(|name| !matches!(name.as_str(), "info" | "ping"))
-        .collect()
-}
-
 fn evalsha_calls(server: &RedisServer) -> u64 {
     let stats = server.command(&["INFO", "commandstats"]).unwrap();
     stats
@@ -112,14 +102,14 @@ async fn every_operation_costs_its_documented_round_trips() {
     store.end(&warm).await.unwrap();
 
     let mut monitor = Monitor::start(&server);
-    top_level(&mut monitor, &server);
+    monitor.client_commands_since_last(&server);
     let mut table = Vec::new();
     macro_rules! measure {
         ($name:literal, $call:expr) => {{
             let before = evalsha_calls(&server);
             let result = $call;
             let after = evalsha_calls(&server);
-            let commands = top_level(&mut monitor, &server);
+            let commands = monitor.client_commands_since_last(&server);
             table.push(($name, commands.clone(), after - before));
             result
         }};
@@ -156,13 +146,13 @@ async fn every_operation_costs_its_documented_round_trips() {
     measure!("checkpoint delete", store.delete(&id).await.unwrap());
     measure!("end (owner)", store.end(&id).await.unwrap());
     let anonymous = store.create(NewSession::default()).await.unwrap().id;
-    top_level(&mut monitor, &server); // not measured: the create above
+    monitor.client_commands_since_last(&server); // not measured: the create above
     measure!("end (no owner)", store.end(&anonymous).await.unwrap());
     for _ in 0..3 {
         store.create(NewSession::for_user(alice.clone()).with_timeout(Timeout::After(Duration::ZERO))).await.unwrap();
     }
     clock.advance(Duration::from_millis(1));
-    top_level(&mut monitor, &server); // not measured: the creates above
+    monitor.client_commands_since_last(&server); // not measured: the creates above
     let purged = measure!("purge_expired (3 due)", store.purge_expired().await.unwrap());
     assert_eq!(purged, 3);
     measure!("purge_expired (none due)", store.purge_expired().await.unwrap());
@@ -174,7 +164,7 @@ async fn every_operation_costs_its_documented_round_trips() {
     {
         if let Some(owner) = owner {
             store.create(NewSession::for_user(owner.clone())).await.unwrap();
-            top_level(&mut monitor, &server); // not measured
+            monitor.client_commands_since_last(&server); // not measured
         }
         let mut ticks = 0;
         for round in 0..8 {
@@ -182,7 +172,7 @@ async fn every_operation_costs_its_documented_round_trips() {
             let before = evalsha_calls(&server);
             store.create(NewSession::for_user(owner)).await.unwrap();
             let evalsha = evalsha_calls(&server) - before;
-            let mut commands = top_level(&mut monitor, &server);
+            let mut commands = monitor.client_commands_since_last(&server);
             commands.sort();
             if commands.len() > 1 {
                 ticks += 1;

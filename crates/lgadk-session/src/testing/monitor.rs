@@ -104,6 +104,20 @@ impl Monitor {
         }
     }
 
+    /// The names of the commands clients sent since the previous call (not those scripts ran),
+    /// without the harness' own `INFO` and `PING`: what round-trip tests count.
+    ///
+    /// # Panics
+    /// As [`commands_since_last`](Self::commands_since_last).
+    pub fn client_commands_since_last(&mut self, server: &RedisServer) -> Vec<String> {
+        self.commands_since_last(server)
+            .into_iter()
+            .filter(|command| !command.from_script)
+            .map(|command| command.name())
+            .filter(|name| !matches!(name.as_str(), "info" | "ping"))
+            .collect()
+    }
+
     /// Groups `commands` into script calls: each `EVAL` / `EVALSHA` with the script commands
     /// that follow it (MONITOR reports the call before what the script runs, and nothing else
     /// runs in between because scripts are atomic).
