@@ -1,18 +1,20 @@
 //! Agents (graph nodes), the state they work on, and the context of a run.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::cancel::CancelToken;
 use crate::error::Result;
 use crate::id::{SessionId, UserId};
 use crate::message::Message;
 use crate::model::Usage;
 use crate::session::Metadata;
+use crate::tool::ToolBatch;
 
 /// A state a graph can run on and checkpoint.
 ///
@@ -95,6 +97,10 @@ pub struct ChatState {
     /// Custom keys.
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The tool calls of the last model message that have not all finished, while the tool
+    /// loop waits for approvals (see [`ToolBatch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_batch: Option<ToolBatch>,
 }
 
 impl GraphState for ChatState {
@@ -122,7 +128,7 @@ impl GraphState for ChatState {
     }
 
     fn merge(&mut self, other: Self) {
-        let Self { input, output, messages, scratchpad, session_id, metadata, extra } = other;
+        let Self { input, output, messages, scratchpad, session_id, metadata, extra, tool_batch } = other;
         self.input = input;
         if !output.is_empty() {
             self.output = output;
@@ -136,6 +142,9 @@ impl GraphState for ChatState {
         self.session_id = session_id.or(self.session_id.take());
         self.metadata.extend(metadata);
         self.extra.extend(extra);
+        if tool_batch.is_some() {
+            self.tool_batch = tool_batch;
+        }
     }
 }
 
@@ -199,6 +208,32 @@ pub enum AgentEvent {
         /// Event data.
         data: serde_json::Value,
     },
+    /// A tool call started.
+    ToolStarted {
+        /// The node running the tool.
+        node: String,
+        /// The call's id.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// The arguments it runs with.
+        arguments: serde_json::Value,
+    },
+    /// A tool call finished, with an output or an error.
+    ToolFinished {
+        /// The node running the tool.
+        node: String,
+        /// The call's id.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// The result the model reads.
+        content: String,
+        /// Whether the call failed (an error result).
+        error: bool,
+        /// How long the call took.
+        duration: Duration,
+    },
 }
 
 /// Receives [`AgentEvent`]s during a streamed run.
@@ -211,8 +246,9 @@ pub trait EventSink: Send + Sync + 'static {
 pub struct RunContext {
     session_id: Option<SessionId>,
     user_id: Option<UserId>,
+    metadata: Arc<Metadata>,
     usage: Mutex<Usage>,
-    cancelled: Arc<AtomicBool>,
+    cancel: CancelToken,
     events: Option<Arc<dyn EventSink>>,
     resume: Option<serde_json::Value>,
 }
@@ -242,8 +278,9 @@ impl RunContext {
         Self {
             session_id,
             user_id,
+            metadata: Arc::default(),
             usage: Mutex::new(Usage::default()),
-            cancelled: Arc::new(AtomicBool::new(false)),
+            cancel: CancelToken::new(),
             events: None,
             resume: None,
         }
@@ -256,10 +293,18 @@ impl RunContext {
         self
     }
 
-    /// Shares a cancellation flag: setting it to `true` asks nodes to stop early.
+    /// Shares a cancellation: cancelling `token` asks nodes to stop early and drops running
+    /// tools.
     #[must_use]
-    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.cancelled = flag;
+    pub fn with_cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// The session's metadata (with the run request's merged in), for nodes and tools.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Arc::new(metadata);
         self
     }
 
@@ -280,6 +325,24 @@ impl RunContext {
         self.user_id.as_ref()
     }
 
+    /// The session's metadata, as the run sees it.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub(crate) fn shared_metadata(&self) -> Arc<Metadata> {
+        Arc::clone(&self.metadata)
+    }
+
+    pub(crate) fn event_sink(&self) -> Option<Arc<dyn EventSink>> {
+        self.events.clone()
+    }
+
+    /// The run's cancellation, to await or hand to tools.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
     /// Adds a model call's usage to the run's total (model helpers do this for you).
     pub fn add_usage(&self, usage: Usage) {
         let mut total = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -293,7 +356,7 @@ impl RunContext {
 
     /// Whether the caller asked the run to stop.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
     }
 
     /// Whether someone listens to events (a streamed run): agents then stream model output.

@@ -131,6 +131,30 @@ pub enum Error {
         /// created the session. `None` when a node returns the error (use
         /// [`Error::interrupt`]) or the run had no session.
         session_id: Option<SessionId>,
+        /// What the node asks the caller, if anything ([`Error::interrupt_with`]): the tool
+        /// loop puts an [`ApprovalRequest`](crate::tool::ApprovalRequest) here.
+        value: Option<serde_json::Value>,
+    },
+    /// A tool call failed and the tool loop runs fail-fast, so the run stopped; nothing of the
+    /// turn was saved. (Without fail-fast the model reads the error instead.)
+    #[error("tool `{tool}` (call `{call_id}`) failed: {source}")]
+    Tool {
+        /// The tool the model called.
+        tool: String,
+        /// The call's id.
+        call_id: String,
+        /// What went wrong.
+        #[source]
+        source: crate::tool::ToolError,
+    },
+    /// The tool loop's model made as many calls in one turn as it may and still asked for
+    /// tools; nothing of the turn was saved. (The loop can answer instead; see its options.)
+    #[error("node `{node}` reached its limit of {limit} model calls in one turn")]
+    StepLimit {
+        /// The loop's model node.
+        node: String,
+        /// The limit.
+        limit: usize,
     },
 }
 
@@ -415,7 +439,13 @@ impl Error {
     /// The error a node returns to pause the run for human input; the graph saves the
     /// checkpoint and adds the session id.
     pub fn interrupt(node: impl Into<String>) -> Self {
-        Self::Interrupted { node: node.into(), session_id: None }
+        Self::Interrupted { node: node.into(), session_id: None, value: None }
+    }
+
+    /// [`Error::interrupt`] with a value for the caller: what the node asks, which the caller
+    /// reads from the error before it resumes.
+    pub fn interrupt_with(node: impl Into<String>, value: serde_json::Value) -> Self {
+        Self::Interrupted { node: node.into(), session_id: None, value: Some(value) }
     }
 
     /// A [`Error::Model`] for model `model` failing with `kind`, keeping `cause` as the source.

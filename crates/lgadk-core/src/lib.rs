@@ -27,6 +27,7 @@
 //! | `testing` | no | [`testing`]: the conformance suite every session backend runs (not semver-stable) |
 
 pub mod agent;
+pub mod cancel;
 pub mod checkpoint;
 pub mod clock;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod tool;
 pub mod turn;
 
 /// `serde_json`, re-exported: [`Metadata`] is a `serde_json` map, so applications can build
@@ -48,6 +50,8 @@ pub use serde_json;
 
 #[doc(inline)]
 pub use agent::{Agent, AgentEvent, ChatState, EventSink, GraphState, RunContext};
+#[doc(inline)]
+pub use cancel::CancelToken;
 #[doc(inline)]
 pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, NewCheckpoint};
 #[doc(inline)]
@@ -59,7 +63,7 @@ pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
-pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolSpec, Usage};
+pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolChoice, ToolSpec, Usage};
 #[doc(inline)]
 pub use op::{OP_ID_WINDOW, OpId};
 #[doc(inline)]
@@ -69,5 +73,10 @@ pub use session::{
 };
 #[doc(inline)]
 pub use store::SessionStore;
+#[doc(inline)]
+pub use tool::{
+    ApprovalDecision, ApprovalDecisions, ApprovalRequest, FunctionTool, PendingApproval, Tool, ToolBatch, ToolContext,
+    ToolError, ToolOutput, ToolSet,
+};
 #[doc(inline)]
 pub use turn::{LatestCheckpoint, TurnCommit, TurnSaved, TurnStart, TurnStore};

@@ -52,6 +52,7 @@ impl AddAssign for Usage {
 
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ToolSpec {
     /// Tool name, as the model will call it.
     pub name: String,
@@ -59,6 +60,71 @@ pub struct ToolSpec {
     pub description: String,
     /// JSON schema of the arguments object.
     pub parameters: serde_json::Value,
+    /// Whether the provider should hold the model to the schema exactly (OpenAI's `strict`
+    /// function calling). Set it with [`strict`](Self::strict), which also makes the schema
+    /// fit strict mode's rules.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
+    /// Words that, in a user's message, make the offline model call the tool (besides its
+    /// name). Never sent to a provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+}
+
+impl ToolSpec {
+    /// A spec for the tool `name` taking arguments described by the JSON Schema `parameters`.
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: serde_json::Value) -> Self {
+        Self { name: name.into(), description: description.into(), parameters, strict: false, keywords: Vec::new() }
+    }
+
+    /// This spec in strict mode: every object in the schema gets `additionalProperties: false`
+    /// and lists all its properties as required, as OpenAI's strict function calling demands
+    /// (a field that was optional must then be sent, possibly as `null` if its type allows).
+    #[must_use]
+    pub fn strict(mut self) -> Self {
+        make_strict(&mut self.parameters);
+        self.strict = true;
+        self
+    }
+
+    /// Sets [`keywords`](Self::keywords).
+    #[must_use]
+    pub fn with_keywords<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keywords: I) -> Self {
+        self.keywords = keywords.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// Closes every object schema in `schema` and requires all of its properties.
+fn make_strict(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                let names = properties.keys().cloned().map(Value::String).collect();
+                map.insert("required".into(), Value::Array(names));
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            map.values_mut().for_each(make_strict);
+        }
+        Value::Array(items) => items.iter_mut().for_each(make_strict),
+        _ => {}
+    }
+}
+
+/// Whether and which tools the model must call (OpenAI's `tool_choice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToolChoice {
+    /// The model decides (the providers' default when tools are offered).
+    Auto,
+    /// The model must not call a tool.
+    None,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must call this tool.
+    Tool(String),
 }
 
 /// One chat completion request.
@@ -69,6 +135,13 @@ pub struct ChatRequest {
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
+    /// Whether and which tools the model must call; `None` leaves it to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one message; `None` leaves it to the
+    /// provider (OpenAI allows it by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     /// Sampling temperature, if the caller sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
@@ -87,6 +160,20 @@ impl ChatRequest {
     #[must_use]
     pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Sets [`tool_choice`](Self::tool_choice).
+    #[must_use]
+    pub fn with_tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = Some(choice);
+        self
+    }
+
+    /// Sets [`parallel_tool_calls`](Self::parallel_tool_calls).
+    #[must_use]
+    pub fn with_parallel_tool_calls(mut self, parallel: bool) -> Self {
+        self.parallel_tool_calls = Some(parallel);
         self
     }
 

@@ -3,9 +3,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use lgadk_core::{Error, GraphState, Result, RunContext, SessionId};
+use lgadk_core::{CancelToken, Error, GraphState, Result, RunContext, SessionId};
 use lgadk_session::SessionManager;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -121,7 +120,7 @@ impl<S: GraphState> CompiledGraph<S> {
         let ctx = Arc::new(RunContext::default());
         match topology.execute(&mut state, Start::Entry, &ctx, None, limit, 0).instrument(span).await? {
             Outcome::Finished { .. } => Ok(state),
-            Outcome::Interrupted { node, .. } => Err(Error::Interrupted { node, session_id: None }),
+            Outcome::Interrupted { node, value, .. } => Err(Error::Interrupted { node, session_id: None, value }),
         }
     }
 
@@ -176,14 +175,14 @@ impl<S: GraphState> CompiledGraph<S> {
     /// [`stream`](Self::stream) with explicit [`RunOptions`].
     pub fn stream_with(&self, request: RunRequest, options: RunOptions) -> RunStream<S> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancelToken::new();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // An unbounded channel takes the error without waiting; the stream then ends.
             let _ = tx.send(Err(Error::NoRuntime { op: "CompiledGraph::stream" }));
             return RunStream::new(rx, None, cancel, self.name().to_owned());
         };
         let graph = self.clone();
-        let flag = Arc::clone(&cancel);
+        let flag = cancel.clone();
         let run = async move {
             let result = graph.turn(request.into(), options, Some(&tx), Some(flag)).await;
             // The caller may have stopped listening; the turn is saved all the same.

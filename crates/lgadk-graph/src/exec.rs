@@ -20,7 +20,7 @@ pub(crate) enum Outcome {
         node: Option<String>,
     },
     /// A node returned [`Error::Interrupted`]; `frontier` runs again on resume.
-    Interrupted { node: String, frontier: Vec<String>, step: u64 },
+    Interrupted { node: String, frontier: Vec<String>, step: u64, value: Option<serde_json::Value> },
 }
 
 /// Where an execution starts.
@@ -103,9 +103,9 @@ impl<S: GraphState> Topology<S> {
             if let [only] = frontier[..] {
                 match self.run_node(only, state, ctx, events, step).await {
                     Ok(()) => {}
-                    Err(Error::Interrupted { node, .. }) => {
+                    Err(Error::Interrupted { node, value, .. }) => {
                         let frontier = vec![self.nodes[only].name.clone()];
-                        return Ok(Outcome::Interrupted { node, frontier, step: step - 1 });
+                        return Ok(Outcome::Interrupted { node, frontier, step: step - 1, value });
                     }
                     Err(err) => return Err(err),
                 }
@@ -117,9 +117,9 @@ impl<S: GraphState> Topology<S> {
                 for result in results {
                     match result {
                         Ok(()) => {}
-                        Err(Error::Interrupted { node, .. }) => {
+                        Err(Error::Interrupted { node, value, .. }) => {
                             let frontier = frontier.iter().map(|&i| self.nodes[i].name.clone()).collect();
-                            return Ok(Outcome::Interrupted { node, frontier, step: step - 1 });
+                            return Ok(Outcome::Interrupted { node, frontier, step: step - 1, value });
                         }
                         Err(err) => {
                             failure.get_or_insert(err);

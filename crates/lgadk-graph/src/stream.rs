@@ -3,12 +3,11 @@
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
-use lgadk_core::{AgentEvent, EventSink, GraphError, GraphState, Result};
+use lgadk_core::{AgentEvent, CancelToken, EventSink, GraphError, GraphState, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -48,6 +47,32 @@ pub enum RunEvent<S> {
         /// Event data.
         data: serde_json::Value,
     },
+    /// A tool call started.
+    ToolStarted {
+        /// The node running the tool.
+        node: String,
+        /// The call's id, as the model gave it.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// The arguments it runs with.
+        arguments: serde_json::Value,
+    },
+    /// A tool call finished.
+    ToolFinished {
+        /// The node running the tool.
+        node: String,
+        /// The call's id.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// The result the model reads (an error's text when `error`).
+        content: String,
+        /// Whether the call failed.
+        error: bool,
+        /// How long the call took.
+        duration: Duration,
+    },
     /// The run finished and its turn is saved: the same response [`run`](crate::CompiledGraph::run)
     /// returns. Always the last event of a successful run.
     Finished(RunResponse<S>),
@@ -64,6 +89,12 @@ impl<S: GraphState> EventSink for ChannelSink<S> {
         let event = match event {
             AgentEvent::Token { node, text } => RunEvent::Token { node, text },
             AgentEvent::Custom { node, name, data } => RunEvent::Custom { node, name, data },
+            AgentEvent::ToolStarted { node, call_id, name, arguments } => {
+                RunEvent::ToolStarted { node, call_id, name, arguments }
+            }
+            AgentEvent::ToolFinished { node, call_id, name, content, error, duration } => {
+                RunEvent::ToolFinished { node, call_id, name, content, error, duration }
+            }
             _ => return,
         };
         // A closed channel means the caller stopped listening; the run goes on or was cancelled.
@@ -80,7 +111,7 @@ impl<S: GraphState> EventSink for ChannelSink<S> {
 pub struct RunStream<S> {
     events: mpsc::UnboundedReceiver<Result<RunEvent<S>>>,
     task: Option<JoinHandle<()>>,
-    cancel: Arc<AtomicBool>,
+    cancel: CancelToken,
     graph: String,
 }
 
@@ -97,7 +128,7 @@ impl<S> RunStream<S> {
     pub(crate) fn new(
         events: mpsc::UnboundedReceiver<Result<RunEvent<S>>>,
         task: Option<JoinHandle<()>>,
-        cancel: Arc<AtomicBool>,
+        cancel: CancelToken,
         graph: String,
     ) -> Self {
         Self { events, task, cancel, graph }
@@ -106,7 +137,7 @@ impl<S> RunStream<S> {
     /// Asks the run to stop before its next step; it then saves nothing and the stream ends
     /// with [`GraphError::Cancelled`].
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
     }
 }
 

@@ -655,7 +655,7 @@ pub async fn interrupt_then_resume_from_a_cold_graph(fx: GraphFixture) {
     let id = new_session(&sessions).await;
     let err = graph.run(request("write a post", &id)).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Interrupted { node, session_id: Some(got) } if node == "approval" && *got == id),
+        matches!(&err, Error::Interrupted { node, session_id: Some(got), .. } if node == "approval" && *got == id),
         "{err:?}"
     );
     let saved = graph.history(&id, 1).await.unwrap().remove(0);

@@ -3,13 +3,12 @@
 //! with the interaction and the metadata merge in one call.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
-    Error, GraphError, GraphState, Interaction, LatestCheckpoint, Metadata, MetadataUpdate, NewSession, OpId, Result,
-    RunContext, Session, SessionId, TurnCommit, UserId,
+    CancelToken, Error, GraphError, GraphState, Interaction, LatestCheckpoint, Metadata, MetadataUpdate, NewSession,
+    OpId, Result, RunContext, Session, SessionId, TurnCommit, UserId,
 };
 use tracing::Instrument as _;
 
@@ -51,7 +50,7 @@ struct TurnInput<'a, S: GraphState> {
     request: TurnRequest,
     options: RunOptions,
     events: Option<&'a EventTx<S>>,
-    cancel: Option<Arc<AtomicBool>>,
+    cancel: Option<CancelToken>,
     started: Instant,
 }
 
@@ -84,7 +83,7 @@ impl<S: GraphState> CompiledGraph<S> {
         request: TurnRequest,
         options: RunOptions,
         events: Option<&EventTx<S>>,
-        cancel: Option<Arc<AtomicBool>>,
+        cancel: Option<CancelToken>,
     ) -> Result<RunResponse<S>> {
         let started = Instant::now();
         let (id, existing) = match &request.session_id {
@@ -175,9 +174,10 @@ impl<S: GraphState> CompiledGraph<S> {
         if let Some(tx) = input.events {
             ctx = ctx.with_events(Arc::new(ChannelSink(tx.clone())));
         }
-        if let Some(flag) = &input.cancel {
-            ctx = ctx.with_cancel_flag(Arc::clone(flag));
+        if let Some(token) = &input.cancel {
+            ctx = ctx.with_cancel_token(token.clone());
         }
+        ctx = ctx.with_metadata(begun.metadata.clone());
         if let Turn::Resume(value) = &input.request.turn {
             ctx = ctx.with_resume_value(value.clone());
         }
@@ -198,7 +198,9 @@ impl<S: GraphState> CompiledGraph<S> {
         let Ran { mut state, outcome, ctx } = ran;
         let (next, node, step, interrupted) = match outcome {
             Outcome::Finished { step, node } => (Vec::new(), node, step, None),
-            Outcome::Interrupted { node, frontier, step } => (frontier, Some(node.clone()), step, Some(node)),
+            Outcome::Interrupted { node, frontier, step, value } => {
+                (frontier, Some(node.clone()), step, Some((node, value)))
+            }
         };
         let usage = ctx.usage();
         let response_time = input.started.elapsed();
@@ -254,8 +256,8 @@ impl<S: GraphState> CompiledGraph<S> {
         let snapshot =
             Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: Arc::clone(&state) };
         inner.cache.insert(id.clone(), created_at, snapshot);
-        if let Some(node) = interrupted {
-            return Err(Error::Interrupted { node, session_id: Some(id.clone()) });
+        if let Some((node, value)) = interrupted {
+            return Err(Error::Interrupted { node, session_id: Some(id.clone()), value });
         }
         Ok(RunResponse { output, session_id: id.clone(), state, usage, response_time })
     }

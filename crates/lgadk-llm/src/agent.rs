@@ -155,6 +155,8 @@ impl ChatAgent {
         let request = ChatRequest {
             messages,
             tools: self.tools.clone(),
+            tool_choice: None,
+            parallel_tool_calls: None,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
         };

@@ -139,8 +139,7 @@ async fn tool_calls_are_recorded_and_tool_results_continue_without_a_new_user_me
         ScriptedReply::tool_call("get_weather", json!({"city": "Oslo"})),
         ScriptedReply::text("Oslo: 4 °C and rain."),
     ]));
-    let tool =
-        ToolSpec { name: "get_weather".into(), description: "Weather".into(), parameters: json!({"type": "object"}) };
+    let tool = ToolSpec::new("get_weather", "Weather", json!({"type": "object"}));
     let agent = ChatAgent::new("assistant", Arc::<OfflineModel>::clone(&model)).with_tools(vec![tool]);
     let ctx = RunContext::default();
 

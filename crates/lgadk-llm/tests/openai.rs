@@ -33,11 +33,11 @@ fn hello() -> ChatRequest {
 }
 
 fn weather_tool() -> ToolSpec {
-    ToolSpec {
-        name: "get_weather".into(),
-        description: "Current weather for a city".into(),
-        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
-    }
+    ToolSpec::new(
+        "get_weather",
+        "Current weather for a city",
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    )
 }
 
 async fn collect(model: &OpenAiModel, request: ChatRequest) -> Vec<Result<ChatChunk, Error>> {

@@ -232,11 +232,7 @@ mod tests {
             },
             Message::tool("c1", "sunny"),
         ];
-        let tool = ToolSpec {
-            name: "weather".into(),
-            description: "Current weather".into(),
-            parameters: serde_json::json!({"type": "object"}),
-        };
+        let tool = ToolSpec::new("weather", "Current weather", serde_json::json!({"type": "object"}));
         let request = ChatRequest::new(history).with_tools(vec![tool]).with_temperature(0.5).with_max_tokens(64);
         let wire =
             serde_json::to_value(to_wire_request("m", &request, true, MaxTokensField::Completion).unwrap()).unwrap();
