@@ -59,6 +59,12 @@ impl<S: GraphState> Topology<S> {
         Ok(())
     }
 
+    /// A node that failed because the run was cancelled (a tool dropped mid-call, say) reports
+    /// the cancellation, not its own error.
+    fn unless_cancelled(&self, err: Error, ctx: &RunContext) -> Error {
+        if ctx.is_cancelled() { self.graph_error(|graph| GraphError::Cancelled { graph }) } else { err }
+    }
+
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>> {
         names
             .iter()
@@ -107,7 +113,7 @@ impl<S: GraphState> Topology<S> {
                         let frontier = vec![self.nodes[only].name.clone()];
                         return Ok(Outcome::Interrupted { node, frontier, step: step - 1, value });
                     }
-                    Err(err) => return Err(err),
+                    Err(err) => return Err(self.unless_cancelled(err, ctx)),
                 }
             } else {
                 let mut copies: Vec<S> = frontier.iter().map(|_| state.clone()).collect();
@@ -127,7 +133,7 @@ impl<S: GraphState> Topology<S> {
                     }
                 }
                 if let Some(err) = failure {
-                    return Err(err);
+                    return Err(self.unless_cancelled(err, ctx));
                 }
                 for copy in copies {
                     state.merge(copy);

@@ -69,6 +69,7 @@ mod compiled;
 mod exec;
 mod graph;
 mod lock;
+pub mod prebuilt;
 mod run;
 mod stream;
 #[cfg(feature = "testing")]

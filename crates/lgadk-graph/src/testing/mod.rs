@@ -48,6 +48,9 @@ use tokio::sync::Notify;
 
 use crate::{CompiledGraph, GraphBuilder, RunEvent, RunOptions, RunRequest, StateGraph};
 
+mod tools;
+pub use tools::*;
+
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<SessionManager>> + Send>> + Send + Sync>;
 
 /// A fresh, empty backend for one scenario, and a way to open managers on it.
@@ -122,6 +125,8 @@ macro_rules! __graph_scenarios {
             stream_ends_in_the_same_state_as_run,
             history_keeps_only_the_latest_checkpoints,
             state_and_history_read_newest_first,
+            tool_loop_trace_is_seen_by_the_next_turn_in_another_process,
+            tool_approvals_resume_in_another_process_and_never_rerun_a_call,
         }
     };
 }
@@ -826,7 +831,8 @@ mod completeness {
     #[test]
     fn the_macro_lists_every_scenario() {
         let mut listed = crate::__graph_scenarios!(names).to_vec();
-        let mut defined = lgadk_core::testing::scenario_names(include_str!("testing.rs"));
+        let mut defined = lgadk_core::testing::scenario_names(include_str!("mod.rs"));
+        defined.extend(lgadk_core::testing::scenario_names(include_str!("tools.rs")));
         assert!(defined.len() >= 9, "the parser found the scenarios: {defined:?}");
         listed.sort_unstable();
         defined.sort_unstable();

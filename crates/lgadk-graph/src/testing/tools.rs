@@ -1,0 +1,215 @@
+//! Tool-loop scenarios of the graph conformance suite, and the scripted tool-calling model
+//! they (and the crate's own tool-loop tests) run on.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lgadk_core::{
+    ApprovalDecisions, ApprovalRequest, ChatModel, ChatRequest, ChatResponse, ChatState, Error, FunctionTool, Message,
+    Result, Role, ToolCall, ToolSet, Usage,
+};
+use serde_json::{Value, json};
+
+use super::{GraphFixture, contents, interactions, new_session, request};
+use crate::CompiledGraph;
+use crate::prebuilt::ToolLoop;
+
+/// A model that calls tools by script: when the conversation ends with the user's message it
+/// calls the scripted tools (ids `call_<messages so far>_<i>`, unique in a conversation); when
+/// it ends with tool results it answers `done: <result>; <result>…`. Each call reports usage
+/// (10, 5) and is recorded.
+#[derive(Debug)]
+pub struct ToolCallingModel {
+    script: Vec<(String, Value)>,
+    requests: Mutex<Vec<ChatRequest>>,
+}
+
+impl ToolCallingModel {
+    /// A model that calls each `(tool, arguments)` of `script` in one message.
+    pub fn new<I, N>(script: I) -> Arc<Self>
+    where
+        I: IntoIterator<Item = (N, Value)>,
+        N: Into<String>,
+    {
+        let script = script.into_iter().map(|(name, args)| (name.into(), args)).collect();
+        Arc::new(Self { script, requests: Mutex::default() })
+    }
+
+    /// The requests the model received, in order.
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// How many times the model was called.
+    pub fn calls(&self) -> usize {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+}
+
+#[async_trait]
+impl ChatModel for ToolCallingModel {
+    fn id(&self) -> &str {
+        "conformance/tool-calling"
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request.clone());
+        tokio::task::yield_now().await;
+        let results: Vec<&str> = request
+            .messages
+            .iter()
+            .rev()
+            .take_while(|m| m.role == Role::Tool)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let message = if results.is_empty() {
+            let turn = request.messages.len();
+            let calls = self
+                .script
+                .iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| ToolCall {
+                    id: format!("call_{turn}_{i}"),
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                })
+                .collect();
+            Message { tool_calls: calls, ..Message::assistant("") }
+        } else {
+            Message::assistant(format!("done: {}", results.join("; ")))
+        };
+        Ok(ChatResponse { message, usage: Usage::new(10, 5), finish_reason: None })
+    }
+}
+
+/// A `count` tool that counts its calls and a `send` tool that needs approval and records what
+/// it sent.
+struct Tools {
+    counted: Arc<AtomicUsize>,
+    sent: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Send {
+    to: String,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Count {
+    what: String,
+}
+
+impl Tools {
+    fn new() -> Self {
+        Self { counted: Arc::default(), sent: Arc::default() }
+    }
+
+    fn set(&self) -> ToolSet {
+        let counted = Arc::clone(&self.counted);
+        let count = FunctionTool::new("count", "Counts.", move |args: Count, _| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, String>(format!("{} #{n}", args.what)) }
+        });
+        let sent = Arc::clone(&self.sent);
+        let send = FunctionTool::new("send", "Sends a message.", move |args: Send, _| {
+            sent.lock().unwrap().push(args.to.clone());
+            async move { Ok::<_, String>(format!("sent to {}", args.to)) }
+        })
+        .requiring_approval();
+        ToolSet::new().with(count).and_then(|set| set.with(send)).unwrap()
+    }
+
+    fn graph(
+        &self,
+        model: &Arc<ToolCallingModel>,
+        sessions: &lgadk_session::SessionManager,
+    ) -> CompiledGraph<ChatState> {
+        ToolLoop::new(Arc::clone(model) as Arc<dyn ChatModel>)
+            .with_tools(self.set())
+            .graph::<ChatState>()
+            .with_sessions(sessions.clone())
+            .compile()
+            .unwrap()
+    }
+}
+
+/// A turn of the tool loop saves the model's tool calls and their results in the session's
+/// history, so the next turn — on a graph built on another manager, with an empty cache —
+/// sends the whole trace to the model; the turn's model calls add up in one interaction.
+pub async fn tool_loop_trace_is_seen_by_the_next_turn_in_another_process(fx: GraphFixture) {
+    let sessions = fx.manager().await;
+    let model = ToolCallingModel::new([("count", json!({"what": "apples"})), ("count", json!({"what": "pears"}))]);
+    let tools = Tools::new();
+    let id = new_session(&sessions).await;
+    let first = tools.graph(&model, &sessions).run(request("count fruit", &id)).await.unwrap();
+    assert_eq!(first.output, "done: apples #1; pears #2");
+    assert_eq!((first.usage.prompt_tokens, first.usage.completion_tokens), (20, 10), "two model calls");
+    assert_eq!(
+        contents(&first.state.messages),
+        ["count fruit", "", "apples #1", "pears #2", "done: apples #1; pears #2"]
+    );
+
+    let other = fx.manager().await;
+    let second = tools.graph(&model, &other).run(request("again", &id)).await.unwrap();
+    let sent = model.requests().remove(2).messages;
+    assert_eq!(sent.len(), 6, "the second turn's first request carries the first turn's trace: {sent:?}");
+    assert_eq!(sent[1].tool_calls.len(), 2);
+    assert_eq!(sent[2].tool_call_id.as_deref(), Some("call_1_0"));
+    assert_eq!(sent[3].tool_call_id.as_deref(), Some("call_1_1"));
+    assert_eq!(second.state.messages.len(), 10);
+    assert_eq!(interactions(&other, &id).await, 2, "one interaction per turn");
+    let summary = other.get_session_summary(&id).await.unwrap().unwrap();
+    assert_eq!((summary.total_tokens_in, summary.total_tokens_out), (40, 20));
+}
+
+/// Calls that need approval stop the loop with every pending call of the batch at once; the
+/// calls that needed none ran and are never run again; a resume on a graph built on another
+/// manager (another process, empty cache) applies one decision per call and the model reads
+/// the results in call order.
+pub async fn tool_approvals_resume_in_another_process_and_never_rerun_a_call(fx: GraphFixture) {
+    let sessions = fx.manager().await;
+    let model = ToolCallingModel::new([
+        ("count", json!({"what": "drafts"})),
+        ("send", json!({"to": "ann"})),
+        ("send", json!({"to": "bob"})),
+        ("send", json!({"to": "cy"})),
+    ]);
+    let tools = Tools::new();
+    let id = new_session(&sessions).await;
+    let err = tools.graph(&model, &sessions).run(request("send it", &id)).await.unwrap_err();
+    assert!(matches!(&err, Error::Interrupted { node, session_id: Some(got), .. } if node == "tools" && *got == id));
+    let pending = ApprovalRequest::from_interrupt(&err).unwrap().pending;
+    let ids: Vec<&str> = pending.iter().map(|p| p.call_id.as_str()).collect();
+    assert_eq!(ids, ["call_1_1", "call_1_2", "call_1_3"], "every waiting call, in call order");
+    assert_eq!(tools.counted.load(Ordering::SeqCst), 1);
+    assert!(tools.sent.lock().unwrap().is_empty(), "nothing that needs approval ran");
+
+    let other = fx.manager().await;
+    let cold = tools.graph(&model, &other);
+    // A decision missing for one call: refused, nothing written, still resumable.
+    let partial = ApprovalDecisions::new().approve("call_1_1").approve("call_1_2");
+    let refused = cold.resume(&id, partial.into()).await.unwrap_err();
+    assert!(matches!(&refused, Error::InvalidConfig { reason } if reason.contains("call_1_3")), "{refused:?}");
+    assert!(tools.sent.lock().unwrap().is_empty());
+
+    let decisions = ApprovalDecisions::new()
+        .approve("call_1_1")
+        .reject("call_1_2", "bob is on holiday")
+        .edit("call_1_3", json!({"to": "cyril"}));
+    let done = cold.resume(&id, decisions.into()).await.unwrap();
+    assert_eq!(tools.counted.load(Ordering::SeqCst), 1, "the call that ran before the interrupt did not run again");
+    assert_eq!(*tools.sent.lock().unwrap(), ["ann", "cyril"]);
+    let results: Vec<&Message> = done.state.messages.iter().filter(|m| m.role == Role::Tool).collect();
+    let order: Vec<&str> = results.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+    assert_eq!(order, ["call_1_0", "call_1_1", "call_1_2", "call_1_3"]);
+    assert!(results[2].content.contains("bob is on holiday"), "{}", results[2].content);
+    assert!(results[3].content.contains("cyril") && results[3].content.contains("changed the arguments"));
+    assert!(done.output.starts_with("done: drafts #1; sent to ann; "), "{}", done.output);
+    assert!(done.state.tool_batch.is_none());
+    assert_eq!(model.calls(), 2);
+    assert_eq!(interactions(&sessions, &id).await, 2, "the interrupted turn and the resumed one");
+}
