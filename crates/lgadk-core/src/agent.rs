@@ -101,6 +101,51 @@ pub struct ChatState {
     /// loop waits for approvals (see [`ToolBatch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_batch: Option<ToolBatch>,
+    /// Which agent of a team holds the conversation (see [`AgentRouting`]).
+    #[serde(default, skip_serializing_if = "AgentRouting::is_default")]
+    pub routing: AgentRouting,
+}
+
+/// Which agent of a team holds the conversation, kept in the state so that the next turn — in
+/// this process or another — starts with it, and what that agent sees of the history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentRouting {
+    /// The agent that holds the conversation; `None` means the team's first agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<String>,
+    /// Where in the history the active agent took over.
+    #[serde(default)]
+    pub since: usize,
+    /// What the active agent sees of the history before `since`.
+    #[serde(default)]
+    pub view: HistoryView,
+    /// The task the handing-off agent gave, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Handoffs taken in the current turn.
+    #[serde(default)]
+    pub handoffs_this_turn: u32,
+}
+
+impl AgentRouting {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What an agent that received the conversation sees of the history from before the handoff.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "n")]
+#[non_exhaustive]
+pub enum HistoryView {
+    /// Everything (the default).
+    #[default]
+    All,
+    /// The last `n` messages before the handoff (never starting inside a tool call's results).
+    Last(usize),
+    /// Only the task it was given, as a user message.
+    TaskOnly,
 }
 
 impl GraphState for ChatState {
@@ -128,7 +173,7 @@ impl GraphState for ChatState {
     }
 
     fn merge(&mut self, other: Self) {
-        let Self { input, output, messages, scratchpad, session_id, metadata, extra, tool_batch } = other;
+        let Self { input, output, messages, scratchpad, session_id, metadata, extra, tool_batch, routing } = other;
         self.input = input;
         if !output.is_empty() {
             self.output = output;
@@ -144,6 +189,9 @@ impl GraphState for ChatState {
         self.extra.extend(extra);
         if tool_batch.is_some() {
             self.tool_batch = tool_batch;
+        }
+        if !routing.is_default() {
+            self.routing = routing;
         }
     }
 }

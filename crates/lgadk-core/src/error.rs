@@ -147,6 +147,15 @@ pub enum Error {
         #[source]
         source: crate::tool::ToolError,
     },
+    /// A team's agents handed the conversation over as often as one turn allows and tried
+    /// again; nothing of the turn was saved. (The team can refuse the handoff instead.)
+    #[error("agent `{agent}` tried a handoff past the turn's limit of {limit}")]
+    HandoffLimit {
+        /// The agent that tried.
+        agent: String,
+        /// The limit.
+        limit: u32,
+    },
     /// The tool loop's model made as many calls in one turn as it may and still asked for
     /// tools; nothing of the turn was saved. (The loop can answer instead; see its options.)
     #[error("node `{node}` reached its limit of {limit} model calls in one turn")]

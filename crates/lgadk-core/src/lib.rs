@@ -49,7 +49,7 @@ pub mod turn;
 pub use serde_json;
 
 #[doc(inline)]
-pub use agent::{Agent, AgentEvent, ChatState, EventSink, GraphState, RunContext};
+pub use agent::{Agent, AgentEvent, AgentRouting, ChatState, EventSink, GraphState, HistoryView, RunContext};
 #[doc(inline)]
 pub use cancel::CancelToken;
 #[doc(inline)]

@@ -80,16 +80,18 @@
 //! ```
 
 mod model_node;
+mod team;
 mod tool_node;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lgadk_core::{ChatModel, ChatState, GraphState, Message, Role, ToolBatch, ToolChoice, ToolSet};
+use lgadk_core::{AgentRouting, ChatModel, ChatState, GraphState, Message, Role, ToolBatch, ToolChoice, ToolSet};
 
 use crate::graph::{END, START, StateGraph};
 
 pub use model_node::ModelNode;
+pub use team::{DEFAULT_MAX_HANDOFFS, Handoff, HandoffLimitPolicy, Team};
 pub use tool_node::ToolNode;
 
 /// What a state must offer the tool loop, besides a message history
@@ -106,6 +108,17 @@ pub trait ToolLoopState: GraphState {
 
     /// Mutable access to the unfinished tool batch.
     fn tool_batch_mut(&mut self) -> &mut Option<ToolBatch>;
+
+    /// Which agent of a [`Team`] holds the conversation; `None` for states that cannot run
+    /// in a team (the default).
+    fn routing(&self) -> Option<&AgentRouting> {
+        None
+    }
+
+    /// Mutable access to the routing; `None` for states that cannot run in a team.
+    fn routing_mut(&mut self) -> Option<&mut AgentRouting> {
+        None
+    }
 }
 
 impl ToolLoopState for ChatState {
@@ -123,6 +136,14 @@ impl ToolLoopState for ChatState {
 
     fn tool_batch_mut(&mut self) -> &mut Option<ToolBatch> {
         &mut self.tool_batch
+    }
+
+    fn routing(&self) -> Option<&AgentRouting> {
+        Some(&self.routing)
+    }
+
+    fn routing_mut(&mut self) -> Option<&mut AgentRouting> {
+        Some(&mut self.routing)
     }
 }
 
@@ -302,12 +323,13 @@ impl ToolLoop {
             tool_choice: self.tool_choice.clone(),
             parallel_tool_calls: self.parallel_tool_calls,
             options: self.options,
+            team: None,
         }
     }
 
     /// The tool node, to wire by hand.
     pub fn tool_node(&self) -> ToolNode {
-        ToolNode { name: self.tool_node.clone(), tools: self.tools.clone(), options: self.options }
+        ToolNode { name: self.tool_node.clone(), tools: self.tools.clone(), options: self.options, team: None }
     }
 
     /// Adds both nodes to `graph`, wired model → tools (when the reply calls tools) → model,

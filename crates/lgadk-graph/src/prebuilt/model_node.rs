@@ -6,11 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use lgadk_core::{
-    Agent, AgentEvent, ChatModel, ChatRequest, ChatResponse, Error, Message, Result, Role, RunContext, ToolChoice,
-    ToolError, ToolSpec, Usage,
+    Agent, AgentEvent, AgentRouting, ChatModel, ChatRequest, ChatResponse, Error, HistoryView, Message, Result, Role,
+    RunContext, ToolChoice, ToolError, ToolSpec, Usage,
 };
 use tracing::Instrument as _;
 
+use super::team::ModelTeam;
 use super::{StepLimitPolicy, ToolLoopOptions, ToolLoopState};
 
 /// The tool loop's model step: see the [module docs](super). Built by
@@ -23,6 +24,7 @@ pub struct ModelNode {
     pub(super) tool_choice: Option<ToolChoice>,
     pub(super) parallel_tool_calls: Option<bool>,
     pub(super) options: ToolLoopOptions,
+    pub(super) team: Option<ModelTeam>,
 }
 
 impl fmt::Debug for ModelNode {
@@ -32,6 +34,7 @@ impl fmt::Debug for ModelNode {
             .field("model", &self.model.id())
             .field("tools", &self.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
             .field("options", &self.options)
+            .field("team", &self.team)
             .finish_non_exhaustive()
     }
 }
@@ -75,21 +78,69 @@ fn close_abandoned_batch<S: ToolLoopState>(state: &mut S, node: &str) -> Result<
     Ok(true)
 }
 
+/// What an agent that took over at `routing.since` sees of `messages`: the part of the history
+/// before the handoff its view allows, then everything since.
+fn visible(messages: &[Message], routing: &AgentRouting) -> Vec<Message> {
+    let (before, after) = messages.split_at(routing.since);
+    let mut seen: Vec<Message> = match routing.view {
+        HistoryView::Last(n) => {
+            let window = &before[before.len().saturating_sub(n)..];
+            // Never start with tool results whose call was cut off.
+            let start = window.iter().position(|m| m.role != Role::Tool).unwrap_or(window.len());
+            window[start..].to_vec()
+        }
+        HistoryView::TaskOnly => {
+            let task = routing
+                .task
+                .clone()
+                .or_else(|| before.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()));
+            task.map(Message::user).into_iter().collect()
+        }
+        _ => before.to_vec(),
+    };
+    seen.extend_from_slice(after);
+    seen
+}
+
 /// The text a failed call leaves for the model.
 pub(super) fn error_text(err: &ToolError) -> String {
     format!("Error: {err}")
 }
 
 impl ModelNode {
-    /// The request for the model: system prompt, history, tools.
-    fn request(&self, messages: &[Message]) -> ChatRequest {
-        let mut all = Vec::with_capacity(messages.len() + 1);
+    /// The request for the model: system prompt, what this agent sees of the history, tools
+    /// (its own and its handoffs).
+    fn request(&self, messages: &[Message], routing: Option<&AgentRouting>) -> ChatRequest {
+        let mut all = Vec::with_capacity(messages.len() + 2);
         all.extend(self.system_prompt.iter().map(|prompt| Message::system(prompt.clone())));
-        all.extend_from_slice(messages);
-        let mut request = ChatRequest::new(all).with_tools(self.tools.clone());
+        match routing.filter(|r| r.active.as_deref() == Some(self.name.as_str()) && r.since <= messages.len()) {
+            Some(routing) => all.extend(visible(messages, routing)),
+            None => all.extend_from_slice(messages),
+        }
+        let mut tools = self.tools.clone();
+        if let Some(team) = &self.team {
+            tools.extend(team.handoffs.iter().cloned());
+        }
+        let mut request = ChatRequest::new(all).with_tools(tools);
         request.tool_choice = self.tool_choice.clone();
         request.parallel_tool_calls = self.parallel_tool_calls;
         request
+    }
+
+    /// Whether the turn's user message is still to be added: not when the model continues
+    /// after tool results, nor in a team when another agent's answer was handed back to this
+    /// one.
+    fn starts_turn(&self, messages: &[Message]) -> bool {
+        match messages.last() {
+            None => true,
+            Some(last) if last.role == Role::Tool => false,
+            Some(last) => {
+                let handed_back = self.team.is_some()
+                    && last.role == Role::Assistant
+                    && last.name.as_deref().is_some_and(|author| author != self.name);
+                !handed_back
+            }
+        }
     }
 
     /// Streams the reply, emitting its text as tokens.
@@ -114,6 +165,31 @@ impl ModelNode {
         Ok(ChatResponse { message, usage: usage.unwrap_or_default(), finish_reason })
     }
 
+    /// Appends the model's message (named after this agent in a team). An answer without tool
+    /// calls is the turn's output; a worker of a supervised team then hands control back.
+    fn finish<S: ToolLoopState>(&self, state: &mut S, mut message: Message) -> Result<()> {
+        if self.team.is_some() {
+            message.name = Some(self.name.clone());
+        }
+        let answered = message.tool_calls.is_empty();
+        let content = message.content.clone();
+        let messages = history(state, &self.name)?;
+        messages.push(message);
+        let len = messages.len();
+        if answered {
+            state.set_output(&content);
+            if let (Some(boss), Some(routing)) =
+                (self.team.as_ref().and_then(|t| t.return_to.clone()), state.routing_mut())
+            {
+                routing.active = Some(boss);
+                routing.since = len;
+                routing.view = HistoryView::All;
+                routing.task = None;
+            }
+        }
+        Ok(())
+    }
+
     fn stopped_answer(&self) -> String {
         format!(
             "I stopped before finishing: this turn reached its limit of {} model calls. The tool results so far are above; ask me to continue.",
@@ -129,13 +205,18 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
     }
 
     async fn call(&self, state: &mut S, ctx: &RunContext) -> Result<()> {
-        let new_turn = close_abandoned_batch(state, &self.name)?;
+        let closed = close_abandoned_batch(state, &self.name)?;
         let input = state.input().to_owned();
         let messages = history(state, &self.name)?;
         // A turn starts with the user's message; after the tool node the model continues.
-        if new_turn || messages.last().is_none_or(|m| m.role != Role::Tool) {
+        let starts = closed || self.starts_turn(messages);
+        if starts {
             messages.push(Message::user(input));
+            if let Some(routing) = state.routing_mut() {
+                routing.handoffs_this_turn = 0;
+            }
         }
+        let messages = state.messages();
         if model_calls_this_turn(messages) >= self.options.max_model_calls {
             let limit = self.options.max_model_calls;
             return match self.options.on_step_limit {
@@ -143,13 +224,11 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
                 _ => {
                     tracing::info!(limit, "the model call limit ended the turn");
                     let answer = self.stopped_answer();
-                    messages.push(Message::assistant(answer.clone()));
-                    state.set_output(&answer);
-                    Ok(())
+                    self.finish(state, Message::assistant(answer))
                 }
             };
         }
-        let request = self.request(messages);
+        let request = self.request(messages, state.routing());
         let span = tracing::info_span!(
             "model.call",
             model = %self.model.id(),
@@ -164,12 +243,6 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
         let Usage { prompt_tokens, completion_tokens } = reply.usage;
         tracing::debug!(prompt_tokens, completion_tokens, tool_calls = reply.message.tool_calls.len(), "model replied");
         ctx.add_usage(reply.usage);
-        let answered = reply.message.tool_calls.is_empty();
-        let content = reply.message.content.clone();
-        messages.push(reply.message);
-        if answered {
-            state.set_output(&content);
-        }
-        Ok(())
+        self.finish(state, reply.message)
     }
 }

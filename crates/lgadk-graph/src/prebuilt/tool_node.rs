@@ -18,6 +18,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::model_node::{error_text, history};
+use super::team::{HandoffLimitPolicy, ToolTeam};
 use super::{ToolLoopOptions, ToolLoopState};
 
 /// The tool loop's tool step: see the [module docs](super). Built by
@@ -26,6 +27,7 @@ pub struct ToolNode {
     pub(super) name: String,
     pub(super) tools: ToolSet,
     pub(super) options: ToolLoopOptions,
+    pub(super) team: Option<ToolTeam>,
 }
 
 impl fmt::Debug for ToolNode {
@@ -34,6 +36,7 @@ impl fmt::Debug for ToolNode {
             .field("name", &self.name)
             .field("tools", &self.tools)
             .field("options", &self.options)
+            .field("team", &self.team)
             .finish()
     }
 }
@@ -159,6 +162,9 @@ impl ToolNode {
         let mut jobs = Vec::new();
         let mut awaiting = Vec::new();
         for (slot, call) in calls.iter().enumerate() {
+            if self.is_handoff(call) {
+                continue;
+            }
             match self.tools.resolve(&call.name, &call.arguments) {
                 Err(err) => {
                     let done = failed(call, err);
@@ -186,7 +192,7 @@ impl ToolNode {
         }
         self.check_fail_fast(calls, &results)?;
         if awaiting.is_empty() {
-            return self.append(state, results);
+            return self.append(state, calls, results, ctx);
         }
         let batch = ToolBatch {
             call_ids: calls.iter().map(|c| c.id.clone()).collect(),
@@ -244,13 +250,72 @@ impl ToolNode {
             results[slot] = Some(done);
         }
         self.check_fail_fast(calls, &results)?;
-        self.append(state, results)
+        self.append(state, calls, results, ctx)
     }
 
-    fn append<S: ToolLoopState>(&self, state: &mut S, results: Vec<Option<Done>>) -> Result<()> {
+    fn is_handoff(&self, call: &ToolCall) -> bool {
+        self.team.as_ref().is_some_and(|team| team.handoffs.contains_key(&call.name))
+    }
+
+    /// Appends every result in call order, after deciding the message's handoffs: the first is
+    /// taken (within the turn's limit), any other is told it was not.
+    fn append<S: ToolLoopState>(
+        &self,
+        state: &mut S,
+        calls: &[ToolCall],
+        mut results: Vec<Option<Done>>,
+        ctx: &RunContext,
+    ) -> Result<()> {
         *state.tool_batch_mut() = None;
+        let mut taken = None;
+        if let Some(team) = &self.team {
+            let taken_so_far = state.routing().map_or(0, |r| r.handoffs_this_turn);
+            for (call, result) in calls.iter().zip(results.iter_mut()) {
+                let Some(handoff) = team.handoffs.get(&call.name).filter(|_| result.is_none()) else { continue };
+                let content = match &taken {
+                    Some((to, _, _)) => {
+                        format!(
+                            "Not transferred: only the first handoff of a message is taken, and the conversation went to `{to}`."
+                        )
+                    }
+                    None if taken_so_far >= team.max_handoffs => match team.policy {
+                        HandoffLimitPolicy::Fail => {
+                            return Err(Error::HandoffLimit { agent: team.agent.clone(), limit: team.max_handoffs });
+                        }
+                        _ => format!(
+                            "Not transferred: this turn reached its limit of {} handoffs; answer the user yourself.",
+                            team.max_handoffs
+                        ),
+                    },
+                    None => {
+                        let task = call.arguments.get("task").and_then(Value::as_str).map(str::to_owned);
+                        taken = Some((handoff.to.clone(), handoff.view, task));
+                        format!("Transferred the conversation to `{}`.", handoff.to)
+                    }
+                };
+                let done = Done { message: result_message(call, content), error: None };
+                self.finished(call, &done, Duration::ZERO, ctx);
+                *result = Some(done);
+            }
+        }
+        if taken.is_some() && state.routing().is_none() {
+            let reason = format!(
+                "node `{}` hands off, so its state must keep an `AgentRouting` (`ToolLoopState::routing_mut`)",
+                self.name
+            );
+            return Err(Error::InvalidConfig { reason });
+        }
         let messages = history(state, &self.name)?;
         messages.extend(results.into_iter().flatten().map(|done| done.message));
+        let since = messages.len();
+        if let (Some((to, view, task)), Some(routing)) = (taken, state.routing_mut()) {
+            tracing::info!(to = %to, "handoff");
+            routing.active = Some(to);
+            routing.since = since;
+            routing.view = view;
+            routing.task = task;
+            routing.handoffs_this_turn = routing.handoffs_this_turn.saturating_add(1);
+        }
         Ok(())
     }
 }

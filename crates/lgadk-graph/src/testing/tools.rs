@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{GraphFixture, contents, interactions, new_session, request};
 use crate::CompiledGraph;
-use crate::prebuilt::ToolLoop;
+use crate::prebuilt::{Handoff, Team, ToolLoop};
 
 /// A model that calls tools by script: when the conversation ends with the user's message it
 /// calls the scripted tools (ids `call_<messages so far>_<i>`, unique in a conversation); when
@@ -212,4 +212,70 @@ pub async fn tool_approvals_resume_in_another_process_and_never_rerun_a_call(fx:
     assert!(done.state.tool_batch.is_none());
     assert_eq!(model.calls(), 2);
     assert_eq!(interactions(&sessions, &id).await, 2, "the interrupted turn and the resumed one");
+}
+
+/// Triage hands every first message to billing; every other agent answers `<agent> #<n>`,
+/// `n` counting the model's calls. The agent is read off the system prompt `You are <agent>.`
+#[derive(Debug, Default)]
+struct HandoffModel {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ChatModel for HandoffModel {
+    fn id(&self) -> &str {
+        "conformance/handoff"
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::yield_now().await;
+        let system = request.messages.first().map_or("", |m| m.content.as_str());
+        let agent = system.trim_start_matches("You are ").trim_end_matches('.');
+        let last_is_user = request.messages.last().is_some_and(|m| m.role == Role::User);
+        let message = if agent == "triage" && last_is_user {
+            let call = ToolCall { id: format!("h{n}"), name: "transfer_to_billing".into(), arguments: json!({}) };
+            Message { tool_calls: vec![call], ..Message::assistant("") }
+        } else {
+            Message::assistant(format!("{agent} #{n}"))
+        };
+        Ok(ChatResponse { message, usage: Usage::new(1, 1), finish_reason: None })
+    }
+}
+
+fn team_graph(model: &Arc<HandoffModel>, sessions: &lgadk_session::SessionManager) -> CompiledGraph<ChatState> {
+    let agent = |name: &str| {
+        ToolLoop::new(Arc::clone(model) as Arc<dyn ChatModel>)
+            .with_name(name)
+            .with_system_prompt(format!("You are {name}."))
+    };
+    Team::new()
+        .agent(agent("triage"))
+        .agent(agent("billing"))
+        .handoff("triage", Handoff::to("billing"))
+        .graph::<ChatState>()
+        .unwrap()
+        .with_sessions(sessions.clone())
+        .compile()
+        .unwrap()
+}
+
+/// The agent that holds the conversation is stored with the session: after triage hands a
+/// conversation to billing, the next turn — on a graph built on another manager (another
+/// process, empty cache) — starts with billing, not with triage.
+pub async fn team_next_turn_starts_with_the_agent_that_holds_the_conversation(fx: GraphFixture) {
+    let sessions = fx.manager().await;
+    let model = Arc::new(HandoffModel::default());
+    let id = new_session(&sessions).await;
+    let first = team_graph(&model, &sessions).run(request("my invoice is wrong", &id)).await.unwrap();
+    assert_eq!(first.output, "billing #2", "billing answered in the turn of the handoff");
+
+    let other = fx.manager().await;
+    let second = team_graph(&model, &other).run(request("and the one before?", &id)).await.unwrap();
+    assert_eq!(second.output, "billing #3", "billing answered first, without triage");
+    assert_eq!(second.state.routing.active.as_deref(), Some("billing"));
+    let authors: Vec<Option<&str>> =
+        second.state.messages.iter().filter(|m| m.role == Role::Assistant).map(|m| m.name.as_deref()).collect();
+    assert_eq!(authors, [Some("triage"), Some("billing"), Some("billing")]);
+    assert_eq!(interactions(&other, &id).await, 2);
 }
