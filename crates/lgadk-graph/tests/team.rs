@@ -262,3 +262,82 @@ async fn a_team_that_does_not_add_up_is_refused_when_built() {
         assert!(matches!(&err, Error::InvalidConfig { reason } if reason.contains(expected)), "{err:?}");
     }
 }
+
+mod group_chat {
+    use lgadk_graph::prebuilt::{GroupChat, SpeakerSelection};
+
+    use super::*;
+
+    /// Each participant answers `<agent> <n>` with `n` the transcript's length.
+    fn speakers() -> Arc<TeamModel> {
+        TeamModel::new(|agent, request| Message::assistant(format!("{agent} {}", request.messages.len())))
+    }
+
+    fn said(state: &ChatState) -> Vec<String> {
+        state.messages.iter().filter(|m| m.role == Role::Assistant).map(|m| m.content.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn round_robin_runs_to_the_round_limit_and_continues_next_turn() {
+        let model = speakers();
+        let graph = GroupChat::new(SpeakerSelection::RoundRobin)
+            .participant(agent(&model, "ann"))
+            .participant(agent(&model, "bob"))
+            .participant(agent(&model, "cy"))
+            .with_max_rounds(4)
+            .graph::<ChatState>()
+            .unwrap()
+            .compile()
+            .unwrap();
+        let first = graph.run(RunRequest::new("topic")).await.unwrap();
+        assert_eq!(said(&first.state), ["ann 2", "bob 3", "cy 4", "ann 5"]);
+        assert_eq!(first.output, "ann 5");
+        assert_eq!(first.state.routing.active, None, "the chat ended");
+        let second = graph.run(RunRequest::new("more").with_session(first.session_id)).await.unwrap();
+        assert_eq!(said(&second.state)[4..], ["bob 7", "cy 8", "ann 9", "bob 10"], "round robin goes on after ann");
+        let users = second.state.messages.iter().filter(|m| m.role == Role::User).count();
+        assert_eq!(users, 2, "one user message per turn");
+    }
+
+    #[tokio::test]
+    async fn a_condition_on_the_last_answer_ends_the_turn_and_one_participant_may_speak_twice() {
+        let model = TeamModel::new(|_, request| {
+            let n = request.messages.len();
+            Message::assistant(if n >= 4 { "FINAL".to_owned() } else { format!("draft {n}") })
+        });
+        let graph = GroupChat::new(SpeakerSelection::RoundRobin)
+            .participant(agent(&model, "solo"))
+            .until(|last| last.content == "FINAL")
+            .graph::<ChatState>()
+            .unwrap()
+            .compile()
+            .unwrap();
+        let reply = graph.run(RunRequest::new("go")).await.unwrap();
+        assert_eq!(said(&reply.state), ["draft 2", "draft 3", "FINAL"]);
+        assert_eq!(reply.output, "FINAL");
+    }
+
+    #[tokio::test]
+    async fn a_model_picks_the_speaker_and_an_unknown_name_falls_back_to_round_robin() {
+        let picks = Arc::new(Mutex::new(vec!["I'd say Cy.", "nobody", "BOB, clearly"]));
+        let selector = {
+            let picks = Arc::clone(&picks);
+            TeamModel::new(move |_, _| Message::assistant(picks.lock().unwrap().remove(0)))
+        };
+        let model = speakers();
+        let graph = GroupChat::new(SpeakerSelection::Model(Arc::clone(&selector) as Arc<dyn ChatModel>))
+            .participant(agent(&model, "ann"))
+            .participant(agent(&model, "bob"))
+            .participant(agent(&model, "cy"))
+            .with_max_rounds(3)
+            .graph::<ChatState>()
+            .unwrap()
+            .compile()
+            .unwrap();
+        let reply = graph.run(RunRequest::new("topic")).await.unwrap();
+        assert_eq!(said(&reply.state), ["cy 2", "ann 3", "bob 4"], "cy, then round robin after cy, then bob");
+        assert_eq!(reply.usage.prompt_tokens, 6 * 3, "three speakers and three selections");
+        let asked = selector.request(0);
+        assert!(asked.messages[0].content.contains("ann, bob, cy"), "{}", asked.messages[0].content);
+    }
+}

@@ -79,6 +79,7 @@
 //! # }
 //! ```
 
+mod group;
 mod model_node;
 mod team;
 mod tool_node;
@@ -90,6 +91,7 @@ use lgadk_core::{AgentRouting, ChatModel, ChatState, GraphState, Message, Role, 
 
 use crate::graph::{END, START, StateGraph};
 
+pub use group::{DEFAULT_MAX_ROUNDS, GroupChat, SpeakerSelection};
 pub use model_node::ModelNode;
 pub use team::{DEFAULT_MAX_HANDOFFS, Handoff, HandoffLimitPolicy, Team};
 pub use tool_node::ToolNode;

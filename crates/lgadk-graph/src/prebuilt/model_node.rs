@@ -131,9 +131,13 @@ impl ModelNode {
     /// after tool results, nor in a team when another agent's answer was handed back to this
     /// one.
     fn starts_turn(&self, messages: &[Message]) -> bool {
+        if self.team.as_ref().is_some_and(|team| !team.adds_input) {
+            return false;
+        }
         match messages.last() {
             None => true,
-            Some(last) if last.role == Role::Tool => false,
+            // Added by the node before this one (a group chat's selector).
+            Some(last) if last.role == Role::Tool || last.role == Role::User => false,
             Some(last) => {
                 let handed_back = self.team.is_some()
                     && last.role == Role::Assistant

@@ -146,6 +146,9 @@ impl Handoff {
 pub(super) struct ModelTeam {
     pub(super) handoffs: Vec<ToolSpec>,
     pub(super) return_to: Option<String>,
+    /// Whether the node adds the turn's user message itself (a group chat's selector does it
+    /// for its participants).
+    pub(super) adds_input: bool,
 }
 
 /// A tool node's part in a team: its handoffs by tool name and the per-turn limit.
@@ -272,6 +275,7 @@ impl Team {
             model.team = Some(ModelTeam {
                 handoffs: own.iter().map(Handoff::spec).collect(),
                 return_to: supervisor.clone().filter(|boss| *boss != name),
+                adds_input: true,
             });
             let mut tools = agent.tool_node();
             tools.team = Some(ToolTeam {
