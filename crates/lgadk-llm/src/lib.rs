@@ -55,7 +55,7 @@
 //! | `ContextWindowExceeded` | `context_length_exceeded`, `exceed_context_size_error`, "maximum context length", "exceeds the context length", "prompt is too long", … | no | no |
 //! | `ContentFiltered` | `content_filter` (error code or finish reason), `content_policy_violation` | no | no |
 //! | `InvalidRequest` | any other 4xx | no | no |
-//! | `MalformedResponse` | an answer that is not a completion, has no choices, or bad tool arguments | no | no |
+//! | `MalformedResponse` | an answer that is not a completion or has no choices (tool-call arguments that are not JSON are kept as text, not failed: see [`OpenAiModel`]) | no | no |
 //! | `Other` | the HTTP client could not be built; an exhausted [`OfflineModel`] script | no | no |
 //!
 //! The provider's own error (status, message, transport error) stays the `source`.
@@ -75,6 +75,7 @@ mod openai;
 mod registry;
 mod template;
 pub mod tokens;
+mod tool_choice;
 
 #[doc(inline)]
 pub use agent::ChatAgent;
