@@ -274,6 +274,26 @@ async fn parallel_streamed_tool_calls_assemble_whole_and_in_order() {
 }
 
 #[tokio::test]
+async fn streamed_calls_from_servers_that_repeat_id_and_name_on_every_fragment_keep_them_once() {
+    // Fireworks, DeepSeek, Qwen and LiteLLM's proxy send the id and name with each fragment.
+    let fragment = |index: u32, id: &str, name: &str, part: &str| json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": part}});
+    let events = vec![
+        chunk(json!({"role": "assistant", "tool_calls": [fragment(0, "call_w", "get_weather", "{\"city\":")]}), None),
+        chunk(json!({"tool_calls": [fragment(0, "call_w", "get_weather", " \"Oslo\"}")]}), None),
+        chunk(json!({"tool_calls": [fragment(1, "call_t", "get_time", "{\"city\": \"Oslo\", ")]}), None),
+        chunk(json!({"tool_calls": [fragment(1, "call_t", "get_time", "\"format\": \"12h\"}")]}), None),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    let server = TestServer::always(Reply::sse(events)).await;
+    let request = ChatRequest::new(vec![Message::user("Weather and time in Oslo?")]).with_tools(vec![weather_tool()]);
+    let chunks: Vec<ChatChunk> =
+        collect(&model(&server, RetryPolicy::none()), request).await.into_iter().map(Result::unwrap).collect();
+    let calls: Vec<(String, String)> =
+        chunks.iter().flat_map(|c| &c.tool_calls).map(|c| (c.id.clone(), c.name.clone())).collect();
+    assert_eq!(calls, [("call_w".into(), "get_weather".into()), ("call_t".into(), "get_time".into())]);
+}
+
+#[tokio::test]
 async fn tool_results_go_back_well_formed_and_the_server_accepts_them() {
     let server = TestServer::sequence(vec![
         Reply::sse(parallel_call_events()),

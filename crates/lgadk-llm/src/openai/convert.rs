@@ -224,6 +224,11 @@ pub(crate) fn from_wire_response(
 }
 
 /// Collects streamed tool-call fragments (by index) into whole calls.
+///
+/// OpenAI sends a call's id and name once, on its first fragment, then only argument pieces.
+/// Several compatible servers (Fireworks, DeepSeek, Qwen, LiteLLM's proxy) repeat the id and
+/// the name on every fragment, and at least one sends a different id after the first: so the
+/// first id is kept, and a name is extended only by a piece that is not the name again.
 #[derive(Debug, Default)]
 pub(crate) struct ToolCallAssembler {
     calls: BTreeMap<u32, (String, String, String)>,
@@ -232,11 +237,15 @@ pub(crate) struct ToolCallAssembler {
 impl ToolCallAssembler {
     pub(crate) fn push(&mut self, fragment: ChatCompletionMessageToolCallChunk) {
         let (id, name, arguments) = self.calls.entry(fragment.index).or_default();
-        if let Some(new_id) = fragment.id {
-            id.push_str(&new_id);
+        if let Some(new_id) = fragment.id
+            && id.is_empty()
+        {
+            *id = new_id;
         }
         if let Some(function) = fragment.function {
-            if let Some(part) = function.name {
+            if let Some(part) = function.name
+                && part != *name
+            {
                 name.push_str(&part);
             }
             if let Some(part) = function.arguments {
@@ -328,6 +337,15 @@ mod tests {
         assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("a", "first"));
         assert_eq!(calls[0].arguments, serde_json::json!({"x": 1}));
         assert_eq!(calls[1].arguments, serde_json::json!({}));
+        // Fireworks-style: id and name repeated on every fragment.
+        assembler.push(fragment(0, Some("r"), Some("repeat"), Some("{\"n\":")));
+        assembler.push(fragment(0, Some("r"), Some("repeat"), Some("2}")));
+        assembler.push(fragment(1, Some("s"), Some("split_"), None));
+        assembler.push(fragment(1, Some("other"), Some("name"), None));
+        let calls = assembler.finish();
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("r", "repeat"));
+        assert_eq!(calls[0].arguments, serde_json::json!({"n": 2}));
+        assert_eq!((calls[1].id.as_str(), calls[1].name.as_str()), ("s", "split_name"), "the first id is kept");
         assembler.push(fragment(0, Some("c"), Some("bad"), Some("{oops")));
         let calls = assembler.finish();
         assert_eq!(calls[0].arguments, serde_json::json!("{oops"), "kept as the text the model sent");
