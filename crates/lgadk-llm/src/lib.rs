@@ -2,8 +2,10 @@
 //!
 //! Everything here implements or uses [`ChatModel`](lgadk_core::ChatModel) from `lgadk-core`.
 //! [`OpenAiModel`] talks to OpenAI and to any OpenAI-compatible server (Ollama, vLLM, LM Studio,
-//! llama.cpp) with streaming, tool calls, timeouts and retries; [`OfflineModel`] answers
-//! deterministically without a network, for first demos, CI and scripted tests; [`get_model`]
+//! llama.cpp) with streaming, tool calls (`tool_choice`, parallel calls, strict schemas),
+//! timeouts and retries; [`OfflineModel`] answers deterministically without a network, and
+//! calls tools by a [documented rule](OfflineModel#tools), for first demos, CI and scripted
+//! tests; [`get_model`]
 //! turns `"openai/gpt-4o-mini"`, `"ollama/llama3"` or `"offline"` into a model; and
 //! [`ChatAgent`] is the graph node that sends a conversation to a model, records the reply and
 //! the token usage. [`PromptTemplate`] fills `{placeholders}`; [`tokens`] counts tokens with a
