@@ -171,11 +171,16 @@ pub(crate) fn to_usage(usage: &CompletionUsage) -> Usage {
     Usage::new(u64::from(usage.prompt_tokens), u64::from(usage.completion_tokens))
 }
 
+/// How many containers sit above a tool call's arguments in a logged message (message,
+/// `tool_calls`, call), as [`lgadk_core::json::check_message`] counts them.
+const LOGGED_ARGUMENTS_DEPTH: usize = 3;
+
 /// Parses tool-call arguments.
 ///
 /// - An empty string means "no arguments": `{}`.
 /// - Text that is not JSON (a model that broke off, or wrote JSON-like prose), JSON nested
-///   deeper than serde_json reads, and a bare JSON string are kept as
+///   too deep to be logged with its message ([`lgadk_core::json::check_message`]), and a bare
+///   JSON string are kept as
 ///   [`Value::String`](serde_json::Value::String) holding the text exactly as the model sent
 ///   it. The call is not a failure of the whole completion: the tool loop checks the arguments
 ///   against the tool's schema and tells the model they are not the object it asked for, so
@@ -186,6 +191,10 @@ fn parse_arguments(name: &str, raw: String) -> serde_json::Value {
     }
     match serde_json::from_str::<serde_json::Value>(&raw) {
         Ok(serde_json::Value::String(_)) => serde_json::Value::String(raw),
+        Ok(value) if lgadk_core::json::check_value(&value, LOGGED_ARGUMENTS_DEPTH).is_err() => {
+            tracing::debug!(tool = name, "tool-call arguments nest too deep to be logged; kept as text");
+            serde_json::Value::String(raw)
+        }
         Ok(value) => value,
         Err(err) => {
             tracing::debug!(tool = name, error = %err, "tool-call arguments are not JSON; kept as text");
@@ -363,6 +372,14 @@ mod tests {
             assert_eq!(value, serde_json::Value::String(raw.to_owned()));
             assert_eq!(arguments_text(&value).unwrap(), raw, "round-trips byte for byte");
         }
+        // Readable by serde_json, but too deep to log inside its message: text too.
+        let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        assert!(serde_json::from_str::<serde_json::Value>(&deep).is_ok());
+        let call = ToolCall { id: "c".into(), name: "f".into(), arguments: parse(&deep) };
+        assert_eq!(call.arguments, serde_json::Value::String(deep));
+        assert!(lgadk_core::json::check_message(&Message { tool_calls: vec![call], ..Message::assistant("") }).is_ok());
+        let fits = format!("{}{}", "[".repeat(124), "]".repeat(124));
+        assert!(parse(&fits).is_array(), "the deepest arguments a log holds stay JSON");
     }
 
     fn tools_request() -> ChatRequest {
