@@ -180,11 +180,11 @@ const LOGGED_ARGUMENTS_DEPTH: usize = 3;
 /// - An empty string means "no arguments": `{}`.
 /// - Text that is not JSON (a model that broke off, or wrote JSON-like prose), JSON nested
 ///   too deep to be logged with its message ([`lgadk_core::json::check_message`]), and a bare
-///   JSON string are kept as
-///   [`Value::String`](serde_json::Value::String) holding the text exactly as the model sent
-///   it. The call is not a failure of the whole completion: the tool loop checks the arguments
-///   against the tool's schema and tells the model they are not the object it asked for, so
-///   the model can try again; sent back in the conversation, the text goes out unchanged.
+///   JSON string are kept as [`Value::String`](serde_json::Value::String) holding the text
+///   exactly as the model sent it. The call is not a failure of the whole completion: the
+///   tool loop checks the arguments against the tool's schema and tells the model they are
+///   not the object it asked for, so the model can try again; sent back in the conversation,
+///   the text goes out unchanged.
 fn parse_arguments(name: &str, raw: String) -> serde_json::Value {
     if raw.trim().is_empty() {
         return serde_json::Value::Object(serde_json::Map::new());
