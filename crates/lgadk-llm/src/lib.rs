@@ -2,8 +2,10 @@
 //!
 //! Everything here implements or uses [`ChatModel`](lgadk_core::ChatModel) from `lgadk-core`.
 //! [`OpenAiModel`] talks to OpenAI and to any OpenAI-compatible server (Ollama, vLLM, LM Studio,
-//! llama.cpp) with streaming, tool calls, timeouts and retries; [`OfflineModel`] answers
-//! deterministically without a network, for first demos, CI and scripted tests; [`get_model`]
+//! llama.cpp) with streaming, tool calls (`tool_choice`, parallel calls, strict schemas),
+//! timeouts and retries; [`OfflineModel`] answers deterministically without a network, and
+//! calls tools by a [documented rule](OfflineModel#tools), for first demos, CI and scripted
+//! tests; [`get_model`]
 //! turns `"openai/gpt-4o-mini"`, `"ollama/llama3"` or `"offline"` into a model; and
 //! [`ChatAgent`] is the graph node that sends a conversation to a model, records the reply and
 //! the token usage. [`PromptTemplate`] fills `{placeholders}`; [`tokens`] counts tokens with a
@@ -55,7 +57,7 @@
 //! | `ContextWindowExceeded` | `context_length_exceeded`, `exceed_context_size_error`, "maximum context length", "exceeds the context length", "prompt is too long", … | no | no |
 //! | `ContentFiltered` | `content_filter` (error code or finish reason), `content_policy_violation` | no | no |
 //! | `InvalidRequest` | any other 4xx | no | no |
-//! | `MalformedResponse` | an answer that is not a completion, has no choices, or bad tool arguments | no | no |
+//! | `MalformedResponse` | an answer that is not a completion or has no choices (tool-call arguments that are not JSON are kept as text, not failed: see [`OpenAiModel`]) | no | no |
 //! | `Other` | the HTTP client could not be built; an exhausted [`OfflineModel`] script | no | no |
 //!
 //! The provider's own error (status, message, transport error) stays the `source`.
@@ -75,6 +77,7 @@ mod openai;
 mod registry;
 mod template;
 pub mod tokens;
+mod tool_choice;
 
 #[doc(inline)]
 pub use agent::ChatAgent;

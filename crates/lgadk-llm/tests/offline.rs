@@ -4,7 +4,9 @@
 use std::error::Error as _;
 
 use futures_util::StreamExt;
-use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, Usage};
+use lgadk_core::{
+    ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, ToolCall, ToolChoice, ToolSpec, Usage,
+};
 use lgadk_llm::{OfflineModel, ScriptedReply, tokens};
 use serde_json::json;
 
@@ -119,4 +121,113 @@ async fn scripted_model_accepts_plain_strings() {
     assert_eq!(text, "one");
     assert_eq!(model.chat(ChatRequest::default()).await.unwrap().message.content, "two");
     assert!(model.stream(ChatRequest::default()).await.is_err(), "an empty script fails when the stream opens");
+}
+
+fn calculator() -> ToolSpec {
+    ToolSpec::new(
+        "calculator",
+        "Evaluates an arithmetic expression",
+        json!({"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}),
+    )
+    .with_keywords(["calculate", "compute"])
+}
+
+fn lookup() -> ToolSpec {
+    ToolSpec::new(
+        "lookup",
+        "Looks a country up",
+        json!({"type": "object", "properties": {"country": {"type": "string"}, "limit": {"type": "integer"}},
+               "required": ["country"]}),
+    )
+    .with_keywords(["capital"])
+}
+
+#[tokio::test]
+async fn a_tool_turn_offline_calls_the_tools_then_answers_from_their_results() {
+    let model = OfflineModel::new();
+    let tools = vec![calculator(), lookup()];
+    let mut messages =
+        vec![Message::system("Use the tools."), Message::user("Compute 6 * 7, then the capital of Peru.")];
+
+    let request = ChatRequest::new(messages.clone()).with_tools(tools.clone());
+    let first = model.chat(request.clone()).await.unwrap();
+    assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(first.message.content, "");
+    assert_eq!(
+        first.message.tool_calls,
+        [
+            ToolCall {
+                id: "call_1".into(),
+                name: "calculator".into(),
+                arguments: json!({"expression": "6 * 7, then the capital of Peru"}),
+            },
+            ToolCall { id: "call_2".into(), name: "lookup".into(), arguments: json!({"country": "Peru", "limit": 6}) },
+        ]
+    );
+    assert_eq!(first.usage, tokens::count_usage(&request, &first.message));
+    assert_eq!(model.chat(request).await.unwrap(), first, "the same request, the same calls");
+
+    messages.push(first.message);
+    messages.push(Message::tool("call_1", "42"));
+    messages.push(Message::tool("call_2", "Lima"));
+    let request = ChatRequest::new(messages).with_tools(tools);
+    let answer = model.chat(request.clone()).await.unwrap();
+    assert_eq!(answer.message.content, "[offline model] calculator: 42. lookup: Lima.");
+    assert_eq!(answer.finish_reason.as_deref(), Some("stop"));
+    assert!(answer.message.tool_calls.is_empty());
+    assert_eq!(answer.usage, tokens::count_usage(&request, &answer.message));
+}
+
+#[tokio::test]
+async fn keywords_stay_out_of_the_prompt_count() {
+    let request = |tool: ToolSpec| ChatRequest::new(vec![Message::user("Compute 2 + 2")]).with_tools(vec![tool]);
+    let with = OfflineModel::new().chat(request(calculator())).await.unwrap();
+    let without = OfflineModel::new().chat(request(calculator().with_keywords(["compute"]))).await.unwrap();
+    assert_eq!(with.usage.prompt_tokens, without.usage.prompt_tokens, "keywords are never sent, so never counted");
+}
+
+#[tokio::test]
+async fn streaming_delivers_each_tool_call_on_its_own_chunk_then_usage() {
+    let request = ChatRequest::new(vec![Message::user("Calculate 1 + 1 and find the capital of Chile")])
+        .with_tools(vec![calculator(), lookup()]);
+    let whole = OfflineModel::new().chat(request.clone()).await.unwrap();
+    let chunks: Vec<ChatChunk> = OfflineModel::new().stream(request).await.unwrap().map(Result::unwrap).collect().await;
+
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert_eq!(chunks[0].tool_calls, whole.message.tool_calls[..1]);
+    assert_eq!(chunks[1].tool_calls, whole.message.tool_calls[1..]);
+    assert!(chunks[..2].iter().all(|c| c.usage.is_none() && c.finish_reason.is_none() && c.delta.is_empty()));
+    let last = chunks.last().unwrap();
+    assert_eq!((last.usage, last.finish_reason.as_deref()), (Some(whole.usage), Some("tool_calls")));
+    assert!(last.tool_calls.is_empty());
+}
+
+#[tokio::test]
+async fn tool_choice_steers_the_offline_model() {
+    let model = OfflineModel::new();
+    let ask = |text: &str| ChatRequest::new(vec![Message::user(text)]).with_tools(vec![calculator(), lookup()]);
+
+    let none = model.chat(ask("Compute 3 + 4").with_tool_choice(ToolChoice::None)).await.unwrap();
+    assert!(none.message.tool_calls.is_empty() && none.message.content.starts_with("[offline model]"));
+    let required = model.chat(ask("Good morning").with_tool_choice(ToolChoice::Required)).await.unwrap();
+    assert_eq!(required.message.tool_calls[0].name, "calculator");
+    let named = model.chat(ask("Compute 3 + 4").with_tool_choice(ToolChoice::Tool("lookup".into()))).await.unwrap();
+    assert_eq!(named.message.tool_calls[0].name, "lookup");
+    assert_eq!(
+        named.message.tool_calls[0].arguments,
+        json!({"country": "Compute 3 + 4", "limit": 3}),
+        "not matched: the whole message"
+    );
+    let single = model.chat(ask("Compute the capital of 2 countries").with_parallel_tool_calls(false)).await.unwrap();
+    assert_eq!(single.message.tool_calls.len(), 1);
+
+    for bad in [
+        ask("Compute 3 + 4").with_tool_choice(ToolChoice::Tool("search".into())),
+        ChatRequest::new(vec![Message::user("hi")]).with_tool_choice(ToolChoice::Required),
+    ] {
+        let err = model.chat(bad.clone()).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        let err = OfflineModel::scripted(["unused"]).chat(bad).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "scripted too: {err:?}");
+    }
 }

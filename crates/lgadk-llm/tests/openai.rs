@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{Reply, TestServer, chunk, completion, text_chunk, tool_completion, usage_chunk};
 use futures_util::StreamExt;
-use lgadk_core::{ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, ToolSpec, Usage};
+use lgadk_core::{
+    ChatChunk, ChatModel, ChatRequest, Error, Message, ModelErrorKind, ToolCall, ToolChoice, ToolSpec, Usage,
+};
 use lgadk_llm::{OpenAiModel, RetryPolicy};
 use serde_json::json;
 
@@ -163,6 +165,219 @@ async fn streamed_tool_call_fragments_are_assembled() {
     assert_eq!(calls[0].arguments, json!({"city": "Oslo"}));
     assert_eq!(chunks.last().unwrap().usage, Some(Usage::new(40, 9)));
     assert_eq!(server.requests()[0].body["tools"][0]["function"]["name"], "get_weather");
+}
+
+fn time_tool() -> ToolSpec {
+    ToolSpec::new(
+        "get_time",
+        "Current time in a city",
+        json!({"type": "object", "properties": {"city": {"type": "string"}, "format": {"type": "string"}}}),
+    )
+    .strict()
+    .with_keywords(["clock", "time"])
+}
+
+#[tokio::test]
+async fn tool_options_go_out_exactly_as_openai_documents_them() {
+    let server = TestServer::always(Reply::json(200, &completion("ok", Some((5, 1))))).await;
+    let model = model(&server, RetryPolicy::none());
+    let request =
+        || ChatRequest::new(vec![Message::user("Time in Oslo?")]).with_tools(vec![weather_tool(), time_tool()]);
+    let choices = [
+        (ToolChoice::Auto, json!("auto")),
+        (ToolChoice::None, json!("none")),
+        (ToolChoice::Required, json!("required")),
+        (ToolChoice::Tool("get_time".into()), json!({"type": "function", "function": {"name": "get_time"}})),
+    ];
+    for (choice, _) in &choices {
+        model.chat(request().with_tool_choice(choice.clone()).with_parallel_tool_calls(false)).await.unwrap();
+    }
+    model.chat(request()).await.unwrap();
+
+    let bodies: Vec<_> = server.requests().into_iter().map(|r| r.body).collect();
+    for ((_, expected), body) in choices.iter().zip(&bodies) {
+        assert_eq!(&body["tool_choice"], expected);
+        assert_eq!(body["parallel_tool_calls"], false);
+    }
+    let tools = &bodies[0]["tools"];
+    assert_eq!(
+        tools[1],
+        json!({"type": "function", "function": {
+            "name": "get_time",
+            "description": "Current time in a city",
+            "parameters": {"type": "object", "additionalProperties": false, "required": ["city", "format"],
+                           "properties": {"city": {"type": "string"}, "format": {"type": "string"}}},
+            "strict": true,
+        }}),
+        "strict and a strict-mode schema; the offline model's keywords stay home"
+    );
+    assert!(tools[0]["function"].get("strict").is_none(), "a tool that is not strict sends no `strict`");
+    let defaults = &bodies[4];
+    assert!(defaults.get("tool_choice").is_none() && defaults.get("parallel_tool_calls").is_none(), "{defaults}");
+}
+
+#[tokio::test]
+async fn a_strict_tool_whose_schema_breaks_strict_mode_is_refused_like_openai_does() {
+    let server = TestServer::always(Reply::json(200, &completion("ok", None))).await;
+    let mut loose = weather_tool();
+    loose.strict = true; // set by hand: the schema is not closed
+    let request = ChatRequest::new(vec![Message::user("Weather?")]).with_tools(vec![loose]);
+    let err = model(&server, fast_retry()).chat(request).await.unwrap_err();
+    assert_eq!(model_error(&err), (Some(400), ModelErrorKind::InvalidRequest));
+    assert!(err.source().unwrap().to_string().contains("'additionalProperties' is required"), "{err:?}");
+    assert_eq!(server.request_count(), 1);
+
+    let request = ChatRequest::new(vec![Message::user("Weather?")]).with_tools(vec![weather_tool().strict()]);
+    model(&server, fast_retry()).chat(request).await.unwrap();
+}
+
+/// Two parallel calls whose ids, names and argument fragments arrive interleaved over
+/// several chunks, one chunk carrying fragments of both.
+fn parallel_call_events() -> Vec<serde_json::Value> {
+    let call = |index: u32, id: &str, name: &str| json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+    let args = |index: u32, part: &str| json!({"index": index, "function": {"arguments": part}});
+    vec![
+        chunk(json!({"role": "assistant", "content": null, "tool_calls": [call(0, "call_w", "get_weather")]}), None),
+        chunk(json!({"tool_calls": [args(0, "{\"ci")]}), None),
+        chunk(json!({"tool_calls": [call(1, "call_t", "get_time")]}), None),
+        chunk(json!({"tool_calls": [args(1, "{\"city\": \"Li"), args(0, "ty\": \"Pa")]}), None),
+        chunk(json!({"tool_calls": [args(1, "ma\", \"format\": \"24h\"}")]}), None),
+        chunk(json!({"tool_calls": [args(0, "ris\"}")]}), None),
+        chunk(json!({}), Some("tool_calls")),
+        usage_chunk(61, 30),
+    ]
+}
+
+#[tokio::test]
+async fn parallel_streamed_tool_calls_assemble_whole_and_in_order() {
+    let server = TestServer::always(Reply::sse(parallel_call_events())).await;
+    let request = ChatRequest::new(vec![Message::user("Weather in Paris and time in Lima?")])
+        .with_tools(vec![weather_tool(), time_tool()]);
+    let chunks: Vec<ChatChunk> =
+        collect(&model(&server, RetryPolicy::none()), request).await.into_iter().map(Result::unwrap).collect();
+
+    let calls: Vec<ToolCall> = chunks.iter().flat_map(|c| c.tool_calls.clone()).collect();
+    assert_eq!(
+        calls,
+        [
+            ToolCall { id: "call_w".into(), name: "get_weather".into(), arguments: json!({"city": "Paris"}) },
+            ToolCall {
+                id: "call_t".into(),
+                name: "get_time".into(),
+                arguments: json!({"city": "Lima", "format": "24h"})
+            },
+        ]
+    );
+    assert_eq!(chunks.iter().filter_map(|c| c.finish_reason.as_deref()).collect::<Vec<_>>(), ["tool_calls"]);
+    assert_eq!(chunks.last().unwrap().usage, Some(Usage::new(61, 30)));
+    assert!(chunks.iter().all(|c| c.delta.is_empty()), "no text in a tool-call reply");
+}
+
+#[tokio::test]
+async fn streamed_calls_from_servers_that_repeat_id_and_name_on_every_fragment_keep_them_once() {
+    // Fireworks, DeepSeek, Qwen and LiteLLM's proxy send the id and name with each fragment.
+    let fragment = |index: u32, id: &str, name: &str, part: &str| json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": part}});
+    let events = vec![
+        chunk(json!({"role": "assistant", "tool_calls": [fragment(0, "call_w", "get_weather", "{\"city\":")]}), None),
+        chunk(json!({"tool_calls": [fragment(0, "call_w", "get_weather", " \"Oslo\"}")]}), None),
+        chunk(json!({"tool_calls": [fragment(1, "call_t", "get_time", "{\"city\": \"Oslo\", ")]}), None),
+        chunk(json!({"tool_calls": [fragment(1, "call_t", "get_time", "\"format\": \"12h\"}")]}), None),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    let server = TestServer::always(Reply::sse(events)).await;
+    let request = ChatRequest::new(vec![Message::user("Weather and time in Oslo?")]).with_tools(vec![weather_tool()]);
+    let chunks: Vec<ChatChunk> =
+        collect(&model(&server, RetryPolicy::none()), request).await.into_iter().map(Result::unwrap).collect();
+    let calls: Vec<(String, String)> =
+        chunks.iter().flat_map(|c| &c.tool_calls).map(|c| (c.id.clone(), c.name.clone())).collect();
+    assert_eq!(calls, [("call_w".into(), "get_weather".into()), ("call_t".into(), "get_time".into())]);
+}
+
+#[tokio::test]
+async fn tool_results_go_back_well_formed_and_the_server_accepts_them() {
+    let server = TestServer::sequence(vec![
+        Reply::sse(parallel_call_events()),
+        Reply::json(200, &completion("Sunny in Paris; 14:05 in Lima.", Some((90, 12)))),
+    ])
+    .await;
+    let model = model(&server, RetryPolicy::none());
+    let mut messages = vec![Message::system("Be brief."), Message::user("Weather in Paris and time in Lima?")];
+    let tools = vec![weather_tool(), time_tool()];
+    let mut calls = Vec::new();
+    let mut stream = model.stream(ChatRequest::new(messages.clone()).with_tools(tools.clone())).await.unwrap();
+    while let Some(chunk) = stream.next().await {
+        calls.extend(chunk.unwrap().tool_calls);
+    }
+    messages.push(Message { tool_calls: calls, ..Message::assistant("") });
+    messages.push(Message::tool("call_w", "sunny, 21°C"));
+    messages.push(Message::tool("call_t", "14:05"));
+    let reply = model.chat(ChatRequest::new(messages).with_tools(tools)).await.unwrap();
+    assert_eq!(reply.message.content, "Sunny in Paris; 14:05 in Lima.");
+
+    let follow_up = &server.requests()[1].body;
+    assert_eq!(
+        follow_up["messages"].as_array().unwrap()[2..],
+        [
+            json!({"role": "assistant", "tool_calls": [
+                {"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_t", "type": "function",
+                 "function": {"name": "get_time", "arguments": "{\"city\":\"Lima\",\"format\":\"24h\"}"}},
+            ]}),
+            json!({"role": "tool", "content": "sunny, 21°C", "tool_call_id": "call_w"}),
+            json!({"role": "tool", "content": "14:05", "tool_call_id": "call_t"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tool_call_left_unanswered_is_refused_like_openai_does() {
+    let server = TestServer::always(Reply::json(200, &completion("ok", None))).await;
+    let model = model(&server, fast_retry());
+    let call = |id: &str| ToolCall { id: id.into(), name: "get_weather".into(), arguments: json!({"city": "Oslo"}) };
+    let asked = Message { tool_calls: vec![call("call_1"), call("call_2")], ..Message::assistant("") };
+
+    let missing =
+        vec![Message::user("Weather?"), asked.clone(), Message::tool("call_1", "rain"), Message::user("And?")];
+    let err = model.chat(ChatRequest::new(missing).with_tools(vec![weather_tool()])).await.unwrap_err();
+    assert_eq!(model_error(&err), (Some(400), ModelErrorKind::InvalidRequest));
+    let detail = err.source().unwrap().to_string();
+    assert!(detail.contains("did not have response messages: call_2"), "{detail}");
+
+    let stray = vec![Message::user("Weather?"), Message::tool("call_9", "rain")];
+    let err = model.chat(ChatRequest::new(stray)).await.unwrap_err();
+    assert_eq!(model_error(&err), (Some(400), ModelErrorKind::InvalidRequest));
+    assert!(err.source().unwrap().to_string().contains("must be a response to a preceeding message"), "{err:?}");
+    assert_eq!(server.request_count(), 2, "refusals are not retried");
+
+    let answered =
+        vec![Message::user("Weather?"), asked, Message::tool("call_2", "sun"), Message::tool("call_1", "rain")];
+    model.chat(ChatRequest::new(answered).with_tools(vec![weather_tool()])).await.unwrap();
+}
+
+#[tokio::test]
+async fn arguments_that_are_not_json_reach_the_caller_as_text_and_go_back_unchanged() {
+    let broken = r#"{"city": "Par"#;
+    let server = TestServer::sequence(vec![
+        Reply::json(200, &tool_completion(&[("call_a", "get_weather", broken)])),
+        Reply::json(200, &completion("Sorry, Paris it is.", None)),
+    ])
+    .await;
+    let model = model(&server, RetryPolicy::none());
+    let mut messages = vec![Message::user("Weather in Paris?")];
+    let reply = model.chat(ChatRequest::new(messages.clone()).with_tools(vec![weather_tool()])).await.unwrap();
+    assert_eq!(reply.message.tool_calls[0].arguments, json!(broken), "not a failed completion");
+    let check = lgadk_core::tool::check_arguments(
+        "get_weather",
+        &weather_tool().parameters,
+        &reply.message.tool_calls[0].arguments,
+    );
+    assert!(check.is_err(), "the tool loop can tell the model its arguments were not an object");
+
+    messages.push(reply.message);
+    messages.push(Message::tool("call_a", "invalid arguments: expected a JSON object"));
+    model.chat(ChatRequest::new(messages).with_tools(vec![weather_tool()])).await.unwrap();
+    let sent_back = &server.requests()[1].body["messages"][1]["tool_calls"][0]["function"]["arguments"];
+    assert_eq!(sent_back, broken);
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
+#[cfg(doc)]
+use lgadk_core::ToolChoice;
 use lgadk_core::{
     ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Error, Message, ModelErrorKind, Result, ToolCall,
     Usage,
@@ -15,6 +17,7 @@ use tracing::field;
 use crate::tokens;
 
 mod responder;
+mod tools;
 
 use responder::compose_reply;
 
@@ -96,7 +99,10 @@ struct Script {
 /// [`Error::Model`] of kind [`Other`](ModelErrorKind::Other), not a panic.
 ///
 /// Both modes report [`Usage`] counted with the `o200k_base` tokenizer ([`tokens`]) and stream
-/// word by word, with usage on the final chunk.
+/// word by word, then each tool call on a chunk of its own, with the finish reason and usage on
+/// the final chunk. Both refuse, with [`Error::InvalidConfig`] as `OpenAiModel` does, a
+/// [`ToolChoice`] no model can honour: `Required` without tools, or a named tool the request
+/// does not offer.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -109,6 +115,75 @@ struct Script {
 /// assert!(reply.message.content.starts_with("[offline model]"));
 /// assert!(reply.message.content.contains("machine learning"));
 /// assert!(reply.usage.prompt_tokens > 0 && reply.usage.completion_tokens > 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Tools
+///
+/// The conversational model uses the tools a request offers by a fixed rule, so tool-using
+/// agents, examples and docs run with no key and always take the same path:
+///
+/// 1. **When it calls.** Only when the request offers tools and the conversation's last
+///    message is the user's. After tool results it answers (rule 4), whatever `tool_choice`
+///    says, so a tool loop always ends.
+/// 2. **Which tools.** Every offered tool whose name (with `_` and `-` read as spaces) or one
+///    of whose [`keywords`](lgadk_core::ToolSpec::keywords) appears in the user's message as
+///    whole words (ASCII case-insensitive, a trailing plural `s` allowed), in the order the
+///    tools are offered. [`tool_choice`](ChatRequest::tool_choice): `None` → no call (it
+///    answers in text); `Auto` or unset → the matching tools; `Required` → the matching tools,
+///    or the first offered tool if none matched; `Tool(name)` → exactly that tool.
+///    `parallel_tool_calls: Some(false)` keeps only the first of them. No tool to call: it
+///    answers in text as without tools.
+/// 3. **Arguments**, from the parameters' JSON Schema (an object schema; anything else gets
+///    `{}`). Every required property is sent, and an optional one only when the message
+///    supplies its value:
+///    - a string gets the text after the tool's earliest matching word, trimmed of spaces
+///      and of `. , ; : ! ? " ' `` ` ``, with one leading `about`, `for`, `in`, `of`, `on` or
+///      `at` dropped; the whole message (trimmed) when nothing follows the word or nothing
+///      matched. Optional strings are left out;
+///    - an integer or number gets the first number in the message (`-` and a decimal part
+///      included; an integer takes its integer part), `0` when there is none; optional
+///      ones only when there is one;
+///    - an `enum` gets the first of its values that appears in the message as whole words,
+///      else (when required) its first value; a `const` its value;
+///    - a boolean `false`, an array `[]`, a nested object its own properties by these rules;
+///      optional ones are left out;
+///    - a required property whose schema allows `null` (`"type": ["integer", "null"]`, a
+///      `null` branch of `anyOf`/`oneOf`, as [strict](lgadk_core::ToolSpec::strict) schemas
+///      make of optional fields) gets `null` unless the message supplies its value;
+///      `anyOf`/`oneOf` otherwise use their first branch that is not `null`.
+/// 4. **Ids** are `call_<n>`, `n` counting on from the tool calls already in the conversation
+///    (skipping ids it already uses), so they are unique in the conversation.
+/// 5. **Answering from results.** When the conversation ends with tool results, the reply is
+///    text, one sentence per result in their order: `"[offline model] <tool>: <result>."`
+///    (the result's first 48 words; `<tool>` is the name of the call it answers).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lgadk_core::Result<()> {
+/// use lgadk_core::serde_json::json;
+/// use lgadk_core::{ChatModel, ChatRequest, Message, ToolSpec};
+/// use lgadk_llm::OfflineModel;
+///
+/// let weather = ToolSpec::new(
+///     "get_weather",
+///     "Current weather in a city",
+///     json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+/// )
+/// .with_keywords(["weather", "forecast"]);
+/// let model = OfflineModel::new();
+/// let mut messages = vec![Message::user("What's the weather in Paris?")];
+///
+/// let reply = model.chat(ChatRequest::new(messages.clone()).with_tools(vec![weather.clone()])).await?;
+/// let call = reply.message.tool_calls[0].clone();
+/// assert_eq!((call.id.as_str(), call.name.as_str()), ("call_1", "get_weather"));
+/// assert_eq!(call.arguments, json!({"city": "Paris"}));
+///
+/// messages.push(reply.message);
+/// messages.push(Message::tool(call.id, "sunny, 21°C"));
+/// let answer = model.chat(ChatRequest::new(messages).with_tools(vec![weather])).await?;
+/// assert_eq!(answer.message.content, "[offline model] get_weather: sunny, 21°C.");
 /// # Ok(())
 /// # }
 /// ```
@@ -200,8 +275,16 @@ impl OfflineModel {
     }
 
     fn answer(&self, request: &ChatRequest) -> Result<ChatResponse> {
+        crate::tool_choice::check(request)?;
         let message = match &self.script {
-            None => Message::assistant(compose_reply(&request.messages)),
+            None => {
+                let calls = tools::plan_calls(request);
+                if calls.is_empty() {
+                    Message::assistant(compose_reply(&request.messages))
+                } else {
+                    Message { tool_calls: calls, ..Message::assistant("") }
+                }
+            }
             Some(script) => {
                 let mut script = script.lock().unwrap_or_else(PoisonError::into_inner);
                 script.requests.push(request.clone());
@@ -278,16 +361,20 @@ impl ChatModel for OfflineModel {
 
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let whole = self.answer_traced(&request)?;
+        // Text word by word, then each tool call on a chunk of its own (as a provider delivers
+        // calls once their fragments are assembled), then the finish reason with the usage.
         let mut chunks: Vec<ChatChunk> = word_pieces(&whole.message.content)
             .into_iter()
             .map(|delta| ChatChunk { delta, ..ChatChunk::default() })
             .collect();
-        chunks.push(ChatChunk {
-            delta: String::new(),
-            tool_calls: whole.message.tool_calls,
-            usage: Some(whole.usage),
-            finish_reason: whole.finish_reason,
-        });
+        chunks.extend(
+            whole
+                .message
+                .tool_calls
+                .into_iter()
+                .map(|call| ChatChunk { tool_calls: vec![call], ..ChatChunk::default() }),
+        );
+        chunks.push(ChatChunk { usage: Some(whole.usage), finish_reason: whole.finish_reason, ..ChatChunk::default() });
         Ok(Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok))))
     }
 }

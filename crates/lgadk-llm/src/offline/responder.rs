@@ -144,7 +144,8 @@ fn strip_prefix_ci<'a>(text: &'a str, prefixes: &[&str]) -> Option<&'a str> {
     prefixes.iter().find(|p| lower.starts_with(*p)).map(|p| &text[p.len()..])
 }
 
-fn excerpt(text: &str, words: usize) -> String {
+/// The first `words` words of `text`, whitespace collapsed, with `…` if it had more.
+pub(super) fn excerpt(text: &str, words: usize) -> String {
     let all: Vec<&str> = text.split_whitespace().collect();
     let mut out = all.iter().take(words).copied().collect::<Vec<_>>().join(" ");
     if all.len() > words {
@@ -223,6 +224,9 @@ fn join_labels(labels: &[String]) -> String {
 
 /// The conversational reply to `messages`: a pure function of the conversation.
 pub(super) fn compose_reply(messages: &[Message]) -> String {
+    if let Some(answer) = super::tools::answer_from_results(messages) {
+        return answer;
+    }
     let user_turns: Vec<&Message> = messages.iter().filter(|m| m.role == Role::User).collect();
     let Some((latest, earlier)) = user_turns.split_last() else {
         return format!(
@@ -246,19 +250,6 @@ pub(super) fn compose_reply(messages: &[Message]) -> String {
     let memory =
         if labels.is_empty() { String::new() } else { format!(" Earlier you asked about {}.", join_labels(&labels)) };
     let hello = if greeted { " Hello!" } else { "" };
-
-    if let Some(last) = messages.last().filter(|m| m.role == Role::Tool) {
-        let tool = messages
-            .iter()
-            .flat_map(|m| &m.tool_calls)
-            .find(|call| Some(&call.id) == last.tool_call_id.as_ref())
-            .map_or_else(|| "the tool".to_owned(), |call| format!("tool `{}`", call.name));
-        return format!(
-            "{OFFLINE_LABEL} The {tool} returned: \"{}\". That is what I can report for your question \"{}\".",
-            excerpt(&last.content, 24),
-            excerpt(&latest.content, 12)
-        );
-    }
 
     let body = match &subject {
         Subject::Nothing => {

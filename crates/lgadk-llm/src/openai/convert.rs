@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCallChunk, ChatCompletionMessageToolCalls,
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent,
-    ChatCompletionStreamOptions, ChatCompletionTool, ChatCompletionTools, CompletionUsage, CreateChatCompletionRequest,
-    CreateChatCompletionResponse, FinishReason, FunctionCall, FunctionObject,
+    ChatCompletionNamedToolChoice, ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent,
+    ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, ChatCompletionTool,
+    ChatCompletionToolChoiceOption, ChatCompletionTools, CompletionUsage, CreateChatCompletionRequest,
+    CreateChatCompletionResponse, FinishReason, FunctionCall, FunctionName, FunctionObject, ToolChoiceOptions,
 };
-use lgadk_core::{ChatRequest, Error, Message, Result, Role, ToolCall, ToolSpec, Usage};
+use lgadk_core::{ChatRequest, Error, Message, Result, Role, ToolCall, ToolChoice, ToolSpec, Usage};
 
 use super::failure::ProviderFailure;
 
@@ -86,14 +87,35 @@ fn to_wire_message(index: usize, message: &Message) -> Result<ChatCompletionRequ
     })
 }
 
+/// A function definition. `strict` goes out only when set: `false` is the API's default, and
+/// some compatible servers (vLLM among them) refuse a `strict` field they do not know. The
+/// spec's `keywords` are for the offline model and never leave the process.
 fn to_wire_tool(tool: &ToolSpec) -> ChatCompletionTools {
     ChatCompletionTools::Function(ChatCompletionTool {
         function: FunctionObject {
             name: tool.name.clone(),
             description: (!tool.description.is_empty()).then(|| tool.description.clone()),
             parameters: Some(tool.parameters.clone()),
-            strict: None,
+            strict: tool.strict.then_some(true),
         },
+    })
+}
+
+/// `tool_choice` as OpenAI spells it: `"auto"`, `"none"`, `"required"`, or
+/// `{"type": "function", "function": {"name": …}}`.
+fn to_wire_tool_choice(choice: &ToolChoice) -> Result<ChatCompletionToolChoiceOption> {
+    Ok(match choice {
+        ToolChoice::Auto => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Auto),
+        ToolChoice::None => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::None),
+        ToolChoice::Required => ChatCompletionToolChoiceOption::Mode(ToolChoiceOptions::Required),
+        ToolChoice::Tool(name) => ChatCompletionToolChoiceOption::Function(ChatCompletionNamedToolChoice {
+            function: FunctionName { name: name.clone() },
+        }),
+        other => {
+            return Err(Error::InvalidConfig {
+                reason: format!("tool choice {other:?} is not supported by OpenAI-compatible servers"),
+            });
+        }
     })
 }
 
@@ -106,12 +128,22 @@ pub(crate) fn to_wire_request(
 ) -> Result<CreateChatCompletionRequest> {
     let messages =
         request.messages.iter().enumerate().map(|(i, m)| to_wire_message(i, m)).collect::<Result<Vec<_>>>()?;
-    let tools = (!request.tools.is_empty()).then(|| request.tools.iter().map(to_wire_tool).collect());
+    crate::tool_choice::check(request)?;
+    // OpenAI refuses `tool_choice` and `parallel_tool_calls` in a request without tools; without
+    // tools, `auto` and `none` mean the same as leaving them out (`check` refused the others).
+    let with_tools = !request.tools.is_empty();
+    let tools = with_tools.then(|| request.tools.iter().map(to_wire_tool).collect());
+    let tool_choice = match request.tool_choice.as_ref().filter(|_| with_tools) {
+        Some(choice) => Some(to_wire_tool_choice(choice)?),
+        None => None,
+    };
     let mut wire = CreateChatCompletionRequest {
         model: model.to_owned(),
         messages,
         temperature: request.temperature,
         tools,
+        tool_choice,
+        parallel_tool_calls: request.parallel_tool_calls.filter(|_| with_tools),
         stream_options: stream
             .then_some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
         ..CreateChatCompletionRequest::default()
@@ -139,26 +171,50 @@ pub(crate) fn to_usage(usage: &CompletionUsage) -> Usage {
     Usage::new(u64::from(usage.prompt_tokens), u64::from(usage.completion_tokens))
 }
 
-/// Parses tool-call arguments; an empty string means "no arguments" (`{}`).
-fn parse_arguments(name: &str, raw: &str) -> Result<serde_json::Value, ProviderFailure> {
+/// How many containers sit above a tool call's arguments in a logged message (message,
+/// `tool_calls`, call), as [`lgadk_core::json::check_message`] counts them.
+const LOGGED_ARGUMENTS_DEPTH: usize = 3;
+
+/// Parses tool-call arguments.
+///
+/// - An empty string means "no arguments": `{}`.
+/// - Text that is not JSON (a model that broke off, or wrote JSON-like prose), JSON nested
+///   too deep to be logged with its message ([`lgadk_core::json::check_message`]), and a bare
+///   JSON string are kept as [`Value::String`](serde_json::Value::String) holding the text
+///   exactly as the model sent it. The call is not a failure of the whole completion: the
+///   tool loop checks the arguments against the tool's schema and tells the model they are
+///   not the object it asked for, so the model can try again; sent back in the conversation,
+///   the text goes out unchanged.
+fn parse_arguments(name: &str, raw: String) -> serde_json::Value {
     if raw.trim().is_empty() {
-        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+        return serde_json::Value::Object(serde_json::Map::new());
     }
-    serde_json::from_str(raw).map_err(|source| ProviderFailure::ToolArguments { name: name.to_owned(), source })
+    match serde_json::from_str::<serde_json::Value>(&raw) {
+        Ok(serde_json::Value::String(_)) => serde_json::Value::String(raw),
+        Ok(value) if lgadk_core::json::check_value(&value, LOGGED_ARGUMENTS_DEPTH).is_err() => {
+            tracing::debug!(tool = name, "tool-call arguments nest too deep to be logged; kept as text");
+            serde_json::Value::String(raw)
+        }
+        Ok(value) => value,
+        Err(err) => {
+            tracing::debug!(tool = name, error = %err, "tool-call arguments are not JSON; kept as text");
+            serde_json::Value::String(raw)
+        }
+    }
 }
 
-fn from_wire_tool_call(call: ChatCompletionMessageToolCalls) -> Result<ToolCall, ProviderFailure> {
+fn from_wire_tool_call(call: ChatCompletionMessageToolCalls) -> ToolCall {
     match call {
         ChatCompletionMessageToolCalls::Function(call) => {
-            let arguments = parse_arguments(&call.function.name, &call.function.arguments)?;
-            Ok(ToolCall { id: call.id, name: call.function.name, arguments })
+            let arguments = parse_arguments(&call.function.name, call.function.arguments);
+            ToolCall { id: call.id, name: call.function.name, arguments }
         }
         // A custom (free-form) tool's input is not JSON: keep it as a string.
-        ChatCompletionMessageToolCalls::Custom(call) => Ok(ToolCall {
+        ChatCompletionMessageToolCalls::Custom(call) => ToolCall {
             id: call.id,
             name: call.custom_tool.name,
             arguments: serde_json::Value::String(call.custom_tool.input),
-        }),
+        },
     }
 }
 
@@ -171,18 +227,17 @@ pub(crate) fn from_wire_response(
         return Err(ProviderFailure::NoChoices);
     };
     let content = choice.message.content.or(choice.message.refusal).unwrap_or_default();
-    let tool_calls = choice
-        .message
-        .tool_calls
-        .unwrap_or_default()
-        .into_iter()
-        .map(from_wire_tool_call)
-        .collect::<Result<Vec<_>, _>>()?;
+    let tool_calls = choice.message.tool_calls.unwrap_or_default().into_iter().map(from_wire_tool_call).collect();
     let message = Message { tool_calls, ..Message::assistant(content) };
     Ok((message, usage, choice.finish_reason.map(|r| finish_reason_name(r).to_owned())))
 }
 
 /// Collects streamed tool-call fragments (by index) into whole calls.
+///
+/// OpenAI sends a call's id and name once, on its first fragment, then only argument pieces.
+/// Several compatible servers (Fireworks, DeepSeek, Qwen, LiteLLM's proxy) repeat the id and
+/// the name on every fragment, and at least one sends a different id after the first: so the
+/// first id is kept, and a name is extended only by a piece that is not the name again.
 #[derive(Debug, Default)]
 pub(crate) struct ToolCallAssembler {
     calls: BTreeMap<u32, (String, String, String)>,
@@ -191,11 +246,15 @@ pub(crate) struct ToolCallAssembler {
 impl ToolCallAssembler {
     pub(crate) fn push(&mut self, fragment: ChatCompletionMessageToolCallChunk) {
         let (id, name, arguments) = self.calls.entry(fragment.index).or_default();
-        if let Some(new_id) = fragment.id {
-            id.push_str(&new_id);
+        if let Some(new_id) = fragment.id
+            && id.is_empty()
+        {
+            *id = new_id;
         }
         if let Some(function) = fragment.function {
-            if let Some(part) = function.name {
+            if let Some(part) = function.name
+                && part != *name
+            {
                 name.push_str(&part);
             }
             if let Some(part) = function.arguments {
@@ -204,11 +263,12 @@ impl ToolCallAssembler {
         }
     }
 
-    /// The assembled calls, in index order; the assembler is empty afterwards.
-    pub(crate) fn finish(&mut self) -> Result<Vec<ToolCall>, ProviderFailure> {
+    /// The assembled calls, in index order (arguments parsed as [`parse_arguments`] says); the
+    /// assembler is empty afterwards.
+    pub(crate) fn finish(&mut self) -> Vec<ToolCall> {
         std::mem::take(&mut self.calls)
             .into_values()
-            .map(|(id, name, raw)| Ok(ToolCall { arguments: parse_arguments(&name, &raw)?, id, name }))
+            .map(|(id, name, raw)| ToolCall { arguments: parse_arguments(&name, raw), id, name })
             .collect()
     }
 }
@@ -281,12 +341,99 @@ mod tests {
         assembler.push(fragment(1, Some("b"), Some("second"), Some("")));
         assembler.push(fragment(0, Some("a"), Some("first"), Some("{\"x\":")));
         assembler.push(fragment(0, None, None, Some("1}")));
-        let calls = assembler.finish().unwrap();
+        let calls = assembler.finish();
         assert_eq!(calls.len(), 2);
         assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("a", "first"));
         assert_eq!(calls[0].arguments, serde_json::json!({"x": 1}));
         assert_eq!(calls[1].arguments, serde_json::json!({}));
+        // Fireworks-style: id and name repeated on every fragment.
+        assembler.push(fragment(0, Some("r"), Some("repeat"), Some("{\"n\":")));
+        assembler.push(fragment(0, Some("r"), Some("repeat"), Some("2}")));
+        assembler.push(fragment(1, Some("s"), Some("split_"), None));
+        assembler.push(fragment(1, Some("other"), Some("name"), None));
+        let calls = assembler.finish();
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("r", "repeat"));
+        assert_eq!(calls[0].arguments, serde_json::json!({"n": 2}));
+        assert_eq!((calls[1].id.as_str(), calls[1].name.as_str()), ("s", "split_name"), "the first id is kept");
         assembler.push(fragment(0, Some("c"), Some("bad"), Some("{oops")));
-        assert!(matches!(assembler.finish(), Err(ProviderFailure::ToolArguments { .. })));
+        let calls = assembler.finish();
+        assert_eq!(calls[0].arguments, serde_json::json!("{oops"), "kept as the text the model sent");
+    }
+
+    #[test]
+    fn arguments_that_are_not_an_object_are_kept_as_sent_and_go_back_unchanged() {
+        let parse = |raw: &str| parse_arguments("f", raw.to_owned());
+        assert_eq!(parse(" "), serde_json::json!({}));
+        assert_eq!(parse(r#"{"a": [1, {"b": null}]}"#), serde_json::json!({"a": [1, {"b": null}]}));
+        assert_eq!(parse("[1, 2]"), serde_json::json!([1, 2]), "valid JSON stays JSON; the schema check judges it");
+        for raw in [r#"{"city": "Par"#, "city=Paris", r#""Paris""#, &format!("{}{}", "[".repeat(200), "]".repeat(200))]
+        {
+            let value = parse(raw);
+            assert_eq!(value, serde_json::Value::String(raw.to_owned()));
+            assert_eq!(arguments_text(&value).unwrap(), raw, "round-trips byte for byte");
+        }
+        // Readable by serde_json, but too deep to log inside its message: text too.
+        let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        assert!(serde_json::from_str::<serde_json::Value>(&deep).is_ok());
+        let call = ToolCall { id: "c".into(), name: "f".into(), arguments: parse(&deep) };
+        assert_eq!(call.arguments, serde_json::Value::String(deep));
+        assert!(lgadk_core::json::check_message(&Message { tool_calls: vec![call], ..Message::assistant("") }).is_ok());
+        let fits = format!("{}{}", "[".repeat(124), "]".repeat(124));
+        assert!(parse(&fits).is_array(), "the deepest arguments a log holds stay JSON");
+    }
+
+    fn tools_request() -> ChatRequest {
+        let plain = ToolSpec::new("lookup", "", serde_json::json!({"type": "object"})).with_keywords(["find"]);
+        let strict = ToolSpec::new(
+            "note",
+            "Writes a note",
+            serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+        )
+        .strict();
+        ChatRequest::new(vec![Message::user("hi")]).with_tools(vec![plain, strict])
+    }
+
+    fn wire(request: &ChatRequest) -> serde_json::Value {
+        serde_json::to_value(to_wire_request("m", request, false, MaxTokensField::Completion).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tool_choice_is_spelled_as_openai_documents() {
+        let cases = [
+            (ToolChoice::Auto, serde_json::json!("auto")),
+            (ToolChoice::None, serde_json::json!("none")),
+            (ToolChoice::Required, serde_json::json!("required")),
+            (ToolChoice::Tool("note".into()), serde_json::json!({"type": "function", "function": {"name": "note"}})),
+        ];
+        for (choice, expected) in cases {
+            assert_eq!(wire(&tools_request().with_tool_choice(choice))["tool_choice"], expected);
+        }
+        let defaults = wire(&tools_request());
+        assert!(defaults.get("tool_choice").is_none() && defaults.get("parallel_tool_calls").is_none(), "{defaults}");
+        assert_eq!(wire(&tools_request().with_parallel_tool_calls(false))["parallel_tool_calls"], false);
+        assert_eq!(wire(&tools_request().with_parallel_tool_calls(true))["parallel_tool_calls"], true);
+    }
+
+    #[test]
+    fn without_tools_the_tool_options_stay_off_the_wire() {
+        let bare = ChatRequest::new(vec![Message::user("hi")]).with_parallel_tool_calls(false);
+        for choice in [ToolChoice::Auto, ToolChoice::None] {
+            let wire = wire(&bare.clone().with_tool_choice(choice));
+            assert!(wire.get("tools").is_none() && wire.get("tool_choice").is_none(), "{wire}");
+            assert!(wire.get("parallel_tool_calls").is_none(), "{wire}");
+        }
+        let err = to_wire_request("m", &bare.with_tool_choice(ToolChoice::Required), false, MaxTokensField::Completion)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    }
+
+    #[test]
+    fn strict_goes_out_only_when_set_and_keywords_never() {
+        let tools = wire(&tools_request())["tools"].clone();
+        assert!(tools[0]["function"].get("strict").is_none(), "{tools}");
+        assert_eq!(tools[1]["function"]["strict"], true);
+        assert_eq!(tools[1]["function"]["parameters"]["additionalProperties"], false);
+        assert_eq!(tools[1]["function"]["parameters"]["required"], serde_json::json!(["text"]));
+        assert!(!tools.to_string().contains("keywords") && !tools.to_string().contains("find"), "{tools}");
     }
 }

@@ -46,13 +46,6 @@ pub(crate) enum ProviderFailure {
     /// A completion without any choice.
     #[error("the provider's answer has no choices")]
     NoChoices,
-    /// The model produced tool arguments that are not JSON.
-    #[error("the arguments of tool call `{name}` are not JSON")]
-    ToolArguments {
-        name: String,
-        #[source]
-        source: serde_json::Error,
-    },
     /// The completion finished with `finish_reason: content_filter`.
     #[error("the provider's content filter stopped the completion (finish reason `content_filter`)")]
     ContentFilter,
@@ -290,7 +283,7 @@ impl ProviderFailure {
             Self::Auth { .. } => ModelErrorKind::Authentication,
             Self::Connect(_) => ModelErrorKind::Connect,
             Self::ConnectionLost(_) => ModelErrorKind::ConnectionLost,
-            Self::Decode(_) | Self::NoChoices | Self::ToolArguments { .. } => ModelErrorKind::MalformedResponse,
+            Self::Decode(_) | Self::NoChoices => ModelErrorKind::MalformedResponse,
             Self::ContentFilter => ModelErrorKind::ContentFiltered,
             Self::Timeout(_) => ModelErrorKind::Timeout,
             Self::StreamCut(_) => ModelErrorKind::StreamCut,

@@ -59,6 +59,29 @@ pub(crate) fn process_env() -> EnvLookup {
 ///   from the status, the error code and the wording of OpenAI and the compatible servers
 ///   (see the [crate docs](crate#model-errors)), and the HTTP status when there was one.
 ///
+/// # Tools
+/// - Each [`ToolSpec`](lgadk_core::ToolSpec) goes out as a function definition with its
+///   name, description and JSON Schema, and `"strict": true` when the spec is
+///   [strict](lgadk_core::ToolSpec::strict) (nothing otherwise: `false` is the default, and
+///   some compatible servers refuse the field). Its `keywords` are for the offline model and
+///   are never sent.
+/// - [`ToolChoice`](lgadk_core::ToolChoice) is sent as OpenAI spells it (`"auto"`, `"none"`,
+///   `"required"`, `{"type": "function", "function": {"name": …}}`) and `parallel_tool_calls`
+///   as given; both only when the request offers tools (OpenAI refuses them otherwise). A
+///   choice no model can honour (`Required` without tools, a named tool that is not offered)
+///   is [`Error::InvalidConfig`] before anything is sent.
+/// - Streamed tool calls are assembled from their fragments (by index, however the fragments
+///   of parallel calls interleave) and delivered whole, in index order, on the chunk that
+///   finishes the completion.
+/// - Tool-call arguments are parsed as JSON; an empty string is `{}`. Arguments that are not
+///   JSON (or are a bare JSON string) do not fail the completion: they arrive as a
+///   [`Value::String`](serde_json::Value::String) holding the text the model sent, which the
+///   tool loop's schema check reports back to the model as invalid arguments, and which goes
+///   back to the server unchanged when the conversation continues.
+/// - A [`Role::Tool`](lgadk_core::Role::Tool) message goes out as `{"role": "tool",
+///   "tool_call_id": …, "content": …}`; one without a `tool_call_id` is
+///   [`Error::InvalidConfig`].
+///
 /// ```no_run
 /// # async fn demo() -> lgadk_core::Result<()> {
 /// use std::time::Duration;
@@ -494,7 +517,7 @@ impl StreamState {
         }
         if let Some(reason) = choice.finish_reason {
             let reason = convert::finish_reason_name(reason).to_owned();
-            out.tool_calls = self.tools.finish()?;
+            out.tool_calls = self.tools.finish();
             self.tool_calls.extend(out.tool_calls.iter().cloned());
             self.finish_reason = Some(reason.clone());
             out.finish_reason = Some(reason);

@@ -2,6 +2,12 @@
 //! `TcpListener` so that tests control every byte: JSON replies, SSE streams sent event by
 //! event, streams cut mid-way, slow answers, error statuses in the shapes OpenAI and the
 //! compatible servers send, and connections that are dropped without an answer.
+//!
+//! Like OpenAI, the server refuses a malformed tool conversation with a 400 before the test's
+//! handler sees it ([`check_chat_request`]): an assistant tool call without a `tool` message
+//! answering it, a `tool` message answering no call, `tool_choice`/`parallel_tool_calls`
+//! without tools, a `tool_choice` naming a tool not offered, and a `strict` function whose
+//! schema breaks strict mode's rules.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: a failure is a panic")]
 
@@ -217,7 +223,10 @@ async fn serve(mut socket: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Hand
         log.push(request.clone());
         log.len() - 1
     };
-    let mut reply = handler(index, &request);
+    let mut reply = match check_chat_request(&request) {
+        Some(refusal) => refusal,
+        None => handler(index, &request),
+    };
     while let Reply::Delayed(delay, inner) = reply {
         tokio::time::sleep(delay).await;
         reply = *inner;
@@ -273,6 +282,141 @@ async fn serve(mut socket: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Hand
     }
     socket.flush().await?;
     socket.shutdown().await
+}
+
+// ---- OpenAI's request checks -----------------------------------------------------------------
+
+/// OpenAI's 400 for an invalid request: `invalid_request_error` naming the parameter.
+fn invalid_request(message: &str, param: &str, code: Option<&str>) -> Reply {
+    Reply::json(
+        400,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}),
+    )
+}
+
+/// The 400 OpenAI answers a chat-completions request with, if it breaks a rule of tool
+/// calling; `None` for a request it accepts (or one that is not a chat completion).
+pub(crate) fn check_chat_request(request: &Recorded) -> Option<Reply> {
+    if request.method != "POST" || !request.path.ends_with("/chat/completions") {
+        return None;
+    }
+    check_tool_options(&request.body).or_else(|| check_tool_sequence(&request.body))
+}
+
+fn check_tool_options(body: &Value) -> Option<Reply> {
+    let tools = body.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty());
+    for param in ["tool_choice", "parallel_tool_calls"] {
+        if body.get(param).is_some() && tools.is_none() {
+            let message = format!("Invalid value for '{param}': '{param}' is only allowed when 'tools' are specified.");
+            return Some(invalid_request(&message, param, None));
+        }
+    }
+    let tools = tools?;
+    if let Some(Value::String(mode)) = body.get("tool_choice")
+        && !["auto", "none", "required"].contains(&mode.as_str())
+    {
+        let message = format!("Invalid value: '{mode}'. Supported values are: 'none', 'auto', and 'required'.");
+        return Some(invalid_request(&message, "tool_choice", Some("invalid_value")));
+    }
+    if let Some(Value::Object(named)) = body.get("tool_choice") {
+        let name = named.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
+        let offered = |n: &str| tools.iter().any(|t| t["function"]["name"] == n);
+        if named.get("type").and_then(Value::as_str) != Some("function") || !name.is_some_and(offered) {
+            let message = format!("Invalid value for 'tool_choice': function {name:?} is not among the tools.");
+            return Some(invalid_request(&message, "tool_choice", None));
+        }
+    }
+    for (i, tool) in tools.iter().enumerate() {
+        let function = &tool["function"];
+        if function["strict"] == true
+            && let Some(problem) = strict_problem(&function["parameters"], "()")
+        {
+            let name = function["name"].as_str().unwrap_or_default();
+            let message = format!("Invalid schema for function '{name}': {problem}");
+            let param = format!("tools[{i}].function.parameters");
+            return Some(invalid_request(&message, &param, Some("invalid_function_parameters")));
+        }
+    }
+    None
+}
+
+/// Why `schema` breaks strict mode: every object closed, every property required.
+fn strict_problem(schema: &Value, context: &str) -> Option<String> {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                if map.get("additionalProperties") != Some(&Value::Bool(false)) {
+                    return Some(format!(
+                        "In context={context}, 'additionalProperties' is required to be supplied and to be false."
+                    ));
+                }
+                let required: Vec<&str> = map
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if let Some(missing) = properties.keys().find(|k| !required.contains(&k.as_str())) {
+                    return Some(format!(
+                        "In context={context}, 'required' is required to be supplied and to be an array including \
+                         every key in properties. Missing '{missing}'."
+                    ));
+                }
+            }
+            map.iter().find_map(|(key, value)| strict_problem(value, &format!("{context}.{key}")))
+        }
+        Value::Array(items) => items.iter().find_map(|item| strict_problem(item, context)),
+        _ => None,
+    }
+}
+
+/// Every assistant tool call answered by a `tool` message right after it, and no `tool`
+/// message that answers nothing.
+fn check_tool_sequence(body: &Value) -> Option<Reply> {
+    let messages = body.get("messages").and_then(Value::as_array)?;
+    // Calls of the latest assistant message not answered yet, and where that message was.
+    let mut open: Vec<String> = Vec::new();
+    let mut opened_at = 0;
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        if role == "tool" {
+            let id = message["tool_call_id"].as_str().unwrap_or_default();
+            match open.iter().position(|open_id| open_id == id) {
+                Some(at) => {
+                    open.remove(at);
+                }
+                None => {
+                    return Some(invalid_request(
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message \
+                         with 'tool_calls'.",
+                        &format!("messages.[{i}].role"),
+                        None,
+                    ));
+                }
+            }
+            continue;
+        }
+        if !open.is_empty() {
+            return Some(unanswered(&open, opened_at));
+        }
+        if role == "assistant"
+            && let Some(calls) = message.get("tool_calls").and_then(Value::as_array)
+        {
+            open = calls.iter().map(|c| c["id"].as_str().unwrap_or_default().to_owned()).collect();
+            opened_at = i;
+        }
+    }
+    (!open.is_empty()).then(|| unanswered(&open, opened_at))
+}
+
+fn unanswered(open: &[String], at: usize) -> Reply {
+    let message = format!(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each \
+         'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+        open.join(", ")
+    );
+    invalid_request(&message, &format!("messages.[{at}].role"), None)
 }
 
 // ---- OpenAI wire payloads ------------------------------------------------------------------
