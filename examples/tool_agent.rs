@@ -462,9 +462,11 @@ async fn conversation(
     for (message, review) in turns {
         say!(out, "\n🧑 Dana: {message}");
         let response = turn(graph, RunRequest::new(message).with_session(id.clone()), review, out).await?;
-        for call in response.state.messages.iter().rev().take_while(|m| m.role != lgadk::core::Role::User) {
-            if let Some(call_id) = &call.tool_call_id {
-                say!(out, "  🔧 {call_id} → {}", call.content);
+        let messages = &response.state.messages;
+        let turn_start = messages.iter().rposition(|m| m.role == lgadk::core::Role::User).unwrap_or(0);
+        for result in &messages[turn_start..] {
+            if let Some(call_id) = &result.tool_call_id {
+                say!(out, "  🔧 {call_id} → {}", result.content);
             }
         }
         say!(out, "  🤖 Assistant: {}", response.output);
@@ -474,7 +476,7 @@ async fn conversation(
     let state = graph.state(id).await?.unwrap_or_default();
     say!(
         out,
-        "\n📊 {} turns tracked, {} tokens in, {} tokens out, {} messages in the session's log",
+        "\n📊 {} interactions tracked (a resume after an approval is one), {} tokens in, {} tokens out, {} messages in the session's log",
         summary.interactions,
         summary.total_tokens_in,
         summary.total_tokens_out,

@@ -34,6 +34,20 @@ async fn transcript(args: &[&str]) -> (ExitCode, String, String) {
 }
 
 #[tokio::test]
+async fn the_offline_example_runs_its_tools_and_shows_both_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.txt");
+    let (code, out, err) = transcript(&["--outbox", outbox.to_str().unwrap()]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}\n{out}");
+    assert!(out.contains("→ 21"), "the calculator computed (12 + 30) * 2 / 4:\n{out}");
+    assert!(out.contains("Tokyo") && out.contains("→ 1024"), "two tools in one message:\n{out}");
+    assert!(out.contains("✅ Reviewer approves") && out.contains("❌ Reviewer rejects"), "{out}");
+    let notes = std::fs::read_to_string(&outbox).unwrap();
+    assert!(notes.contains("call the plumber on Monday"), "{notes}");
+    assert!(!notes.contains("shares"), "the rejected note was never written: {notes}");
+}
+
+#[tokio::test]
 async fn bad_arguments_are_refused_with_the_usage() {
     let (code, _, err) = transcript(&["--backend"]).await;
     assert_eq!(code, ExitCode::from(2));
