@@ -4,8 +4,8 @@
 //! results go back in the next request, and the turn is saved — in memory and on Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure is a panic")]
 
+// The loopback server of lgadk-llm's tests (its module allows the helpers this test leaves unused).
 #[path = "../crates/lgadk-llm/tests/common/mod.rs"]
-#[allow(dead_code, reason = "the loopback server's helpers are shared with lgadk-llm's tests")]
 mod common;
 
 use std::sync::Arc;
