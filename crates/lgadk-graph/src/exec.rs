@@ -170,6 +170,7 @@ impl<S: GraphState> Topology<S> {
         let result = async {
             match &node.node {
                 Node::Agent(agent) => agent.call(state, ctx).await,
+                Node::Subgraph(graph) => graph.run(state, ctx).await,
                 Node::Fn(f) => {
                     *state = f(state.clone(), Arc::clone(ctx)).await?;
                     Ok(())

@@ -11,6 +11,8 @@ use lgadk_session::SessionManager;
 
 use crate::cache::DEFAULT_CACHE_CAPACITY;
 use crate::compiled::CompiledGraph;
+use crate::exec::{Outcome, Start};
+use tracing::Instrument as _;
 
 /// The virtual node a run starts from: `add_edge(START, "first")` sets the entry point.
 pub const START: &str = "__start__";
@@ -28,6 +30,43 @@ pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> String + Send + Sync>;
 pub(crate) enum Node<S: GraphState> {
     Agent(Arc<dyn Agent<S>>),
     Fn(NodeFn<S>),
+    Subgraph(Arc<dyn Subgraph<S>>),
+}
+
+/// A compiled graph run as one node of another: its state mapped in, run, mapped out.
+#[async_trait::async_trait]
+pub(crate) trait Subgraph<S>: Send + Sync {
+    async fn run(&self, state: &mut S, ctx: &Arc<RunContext>) -> Result<()>;
+}
+
+struct Mapped<T: GraphState, I, O> {
+    graph: CompiledGraph<T>,
+    into: I,
+    out: O,
+}
+
+#[async_trait::async_trait]
+impl<S, T, I, O> Subgraph<S> for Mapped<T, I, O>
+where
+    S: GraphState,
+    T: GraphState,
+    I: Fn(&S) -> T + Send + Sync,
+    O: Fn(&mut S, T) + Send + Sync,
+{
+    async fn run(&self, state: &mut S, ctx: &Arc<RunContext>) -> Result<()> {
+        let mut inner = (self.into)(state);
+        let topology = &self.graph.inner.topology;
+        let limit = self.graph.options.recursion_limit.unwrap_or(topology.recursion_limit);
+        let span = tracing::info_span!("graph.subgraph", graph = %topology.name);
+        let outcome = topology.execute(&mut inner, Start::Entry, ctx, None, limit, 0).instrument(span).await?;
+        match outcome {
+            Outcome::Finished { .. } => {
+                (self.out)(state, inner);
+                Ok(())
+            }
+            Outcome::Interrupted { node, value, .. } => Err(Error::Interrupted { node, session_id: None, value }),
+        }
+    }
 }
 
 impl<S: GraphState> Clone for Node<S> {
@@ -35,6 +74,7 @@ impl<S: GraphState> Clone for Node<S> {
         match self {
             Self::Agent(agent) => Self::Agent(Arc::clone(agent)),
             Self::Fn(f) => Self::Fn(Arc::clone(f)),
+            Self::Subgraph(graph) => Self::Subgraph(Arc::clone(graph)),
         }
     }
 }
@@ -44,6 +84,7 @@ impl<S: GraphState> fmt::Debug for Node<S> {
         match self {
             Self::Agent(agent) => write!(f, "Agent({:?})", agent.name()),
             Self::Fn(_) => f.write_str("Fn"),
+            Self::Subgraph(_) => f.write_str("Subgraph"),
         }
     }
 }
@@ -149,6 +190,56 @@ impl<S: GraphState> StateGraph<S> {
     {
         let node: NodeFn<S> = Arc::new(move |state, ctx| Box::pin(node(state, ctx)));
         self.nodes.push((name.into(), Node::Fn(node)));
+        self
+    }
+
+    /// Adds the compiled graph `graph` as the node `name`: `into` maps this graph's state to
+    /// the subgraph's, the subgraph runs from its `START` to its `END` (its nodes' usage and
+    /// events count for this run; its own sessions and cache are not used), and `out` folds its
+    /// final state back in.
+    ///
+    /// A node of the subgraph that interrupts interrupts this run at the node `name`; on resume
+    /// the subgraph runs again from its start, so its nodes before the interrupting one run
+    /// again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lgadk_core::Result<()> {
+    /// use lgadk_core::ChatState;
+    /// use lgadk_graph::{END, START, StateGraph};
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct Shout {
+    ///     text: String,
+    /// }
+    /// impl lgadk_core::GraphState for Shout {}
+    ///
+    /// let shout = StateGraph::<Shout>::new("shout")
+    ///     .add_node_fn("upper", |mut s: Shout, _| async move {
+    ///         s.text = s.text.to_uppercase();
+    ///         Ok(s)
+    ///     })
+    ///     .add_edge(START, "upper")
+    ///     .add_edge("upper", END)
+    ///     .compile()?;
+    /// let graph = StateGraph::<ChatState>::new("outer")
+    ///     .add_subgraph("shout", shout, |s: &ChatState| Shout { text: s.input.clone() }, |s, out| s.output = out.text)
+    ///     .add_edge(START, "shout")
+    ///     .add_edge("shout", END)
+    ///     .compile()?;
+    /// let state = graph.invoke(ChatState { input: "hi".into(), ..ChatState::default() }).await?;
+    /// assert_eq!(state.output, "HI");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn add_subgraph<T, I, O>(mut self, name: impl Into<String>, graph: CompiledGraph<T>, into: I, out: O) -> Self
+    where
+        T: GraphState,
+        I: Fn(&S) -> T + Send + Sync + 'static,
+        O: Fn(&mut S, T) + Send + Sync + 'static,
+    {
+        self.nodes.push((name.into(), Node::Subgraph(Arc::new(Mapped { graph, into, out }))));
         self
     }
 
