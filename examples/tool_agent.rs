@@ -28,6 +28,10 @@ use lgadk::core::{
 use lgadk::graph::prebuilt::ToolLoop;
 use lgadk::graph::{CompiledGraph, RunRequest, RunResponse};
 use lgadk::{SessionManager, serde_json};
+pub(crate) use support::session_manager;
+use support::{chain, init_tracing, say};
+
+mod support;
 
 // ---------------------------------------------------------------------------------------------
 // The tools.
@@ -216,13 +220,6 @@ mod arithmetic {
 // ---------------------------------------------------------------------------------------------
 // The command line.
 
-/// Writes one line of the transcript; a closed stdout must not stop the run half-way.
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {{
-        let _ = writeln!($out, $($arg)*);
-    }};
-}
-
 #[derive(Debug, PartialEq)]
 struct Args {
     model: String,
@@ -276,51 +273,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Com
         }
     }
     Ok(Command::Run(parsed))
-}
-
-pub(crate) async fn session_manager(
-    backend: &str,
-    redis_url: Option<String>,
-) -> std::result::Result<SessionManager, String> {
-    match backend {
-        "memory" => Ok(SessionManager::in_memory()),
-        "redis" => redis_manager(redis_url).await,
-        other => Err(format!("unknown backend `{other}`: use memory or redis")),
-    }
-}
-
-#[cfg(feature = "redis")]
-async fn redis_manager(redis_url: Option<String>) -> std::result::Result<SessionManager, String> {
-    let url = redis_url
-        .or_else(|| std::env::var("LGADK_REDIS_URL").ok().filter(|url| !url.trim().is_empty()))
-        .ok_or("--backend redis needs --redis-url <url> (or LGADK_REDIS_URL)")?;
-    SessionManager::redis(&url).await.map_err(|err| format!("cannot use Redis at {url}: {}", chain(&err)))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_manager(_: Option<String>) -> std::result::Result<SessionManager, String> {
-    Err("this build has no Redis support: build lgadk with its `redis` feature".to_owned())
-}
-
-/// The error with its causes, `outer: inner: …`.
-fn chain(err: &Error) -> String {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::fmt::format::FmtSpan;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::from_default_env())
-        .with_span_events(FmtSpan::CLOSE)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 #[tokio::main]
