@@ -158,6 +158,17 @@ pub(crate) async fn scenario(
                     summary.total_tokens_in,
                     summary.total_tokens_out
                 );
+                for (agent, stats) in &summary.agents {
+                    say!(
+                        out,
+                        "   {agent}: {} {}, {} tokens in, {} tokens out, {:.1} ms",
+                        stats.interactions,
+                        if stats.interactions == 1 { "turn" } else { "turns" },
+                        stats.tokens_in,
+                        stats.tokens_out,
+                        stats.time.as_secs_f64() * 1000.0
+                    );
+                }
             }
         }
         Ok(())

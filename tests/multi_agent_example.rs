@@ -26,6 +26,11 @@ fn check(out: &str) {
     assert!(out.contains("🔧 invoices: INV-1042"), "billing looked Maya's invoices up: {out}");
     assert!(out.contains("🔧 diagnostics: Error 651"), "{out}");
     assert!(out.contains("📊 Maya: 3 turns") && out.contains("📊 Leo: 2 turns"), "{out}");
+    // Maya's breakdown by agent: triage once, billing in all three turns, technical once.
+    let maya = out.split("📊 Maya").nth(1).unwrap();
+    for expected in ["billing: 3 turns", "technical: 1 turn,", "triage: 1 turn,"] {
+        assert!(maya.contains(expected), "{expected}: {maya}");
+    }
 }
 
 #[tokio::test]

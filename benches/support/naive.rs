@@ -100,7 +100,7 @@ impl SessionStore for NaiveStore {
         self.with_live(id, |entry, now| {
             entry.session.stats.record(&turn);
             entry.session.last_active = entry.session.last_active.max(now);
-            Ok(entry.session.stats)
+            Ok(entry.session.stats.clone())
         })
     }
 

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::id::{SessionId, UserId};
 use crate::message::Message;
 use crate::model::Usage;
-use crate::session::Metadata;
+use crate::session::{AgentShare, Metadata};
 use crate::tool::ToolBatch;
 
 /// A state a graph can run on and checkpoint.
@@ -296,6 +296,7 @@ pub struct RunContext {
     user_id: Option<UserId>,
     metadata: Arc<Metadata>,
     usage: Mutex<Usage>,
+    agents: Mutex<Vec<AgentShare>>,
     cancel: CancelToken,
     events: Option<Arc<dyn EventSink>>,
     resume: Option<serde_json::Value>,
@@ -328,6 +329,7 @@ impl RunContext {
             user_id,
             metadata: Arc::default(),
             usage: Mutex::new(Usage::default()),
+            agents: Mutex::new(Vec::new()),
             cancel: CancelToken::new(),
             events: None,
             resume: None,
@@ -395,6 +397,30 @@ impl RunContext {
     pub fn add_usage(&self, usage: Usage) {
         let mut total = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *total += usage;
+    }
+
+    /// Records what agent `agent` did: its model call's `usage` (added to the run's total as
+    /// [`add_usage`](Self::add_usage) does) and `time` spent. The turn's interaction then
+    /// carries the breakdown by agent ([`SessionStats::agents`](crate::SessionStats::agents)).
+    pub fn add_agent_usage(&self, agent: &str, usage: Usage, time: Duration) {
+        self.add_usage(usage);
+        let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let share = match agents.iter_mut().find(|share| share.agent == agent) {
+            Some(share) => share,
+            None => {
+                agents.push(AgentShare { agent: agent.to_owned(), tokens_in: 0, tokens_out: 0, time: Duration::ZERO });
+                let last = agents.len() - 1;
+                &mut agents[last]
+            }
+        };
+        share.tokens_in = share.tokens_in.saturating_add(usage.prompt_tokens);
+        share.tokens_out = share.tokens_out.saturating_add(usage.completion_tokens);
+        share.time = share.time.saturating_add(time);
+    }
+
+    /// The run's breakdown by agent so far, each agent once, in the order they first worked.
+    pub fn agent_shares(&self) -> Vec<AgentShare> {
+        self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Usage accumulated so far in this run.

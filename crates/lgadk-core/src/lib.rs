@@ -68,8 +68,8 @@ pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, Too
 pub use op::{OP_ID_WINDOW, OpId};
 #[doc(inline)]
 pub use session::{
-    Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata, MetadataUpdate, NewSession, Page,
-    Session, SessionPage, SessionStats, Timeout,
+    AgentShare, AgentStats, Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata,
+    MetadataUpdate, NewSession, Page, Session, SessionPage, SessionStats, Timeout,
 };
 #[doc(inline)]
 pub use store::SessionStore;

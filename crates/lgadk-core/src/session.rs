@@ -1,5 +1,6 @@
 //! Session records and the values passed to and from a [`SessionStore`](crate::SessionStore).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -149,7 +150,7 @@ impl Session {
 }
 
 /// Usage aggregated over a session's interactions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStats {
     /// Number of tracked interactions (turns).
     pub interactions: u64,
@@ -160,6 +161,39 @@ pub struct SessionStats {
     /// Sum of response times.
     #[serde(with = "duration_ms")]
     pub total_response_time: Duration,
+    /// The same analytics per agent, for graphs whose turns record who did the work (the tool
+    /// loop and teams do); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentStats>,
+}
+
+/// One agent's part of a session's analytics: the interactions it took part in, the tokens
+/// its model calls used and the time its nodes took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStats {
+    /// Interactions (turns) the agent took part in.
+    pub interactions: u64,
+    /// Prompt tokens of its model calls.
+    pub tokens_in: u64,
+    /// Completion tokens of its model calls.
+    pub tokens_out: u64,
+    /// Time its nodes took.
+    #[serde(with = "duration_ms")]
+    pub time: Duration,
+}
+
+/// One agent's part of one interaction ([`Interaction::agents`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentShare {
+    /// The agent (a node name).
+    pub agent: String,
+    /// Prompt tokens of its model calls in the turn.
+    pub tokens_in: u64,
+    /// Completion tokens of its model calls in the turn.
+    pub tokens_out: u64,
+    /// Time its nodes took in the turn.
+    #[serde(with = "duration_ms")]
+    pub time: Duration,
 }
 
 impl SessionStats {
@@ -178,11 +212,18 @@ impl SessionStats {
         self.total_tokens_in = self.total_tokens_in.saturating_add(turn.tokens_in);
         self.total_tokens_out = self.total_tokens_out.saturating_add(turn.tokens_out);
         self.total_response_time = self.total_response_time.saturating_add(turn.response_time);
+        for share in &turn.agents {
+            let agent = self.agents.entry(share.agent.clone()).or_default();
+            agent.interactions = agent.interactions.saturating_add(1);
+            agent.tokens_in = agent.tokens_in.saturating_add(share.tokens_in);
+            agent.tokens_out = agent.tokens_out.saturating_add(share.tokens_out);
+            agent.time = agent.time.saturating_add(share.time);
+        }
     }
 }
 
 /// What one turn adds to a session's [`SessionStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interaction {
     /// Prompt tokens of the turn.
     pub tokens_in: u64,
@@ -195,12 +236,22 @@ pub struct Interaction {
     /// `SessionManager` fills in a fresh one when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<OpId>,
+    /// The turn broken down by agent (each agent once), when the graph records it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentShare>,
 }
 
 impl Interaction {
     /// An interaction with token counts and no response time.
     pub fn tokens(tokens_in: u64, tokens_out: u64) -> Self {
-        Self { tokens_in, tokens_out, response_time: Duration::ZERO, op: None }
+        Self { tokens_in, tokens_out, response_time: Duration::ZERO, op: None, agents: Vec::new() }
+    }
+
+    /// Sets the breakdown by agent.
+    #[must_use]
+    pub fn with_agents(mut self, agents: Vec<AgentShare>) -> Self {
+        self.agents = agents;
+        self
     }
 
     /// Sets the operation id: a repeat of this interaction with the same id is counted once.

@@ -84,6 +84,7 @@ macro_rules! __store_scenarios {
             end_twice_returns_false,
             ended_id_can_be_created_again,
             track_interaction_adds_and_returns_totals,
+            interactions_break_down_by_agent,
             metadata_merge_keeps_other_keys,
             metadata_replace_drops_other_keys,
             oversized_metadata_writes_nothing,
@@ -751,14 +752,43 @@ pub async fn repeated_create_with_one_op_id_creates_once(fx: StoreFixture) {
     assert_eq!(fresh.stats, crate::SessionStats::default());
 }
 
+fn share(agent: &str, tokens_in: u64, tokens_out: u64, ms: u64) -> crate::AgentShare {
+    crate::AgentShare { agent: agent.to_owned(), tokens_in, tokens_out, time: Duration::from_millis(ms) }
+}
+
+/// An interaction's breakdown by agent adds up per agent — tracked alone, repeated with its op
+/// id (counted once) or committed with a turn — and reads back with the session.
+pub async fn interactions_break_down_by_agent(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let first = Interaction::tokens(4, 7)
+        .with_op_id(OpId::new())
+        .with_agents(vec![share("triage", 3, 5, 10), share("billing", 1, 2, 5)]);
+    let stats = fx.store.track_interaction(&id, first.clone()).await.unwrap();
+    let triage = crate::AgentStats { interactions: 1, tokens_in: 3, tokens_out: 5, time: Duration::from_millis(10) };
+    assert_eq!(stats.agents.get("triage"), Some(&triage));
+    assert_eq!(stats.agents.len(), 2);
+    assert_eq!(fx.store.track_interaction(&id, first).await.unwrap(), stats, "a repeat counts once");
+    fx.store.track_interaction(&id, Interaction::tokens(1, 1)).await.unwrap();
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().stats.agents, stats.agents, "no breakdown, no change");
+
+    let mut commit = turn(1, vec![Message::user("q"), Message::assistant("a")], 0);
+    commit.interaction = commit.interaction.map(|i| i.with_agents(vec![share("billing", 6, 6, 20)]));
+    let saved = fx.turns.commit_turn(&id, commit).await.unwrap().stats.expect("tracked");
+    let billing = crate::AgentStats { interactions: 2, tokens_in: 7, tokens_out: 8, time: Duration::from_millis(25) };
+    assert_eq!(saved.agents.get("billing"), Some(&billing));
+    let session = fx.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(session.stats.agents, saved.agents);
+    assert_eq!((session.stats.interactions, session.stats.agents["triage"].interactions), (3, 1));
+}
+
 /// An interaction repeated with the same op id is counted once, also after up to
 /// `OP_ID_WINDOW - 1` other writes; interactions without an op id always count.
 pub async fn repeated_interaction_with_one_op_id_counts_once(fx: StoreFixture) {
     let id = fx.store.create(NewSession::default()).await.unwrap().id;
     let first = Interaction::tokens(3, 5).with_op_id(OpId::new());
-    let stats = fx.store.track_interaction(&id, first).await.unwrap();
+    let stats = fx.store.track_interaction(&id, first.clone()).await.unwrap();
     assert_eq!((stats.interactions, stats.total_tokens_in, stats.total_tokens_out), (1, 3, 5));
-    let again = fx.store.track_interaction(&id, first).await.expect("a repeat succeeds");
+    let again = fx.store.track_interaction(&id, first.clone()).await.expect("a repeat succeeds");
     assert_eq!(again, stats, "the repeat changes nothing and returns the totals");
     for _ in 1..OP_ID_WINDOW {
         fx.store.track_interaction(&id, Interaction::tokens(1, 1).with_op_id(OpId::new())).await.unwrap();
@@ -850,7 +880,7 @@ pub async fn turn_commit_saves_checkpoint_interaction_and_metadata(fx: StoreFixt
     let merged = meta(json!({"keep": true, "plan": "pro", "n": 1}));
     assert_eq!(saved.metadata.as_ref(), Some(&merged));
     let session = fx.store.get(&id).await.unwrap().unwrap();
-    assert_eq!((session.stats, &session.metadata), (stats, &merged));
+    assert_eq!((&session.stats, &session.metadata), (&stats, &merged));
     assert_eq!(session.last_active.timestamp_millis(), fx.clock.now_ms());
     assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(saved.checkpoint));
     assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap().len(), 2);
@@ -865,7 +895,7 @@ pub async fn turn_commit_saves_checkpoint_interaction_and_metadata(fx: StoreFixt
 /// Reads back what a failed commit must not have changed.
 async fn assert_untouched(fx: &StoreFixture, id: &SessionId, before: &crate::Session, version: u64, log: usize) {
     let now = fx.store.get(id).await.unwrap().unwrap();
-    assert_eq!((&now.metadata, now.stats, now.last_active), (&before.metadata, before.stats, before.last_active));
+    assert_eq!((&now.metadata, &now.stats, now.last_active), (&before.metadata, &before.stats, before.last_active));
     assert_eq!(fx.checkpointer.version(id).await.unwrap(), version);
     assert_eq!(fx.checkpointer.messages(id, 0..100).await.unwrap().len(), log);
 }

@@ -211,13 +211,14 @@ impl<S: GraphState> CompiledGraph<S> {
             Interaction::tokens(usage.prompt_tokens, usage.completion_tokens)
                 .with_response_time(response_time)
                 .with_op_id(OpId::new())
+                .with_agents(ctx.agent_shares())
         });
         let commit = |state: &mut S| -> Result<TurnCommit> {
             let checkpoint = checkpoint::encode(&inner.topology.name, state, base_log_len, &next, step, node.clone())?;
             Ok(TurnCommit {
                 checkpoint: checkpoint.with_op_id(op),
                 expected_version: base_version,
-                interaction,
+                interaction: interaction.clone(),
                 merge_metadata: merge_metadata.clone(),
             })
         };
@@ -426,7 +427,7 @@ mod tests {
         });
         mock.expect_commit_turn()
             .withf(|_, commit| {
-                let turn = commit.interaction.unwrap();
+                let turn = commit.interaction.as_ref().unwrap();
                 commit.expected_version == 0
                     && commit.checkpoint.messages.len() == 2
                     && commit.checkpoint.op.is_some()
@@ -632,7 +633,7 @@ mod tests {
             Err(Error::backend_unknown("mock", "commit", std::io::Error::other("no answer")))
         });
         mock.expect_commit_turn().times(1).in_sequence(&mut seq).returning(move |id, commit| {
-            second.lock().unwrap().push((commit.checkpoint.op, commit.interaction.and_then(|turn| turn.op)));
+            second.lock().unwrap().push((commit.checkpoint.op, commit.interaction.as_ref().and_then(|turn| turn.op)));
             answer_commit(0)(id, commit)
         });
         graph(mock, false).run(RunRequest::new("hi")).await.unwrap();

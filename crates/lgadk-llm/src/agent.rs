@@ -193,9 +193,10 @@ impl Agent<ChatState> for ChatAgent {
 
     async fn call(&self, state: &mut ChatState, ctx: &RunContext) -> Result<()> {
         let (request, user) = self.request(state)?;
+        let started = std::time::Instant::now();
         let reply =
             if ctx.is_streaming() { self.stream_reply(request, ctx).await? } else { self.model.chat(request).await? };
-        ctx.add_usage(reply.usage);
+        ctx.add_agent_usage(&self.name, reply.usage, started.elapsed());
         state.messages.extend(user);
         state.output.clone_from(&reply.message.content);
         state.messages.push(reply.message);

@@ -1,5 +1,6 @@
 //! [`SessionManager`]: the session API applications call.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
-    Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, IntoOptionalUserId,
+    AgentStats, Checkpointer, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Error, Interaction, IntoOptionalUserId,
     IntoSessionId, IntoUserId, Metadata, MetadataUpdate, NewSession, OpId, Outcome, Page, Result, Session, SessionId,
     SessionPage, SessionStats, SessionStore, Timeout, TurnStore, UserId,
 };
@@ -213,6 +214,10 @@ pub struct SessionSummary {
     pub last_active: DateTime<Utc>,
     /// The user's metadata.
     pub metadata: Metadata,
+    /// The analytics per agent, for sessions of graphs that record who did the work (the tool
+    /// loop, teams, `ChatAgent`): interactions each agent took part in, its tokens and time.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentStats>,
 }
 
 impl SessionSummary {
@@ -223,6 +228,7 @@ impl SessionSummary {
             interactions: session.stats.interactions,
             total_tokens_in: session.stats.total_tokens_in,
             total_tokens_out: session.stats.total_tokens_out,
+            agents: session.stats.agents,
             session_id: session.id,
             user_id: session.user_id,
             created_at: session.created_at,
@@ -425,7 +431,7 @@ impl SessionManager {
     pub async fn record_interaction(&self, id: impl IntoSessionId<'_>, mut turn: Interaction) -> Result<SessionStats> {
         let id = id.into_session_id()?;
         turn.op.get_or_insert_with(OpId::new);
-        let call = self.repeat_unknown(|| self.dyn_store().track_interaction(&id, turn));
+        let call = self.repeat_unknown(|| self.dyn_store().track_interaction(&id, turn.clone()));
         traced(call.instrument(span!("track_interaction", self, id)).await)
     }
 

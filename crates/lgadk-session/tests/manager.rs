@@ -346,7 +346,7 @@ async fn without_repeats_the_caller_sees_the_unknown_outcome_and_may_repeat_it()
     let id = sessions.create_session(None, Metadata::new()).await.unwrap();
     let turn = Interaction::tokens(1, 1).with_op_id(OpId::new());
     lose.store(1, Ordering::SeqCst);
-    let err = sessions.record_interaction(&id, turn).await.unwrap_err();
+    let err = sessions.record_interaction(&id, turn.clone()).await.unwrap_err();
     assert_eq!(err.outcome(), Some(Outcome::Unknown));
     assert!(!err.is_retryable());
     let again = sessions.record_interaction(&id, turn).await.unwrap();

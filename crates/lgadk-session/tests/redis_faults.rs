@@ -210,7 +210,7 @@ async fn writes_repeated_with_their_op_id_count_once_across_a_frozen_server() {
                     loop {
                         attempts += 1;
                         assert!(attempts <= 40, "a call was never acknowledged");
-                        match manager.record_interaction(&id, turn).await {
+                        match manager.record_interaction(&id, turn.clone()).await {
                             Ok(_) => break,
                             Err(err) if err.outcome() == Some(Outcome::Unknown) => {
                                 assert!(!err.is_retryable(), "an unknown outcome is not blindly retryable");

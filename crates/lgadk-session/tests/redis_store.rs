@@ -461,7 +461,7 @@ async fn counters_saturate() {
     let store = store(&server, "sat", SystemClock).await;
     let id = store.create(NewSession::default()).await.unwrap().id;
     let huge = Interaction::tokens(u64::MAX, i64::MAX as u64 - 1);
-    store.track_interaction(&id, huge).await.unwrap();
+    store.track_interaction(&id, huge.clone()).await.unwrap();
     let stats = store.track_interaction(&id, huge).await.unwrap();
     assert_eq!(
         (stats.interactions, stats.total_tokens_in, stats.total_tokens_out),

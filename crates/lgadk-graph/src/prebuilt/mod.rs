@@ -331,7 +331,13 @@ impl ToolLoop {
 
     /// The tool node, to wire by hand.
     pub fn tool_node(&self) -> ToolNode {
-        ToolNode { name: self.tool_node.clone(), tools: self.tools.clone(), options: self.options, team: None }
+        ToolNode {
+            name: self.tool_node.clone(),
+            tools: self.tools.clone(),
+            options: self.options,
+            team: None,
+            agent: self.model_node.clone(),
+        }
     }
 
     /// Adds both nodes to `graph`, wired model → tools (when the reply calls tools) → model,

@@ -239,14 +239,16 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
             messages = request.messages.len(),
             tools = request.tools.len()
         );
+        let started = std::time::Instant::now();
         let reply = async {
             if ctx.is_streaming() { self.stream_reply(request, ctx).await } else { self.model.chat(request).await }
         }
         .instrument(span)
         .await?;
+        let took = started.elapsed();
         let Usage { prompt_tokens, completion_tokens } = reply.usage;
         tracing::debug!(prompt_tokens, completion_tokens, tool_calls = reply.message.tool_calls.len(), "model replied");
-        ctx.add_usage(reply.usage);
+        ctx.add_agent_usage(&self.name, reply.usage, took);
         self.finish(state, reply.message)
     }
 }

@@ -12,7 +12,7 @@ use futures_util::future::{Either, select};
 use futures_util::{FutureExt as _, StreamExt as _, stream};
 use lgadk_core::{
     Agent, AgentEvent, ApprovalDecision, ApprovalDecisions, ApprovalRequest, Error, Message, PendingApproval, Result,
-    Role, RunContext, Tool, ToolBatch, ToolCall, ToolContext, ToolError, ToolSet,
+    Role, RunContext, Tool, ToolBatch, ToolCall, ToolContext, ToolError, ToolSet, Usage,
 };
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -28,6 +28,8 @@ pub struct ToolNode {
     pub(super) tools: ToolSet,
     pub(super) options: ToolLoopOptions,
     pub(super) team: Option<ToolTeam>,
+    /// The agent (model node) whose calls this node runs.
+    pub(super) agent: String,
 }
 
 impl fmt::Debug for ToolNode {
@@ -354,11 +356,15 @@ impl<S: ToolLoopState> Agent<S> for ToolNode {
             _ => return Ok(()),
         };
         let batch = state.tool_batch_mut().take();
-        match batch {
+        let started = Instant::now();
+        let ran = match batch {
             Some(batch) if batch.call_ids.iter().map(String::as_str).eq(calls.iter().map(|c| c.id.as_str())) => {
                 self.resume_batch(state, &calls, batch, ctx).await
             }
             _ => self.start_batch(state, &calls, ctx).await,
-        }
+        };
+        // The tools' time is the calling agent's.
+        ctx.add_agent_usage(&self.agent, Usage::default(), started.elapsed());
+        ran
     }
 }

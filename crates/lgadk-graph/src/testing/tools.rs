@@ -278,4 +278,9 @@ pub async fn team_next_turn_starts_with_the_agent_that_holds_the_conversation(fx
         second.state.messages.iter().filter(|m| m.role == Role::Assistant).map(|m| m.name.as_deref()).collect();
     assert_eq!(authors, [Some("triage"), Some("billing"), Some("billing")]);
     assert_eq!(interactions(&other, &id).await, 2);
+    // The analytics per agent: triage worked in one turn, billing in both.
+    let agents = other.get_session_summary(&id).await.unwrap().unwrap().agents;
+    let counted: Vec<(&str, u64, u64)> =
+        agents.iter().map(|(name, a)| (name.as_str(), a.interactions, a.tokens_in)).collect();
+    assert_eq!(counted, [("billing", 2, 2), ("triage", 1, 1)]);
 }

@@ -140,7 +140,7 @@ impl TurnStore for InMemoryStore {
         let checkpoint = checkpoint.check_depth()?;
         let merge_metadata = merge_metadata.map(check_metadata_depth).transpose()?;
         self.inner.with_live(id, |record, now| {
-            let stats = interaction.as_ref().map(|_| record.stats);
+            let stats = interaction.as_ref().map(|_| record.stats.clone());
             let metadata = merge_metadata.as_ref().map(|_| record.metadata.clone());
             if let Some(checkpoint) = repeated_put(record, &checkpoint, now) {
                 return Ok(TurnSaved { checkpoint, stats, metadata });
@@ -166,7 +166,7 @@ impl TurnStore for InMemoryStore {
                     RecentOps::remember(&mut record.ops, turn.op, Applied::Write);
                 }
                 active = true;
-                record.stats
+                record.stats.clone()
             });
             if active {
                 record.last_active_ms = record.last_active_ms.max(now);

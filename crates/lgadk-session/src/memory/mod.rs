@@ -191,7 +191,7 @@ impl Record {
             last_active: timestamp(self.last_active_ms),
             timeout: (self.timeout_ms != NEVER).then(|| Duration::from_millis(self.timeout_ms)),
             metadata: self.metadata.clone(),
-            stats: self.stats,
+            stats: self.stats.clone(),
         }
     }
 }
@@ -445,7 +445,7 @@ impl SessionStore for InMemoryStore {
                 record.last_active_ms = record.last_active_ms.max(now);
                 RecentOps::remember(&mut record.ops, turn.op, Applied::Write);
             }
-            Ok(record.stats)
+            Ok(record.stats.clone())
         })
     }
 

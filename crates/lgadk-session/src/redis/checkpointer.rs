@@ -153,6 +153,12 @@ impl TurnStore for RedisStore {
             .arg(Self::json(OP, "a checkpoint", &body)?)
             .arg(op_arg(checkpoint.op));
         match &interaction {
+            Some(turn) if !turn.agents.is_empty() => invocation
+                .arg(super::session::agent_shares(&turn.agents))
+                .arg(clamp_i64(turn.tokens_in.into()))
+                .arg(clamp_i64(turn.tokens_out.into()))
+                .arg(clamp_i64(turn.response_time.as_micros()))
+                .arg(op_arg(turn.op)),
             Some(turn) => invocation
                 .arg("1")
                 .arg(clamp_i64(turn.tokens_in.into()))

@@ -5,19 +5,21 @@
 //! (or "absent" for the reads that answer `None`), `CORRUPT` becomes `Corrupt` naming the
 //! session and the field, and stored fields that do not decode are `Corrupt` too.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lgadk_core::session::timestamp;
 use lgadk_core::{
-    Checkpoint, Error, LatestCheckpoint, Message, Metadata, Result, Session, SessionId, SessionStats, TurnStart, UserId,
+    AgentStats, Checkpoint, Error, LatestCheckpoint, Message, Metadata, Result, Session, SessionId, SessionStats,
+    TurnStart, UserId,
 };
 
 use super::decode::{corrupt_json, decode_checkpoint, decode_metadata};
 use super::reply::{Fields, FromScriptReply, parse_field};
 use super::scripts::status;
 
-/// Fields the `get` script answers before the metadata pairs.
-const GET_FIELDS: usize = 8;
+/// Fields the `get` script answers before the metadata pairs (the last, `ag`, may be nil).
+const GET_FIELDS: usize = 9;
 
 /// The four counters, in the order the scripts answer them.
 fn stats(fields: &mut Fields<'_>, id: &SessionId) -> Result<SessionStats> {
@@ -26,7 +28,31 @@ fn stats(fields: &mut Fields<'_>, id: &SessionId) -> Result<SessionStats> {
         total_tokens_in: fields.stored(id, "total_tokens_in")?,
         total_tokens_out: fields.stored(id, "total_tokens_out")?,
         total_response_time: Duration::from_micros(fields.stored(id, "total_response_time")?),
+        agents: agent_stats(fields.opt_text()?.as_deref(), id)?,
     })
+}
+
+/// The per-agent analytics the scripts keep in the session hash's `ag` field: a JSON object
+/// of `[interactions, tokens in, tokens out, time in µs]` by agent; absent before the first.
+fn agent_stats(raw: Option<&str>, id: &SessionId) -> Result<BTreeMap<String, AgentStats>> {
+    let Some(raw) = raw else { return Ok(BTreeMap::new()) };
+    // Lua's cjson writes numbers past 10^14 in exponent form: read them as floats (exact up to
+    // 2^53, where the scripts stop counting).
+    let stored: BTreeMap<String, [f64; 4]> = serde_json::from_str(raw).map_err(|err| Error::corrupt(id, err))?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "saturating casts of counts ≤ 2^53")]
+    let count = |value: f64| value as u64;
+    Ok(stored
+        .into_iter()
+        .map(|(agent, [n, tokens_in, tokens_out, us])| {
+            let stats = AgentStats {
+                interactions: count(n),
+                tokens_in: count(tokens_in),
+                tokens_out: count(tokens_out),
+                time: Duration::from_micros(count(us)),
+            };
+            (agent, stats)
+        })
+        .collect())
 }
 
 /// `create.lua`.
@@ -85,7 +111,7 @@ impl FromScriptReply for GetReply {
     }
 }
 
-/// The eight session fields `get.lua` and `turn_begin.lua` answer first, as a session with
+/// The nine session fields `get.lua` and `turn_begin.lua` answer first, as a session with
 /// no metadata yet.
 fn session_record(fields: &mut Fields<'_>, id: &SessionId) -> Result<Session> {
     let (last, timeout, created, user) =
@@ -450,7 +476,7 @@ impl FromScriptReply for TurnCommitReply {
         fields.session_status(status, id)?;
         match status {
             // The commit ran: a reply cut short must read as an unknown outcome, not as data.
-            status::OK if fields.remaining() < 6 => Err(fields.bad("reply too short")),
+            status::OK if fields.remaining() < 7 => Err(fields.bad("reply too short")),
             status::OK => Ok(Self::Saved {
                 version: fields.stored(id, "checkpoint version")?,
                 log_len: fields.stored(id, "log length")?,
@@ -559,19 +585,24 @@ mod tests {
             Ok(CpPutReply::Conflict { actual: 3 })
         ));
         let short = vec![Value::Int(status::OK), text("1"), text("2")];
-        assert_eq!(outcome::<GetReply>("get", short, &id), Some(NotApplied), "get answers eight fields");
+        assert_eq!(outcome::<GetReply>("get", short, &id), Some(NotApplied), "get answers nine fields");
     }
 
-    /// `turn_begin.lua`: the session's eight fields, the version, the metadata count and
+    /// `turn_begin.lua`: the session's nine fields (the per-agent analytics last), the version, the metadata count and
     /// pairs, then (only when stale) the checkpoint and its log.
     #[test]
     fn turn_replies_read_their_fields_in_order() {
         let id = SessionId::default();
-        let record = || ["7", "-1", "5", "alice", "2", "10", "20", "3000"].map(text).to_vec();
+        let record = || {
+            let mut fields = ["7", "-1", "5", "alice", "2", "10", "20", "3000"].map(text).to_vec();
+            fields.push(text(r#"{"billing":[2,10,20,3000]}"#));
+            fields
+        };
         let begin = |tail: Vec<Value>| [vec![Value::Int(status::OK)], record(), tail].concat();
         let warm = begin(vec![text("4"), Value::Int(2), text("plan"), text("\"pro\"")]);
         let start = decode::<TurnBeginReply>("begin_turn", warm, &id).unwrap().start.unwrap();
         assert_eq!((start.version, start.latest, start.session.stats.interactions), (4, None, 2));
+        assert_eq!(start.session.stats.agents["billing"].time, Duration::from_millis(3));
         assert_eq!(start.session.metadata.get("plan"), Some(&serde_json::json!("pro")));
         assert_eq!(start.session.user_id.as_ref().map(UserId::as_str), Some("alice"));
         let blob = r#"{"version":4,"log_len":1,"step":2,"node":null,"at":9,"state":{}}"#;
@@ -585,13 +616,16 @@ mod tests {
         let absent = vec![Value::Int(status::NOT_FOUND)];
         assert!(decode::<TurnBeginReply>("begin_turn", absent, &id).unwrap().start.is_none());
 
-        let saved = ["3", "8", "1", "2", "3", "4", "k", "1"].map(text).to_vec();
+        let mut saved = ["3", "8", "1", "2", "3", "4"].map(text).to_vec();
+        saved.extend([Value::Nil, text("k"), text("1")]);
         let commit = decode::<TurnCommitReply>("commit_turn", [vec![Value::Int(status::OK)], saved].concat(), &id);
         assert!(matches!(
             commit,
             Ok(TurnCommitReply::Saved { version: 3, log_len: 8, stats, metadata })
-                if stats.interactions == 1 && metadata.get("k") == Some(&serde_json::json!(1))
+                if stats.interactions == 1 && stats.agents.is_empty() && metadata.get("k") == Some(&serde_json::json!(1))
         ));
+        let damaged = [vec![Value::Int(status::OK)], ["3", "8", "1", "2", "3", "4", "[1]"].map(text).to_vec()].concat();
+        assert!(matches!(decode::<TurnCommitReply>("commit_turn", damaged, &id), Err(Error::Corrupt { .. })));
         let too_large = vec![Value::Int(status::TOO_LARGE), Value::Int(2048)];
         assert!(matches!(
             decode::<TurnCommitReply>("commit_turn", too_large, &id),

@@ -138,13 +138,14 @@ impl SessionStore for RedisStore {
         let tokens_in = clamp_i64(turn.tokens_in.into());
         let tokens_out = clamp_i64(turn.tokens_out.into());
         let response_us = clamp_i64(turn.response_time.as_micros());
+        let agents = agent_shares(&turn.agents);
         let reply: TrackReply = self
             .session_script(
                 "track_interaction",
                 writes(turn.op),
                 &scripts::TRACK,
                 id,
-                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us, &op_arg(turn.op)],
+                &[&GC_GRACE_MS, &tokens_in, &tokens_out, &response_us, &op_arg(turn.op), &agents],
             )
             .await?;
         Ok(reply.stats)
@@ -259,4 +260,17 @@ impl SessionStore for RedisStore {
             }
         }
     }
+}
+
+/// A turn's breakdown by agent as `add_agents` in `lua/common.lua` takes it: JSON
+/// `[[agent, tokens in, tokens out, µs], ...]`, or `''` for none.
+pub(super) fn agent_shares(agents: &[lgadk_core::AgentShare]) -> String {
+    if agents.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<(&str, u64, u64, u64)> = agents
+        .iter()
+        .map(|a| (a.agent.as_str(), a.tokens_in, a.tokens_out, u64::try_from(a.time.as_micros()).unwrap_or(u64::MAX)))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_default()
 }

@@ -105,6 +105,24 @@ local function add_interaction(s, tokens_in, tokens_out, response_us)
   end
 end
 
+-- Adds a turn's breakdown by agent (`shares`: JSON `[[agent, tokens in, tokens out, µs], ...]`,
+-- each agent once) to field `ag` of the session hash `s`: a JSON object of
+-- `[interactions, tokens in, tokens out, µs]` by agent. Counts stop at 2^53, which Lua's
+-- numbers and JSON hold exactly.
+local function add_agents(s, shares)
+  if shares == nil or shares == '' or shares == '1' then return end
+  local stored = redis.call('HGET', s, 'ag')
+  local all = stored and cjson.decode(stored) or {}
+  local limit = 9007199254740992
+  local function add(a, b) return math.min(a + b, limit) end
+  for _, share in ipairs(cjson.decode(shares)) do
+    local agent = tostring(share[1])
+    local was = all[agent] or {0, 0, 0, 0}
+    all[agent] = {add(was[1], 1), add(was[2], share[2]), add(was[3], share[3]), add(was[4], share[4])}
+  end
+  redis.call('HSET', s, 'ag', cjson.encode(all))
+end
+
 -- Operation ids: field `o` of the session hash holds the last OPS_KEPT (= OP_ID_WINDOW) ids
 -- applied to the session, oldest first, as `<32 hex>=<answer>;` entries. It lives and dies
 -- with the session hash.

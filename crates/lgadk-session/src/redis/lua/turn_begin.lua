@@ -2,17 +2,17 @@
 -- Answers the session's fields as get.lua does, the latest version, the number of metadata
 -- fields that follow (2 per key) and the metadata; then, unless the cached version is the
 -- latest, the latest checkpoint and the log it covers.
-local f = redis.call('HMGET', KEYS[1], 'l', 't', 'c', 'u', 'n', 'ti', 'to', 'rt')
+local f = redis.call('HMGET', KEYS[1], 'l', 't', 'c', 'u', 'n', 'ti', 'to', 'rt', 'ag')
 local state, field = liveness(f[1], f[2])
 if state == 'corrupt' then return {CORRUPT, field} end
 if state ~= 'live' then return {NOT_FOUND} end
 local v = redis.call('HGET', KEYS[3], 'v') or '0'
 if not is_count(v) then return {CORRUPT, 'checkpoint version'} end
 local out = {OK}
-for i = 1, 8 do out[i + 1] = f[i] end
-out[10] = v
+for i = 1, 9 do out[i + 1] = f[i] end
+out[11] = v
 local meta = redis.call('HGETALL', KEYS[2])
-out[11] = #meta
+out[12] = #meta
 for i = 1, #meta do out[#out + 1] = meta[i] end
 if v == '0' or v == ARGV[2] then return out end
 local blob = redis.call('HGET', KEYS[3], v)

@@ -1,6 +1,7 @@
 -- TurnStore::commit_turn: KEYS s, m, cp, h
 -- ARGV now, grace, expected version, retention, metadata limit, checkpoint body (as cp_put),
---      checkpoint op id ('' = none), '1' to track an interaction ('' = not), tokens in,
+--      checkpoint op id ('' = none), '1' or the breakdown by agent as add_agents takes it
+--      to track an interaction ('' = not), tokens in,
 --      tokens out, response time (µs), interaction op id ('' = none), number of metadata
 --      arguments that follow ('' = no merge; 2 per key), metadata key/json pairs...,
 --      messages (JSON)...
@@ -13,14 +14,14 @@ if state == 'corrupt' then return {CORRUPT, field} end
 if state ~= 'live' then return {NOT_FOUND} end
 local bad = bad_counter({f[3], f[4], f[5], f[6]})
 if bad then return {CORRUPT, bad} end
-local track = ARGV[8] == '1'
+local track = ARGV[8] ~= ''
 local merging = ARGV[13] ~= ''
 local first_meta = 14
 local first_message = first_meta + (merging and tonumber(ARGV[13]) or 0)
 
 local function answer(version, len)
-  local totals = redis.call('HMGET', KEYS[1], 'n', 'ti', 'to', 'rt')
-  local out = {OK, version, len, totals[1], totals[2], totals[3], totals[4]}
+  local totals = redis.call('HMGET', KEYS[1], 'n', 'ti', 'to', 'rt', 'ag')
+  local out = {OK, version, len, totals[1], totals[2], totals[3], totals[4], totals[5]}
   if merging then
     local meta = redis.call('HGETALL', KEYS[2])
     for i = 1, #meta do out[#out + 1] = meta[i] end
@@ -57,6 +58,7 @@ while old >= 1 and redis.call('HDEL', KEYS[3], string.format('%d', old)) == 1 do
 -- The interaction, as track.lua counts it (once per op id).
 if track and not op_answer(o, ARGV[12]) then
   add_interaction(KEYS[1], ARGV[9], ARGV[10], ARGV[11])
+  add_agents(KEYS[1], ARGV[8])
   op_record(KEYS[1], o, ARGV[12], '')
 end
 if merging and first_message > first_meta then send_chunked('HSET', KEYS[2], first_meta, first_message - 1) end
