@@ -476,12 +476,14 @@ pub fn check_arguments(tool: &str, schema: &Value, arguments: &Value) -> std::re
         if declared.is_none() && schema.get("additionalProperties") == Some(&Value::Bool(false)) {
             return Err(invalid(Some(name), "no such field".to_owned()));
         }
-        let types: Vec<&str> = match declared.and_then(|d| d.get("type")) {
-            Some(Value::String(t)) => vec![t.as_str()],
-            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        // No allocation unless the field does not fit.
+        let declared_types = match declared.and_then(|d| d.get("type")) {
+            Some(single @ Value::String(_)) => std::slice::from_ref(single),
+            Some(Value::Array(ts)) => ts.as_slice(),
             _ => continue,
         };
-        if !types.iter().any(|t| fits(t, value)) {
+        if !declared_types.iter().filter_map(Value::as_str).any(|t| fits(t, value)) {
+            let types: Vec<&str> = declared_types.iter().filter_map(Value::as_str).collect();
             return Err(invalid(Some(name), format!("expected {}, got {}", types.join(" or "), kind(value))));
         }
     }

@@ -45,6 +45,7 @@ impl fmt::Debug for ToolNode {
 
 /// A call about to run: the tool and the arguments it runs with.
 struct Job {
+    /// The call's id and name (its arguments are in `arguments`).
     call: ToolCall,
     tool: Arc<dyn Tool>,
     arguments: Value,
@@ -79,16 +80,22 @@ impl ToolNode {
     async fn run(&self, job: Job, ctx: &RunContext) -> Done {
         let Job { call, tool, arguments, edited } = job;
         let call = &call;
-        ctx.emit(AgentEvent::ToolStarted {
-            node: self.name.clone(),
-            call_id: call.id.clone(),
-            name: call.name.clone(),
-            arguments: arguments.clone(),
-        });
+        // Events cost a copy of the arguments: only when someone listens.
+        if ctx.is_streaming() {
+            ctx.emit(AgentEvent::ToolStarted {
+                node: self.name.clone(),
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                arguments: arguments.clone(),
+            });
+        }
         let span = tracing::info_span!("tool.call", tool = %call.name, call.id = %call.id, edited);
         let started = Instant::now();
         let tool_ctx = ToolContext::for_run(ctx, &self.name, &call.id);
-        let running = AssertUnwindSafe(tool.call(arguments.clone(), tool_ctx)).catch_unwind();
+        // The edited arguments are quoted to the model afterwards; others are not kept.
+        let (arguments, quoted) = if edited { (arguments.clone(), Some(arguments)) } else { (arguments, None) };
+        // `dyn Tool` directly: through `Arc`'s forwarding impl the call would box a second future.
+        let running = AssertUnwindSafe(tool.as_ref().call(arguments, tool_ctx)).catch_unwind();
         let outcome = match tokio::time::timeout(self.options.tool_timeout, running).instrument(span.clone()).await {
             Err(_) => Err(ToolError::Timeout { after: self.options.tool_timeout }),
             Ok(Err(panic)) => Err(ToolError::Panicked { message: panic_message(panic.as_ref()) }),
@@ -98,10 +105,11 @@ impl ToolNode {
         let done = match outcome {
             Ok(output) => {
                 let content = output.into_content();
-                let content = if edited {
-                    format!("(A reviewer changed the arguments to {arguments} before this call ran.)\n{content}")
-                } else {
-                    content
+                let content = match quoted {
+                    Some(arguments) => {
+                        format!("(A reviewer changed the arguments to {arguments} before this call ran.)\n{content}")
+                    }
+                    None => content,
                 };
                 Done { message: result_message(call, content), error: None }
             }
@@ -115,6 +123,9 @@ impl ToolNode {
     }
 
     fn finished(&self, call: &ToolCall, done: &Done, duration: Duration, ctx: &RunContext) {
+        if !ctx.is_streaming() {
+            return;
+        }
         ctx.emit(AgentEvent::ToolFinished {
             node: self.name.clone(),
             call_id: call.id.clone(),
@@ -179,8 +190,10 @@ impl ToolNode {
                     arguments: call.arguments.clone(),
                 }),
                 Ok(tool) => {
+                    // One copy of the arguments, for the job; the call there needs only its id and name.
+                    let call_only = ToolCall { id: call.id.clone(), name: call.name.clone(), arguments: Value::Null };
                     let job = Job {
-                        call: call.clone(),
+                        call: call_only,
                         tool: Arc::clone(tool),
                         arguments: call.arguments.clone(),
                         edited: false,
@@ -240,7 +253,10 @@ impl ToolNode {
                 ApprovalDecision::Edit { arguments } => (arguments.clone(), true),
             };
             match self.tools.resolve(&call.name, &arguments) {
-                Ok(tool) => jobs.push((slot, Job { call: call.clone(), tool: Arc::clone(tool), arguments, edited })),
+                Ok(tool) => {
+                    let call = ToolCall { id: call.id.clone(), name: call.name.clone(), arguments: Value::Null };
+                    jobs.push((slot, Job { call, tool: Arc::clone(tool), arguments, edited }));
+                }
                 Err(err) => {
                     let done = failed(call, err);
                     self.finished(call, &done, Duration::ZERO, ctx);
