@@ -390,26 +390,54 @@ fn targets(report: &mut Report) {
     }
 }
 
-/// `LGADK_BENCH_PROFILE=<tools> <turns>`: runs `turns` invokes with `tools` typed tools inside
-/// `profiled_turns`, for `valgrind --tool=callgrind --toggle-collect='*profiled_turns*'` or
-/// `perf record`.
+/// `LGADK_BENCH_PROFILE=<tools> <turns> [invoke|direct|run|run-direct]`: runs `turns` turns
+/// with `tools` typed tools inside `profiled_turns` (`invoke`, the default: the graph without
+/// a session; `direct`: the same calls by hand; `run`: the graph on new sessions of the
+/// in-memory backend; `run-direct`: the calls by hand plus the store operations), for
+/// `valgrind --tool=callgrind --toggle-collect='*profiled_turns*'` or `perf record`.
 fn profile(rt: &tokio::runtime::Runtime, spec: &str) {
-    let parts: Vec<usize> = spec.split_whitespace().map(|n| n.parse().unwrap()).collect();
-    let [tools, turns] = parts[..] else { panic!("LGADK_BENCH_PROFILE: expected `<tools> <turns>`") };
-    let case = Case::new(Kind::Typed, tools, None);
-    let elapsed = profiled_turns(rt, &case, turns);
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let (tools, turns, mode) = match words[..] {
+        [tools, turns] => (tools, turns, "invoke"),
+        [tools, turns, mode] => (tools, turns, mode),
+        _ => panic!("LGADK_BENCH_PROFILE: expected `<tools> <turns> [invoke|direct|run|run-direct]`"),
+    };
+    let (tools, turns) = (tools.parse::<usize>().unwrap(), turns.parse::<u64>().unwrap());
+    let sessions = SessionManager::new(InMemoryStore::new());
+    let case = Case::new(Kind::Typed, tools, Some(&sessions));
+    let checkpoint = rt.block_on(turn_checkpoint(&sessions, &case));
+    let elapsed = profiled_turns(rt, &sessions, &case, &checkpoint, mode, turns);
     println!("{spec}: {:?} per turn", elapsed / u32::try_from(turns).unwrap());
 }
 
 #[inline(never)]
-fn profiled_turns(rt: &tokio::runtime::Runtime, case: &Case, turns: usize) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        for _ in 0..turns {
-            black_box(case.invoke().await);
-        }
-        start.elapsed()
-    })
+fn profiled_turns(
+    rt: &tokio::runtime::Runtime,
+    sessions: &SessionManager,
+    case: &Case,
+    checkpoint: &NewCheckpoint,
+    mode: &str,
+    turns: u64,
+) -> Duration {
+    match mode {
+        "invoke" => rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..turns {
+                black_box(case.invoke().await);
+            }
+            start.elapsed()
+        }),
+        "direct" => rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..turns {
+                black_box(case.direct().await);
+            }
+            start.elapsed()
+        }),
+        "run" => time_turns(rt, sessions, case, turns),
+        "run-direct" => time_direct_ops(rt, sessions, case, checkpoint, turns),
+        _ => panic!("LGADK_BENCH_PROFILE: unknown mode `{mode}`"),
+    }
 }
 
 fn main() {
