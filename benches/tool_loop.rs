@@ -295,7 +295,15 @@ fn time_direct_ops(
             let new = NewSession::default().with_id(SessionId::new());
             let id = sessions.create_session_with(new).await.unwrap().id;
             let (messages, usage) = black_box(case.direct().await);
-            let turn = NewCheckpoint { messages, ..checkpoint.clone() };
+            // The snapshot as the graph writes it, with this turn's messages (not a clone of the
+            // template's: the graph moves its messages into the checkpoint).
+            let turn = NewCheckpoint {
+                state: checkpoint.state.clone(),
+                step: checkpoint.step,
+                node: checkpoint.node.clone(),
+                messages,
+                op: None,
+            };
             black_box(checkpointer.put(&id, turn, 0).await.unwrap());
             let tracked = sessions.track_interaction(
                 &id,
