@@ -197,7 +197,8 @@ impl Case {
         let calls = reply.message.tool_calls.clone();
         messages.push(reply.message);
         for call in &calls {
-            let tool = self.tools.get(&call.name).unwrap();
+            // Through `dyn Tool`: `Arc`'s forwarding impl would box a second future per call.
+            let tool = self.tools.get(&call.name).unwrap().as_ref();
             let output = tool.call(call.arguments.clone(), ToolContext::new(call.id.clone())).await.unwrap();
             messages.push(Message {
                 name: Some(call.name.clone()),
@@ -462,7 +463,7 @@ fn main() {
          5+2 tokens per call; each tool returns `ok` (typed: `FunctionTool` deserializing `{\"n\": u32}`; \
          hand-written: a `Tool` impl with the same schema that does not look at its arguments). `called \
          directly` = the same two `ChatModel::chat` requests (history and tool specs) and the same N \
-         `Tool::call`s (`ToolSet::get`, `ToolContext::new`, one after the other), appending the same messages. \
+         `Tool::call`s (`ToolSet::get`, `ToolContext::new`, called on the `dyn Tool`, one after the other), appending the same messages. \
          `+ store ops` = what `graph_overhead` counts for a first turn: create_session_with, put (the turn's \
          checkpoint with its N + 3 messages), track_interaction.",
     );
