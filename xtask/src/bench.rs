@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{cargo, project_root};
 
 /// The bench groups in report order (each is a `[[bench]]` of the root package).
-const GROUPS: [&str; 4] = ["session_concurrency", "session_scale", "redis_store", "graph_overhead"];
+const GROUPS: [&str; 5] = ["session_concurrency", "session_scale", "redis_store", "graph_overhead", "tool_loop"];
 
 /// The group the peer script writes.
 const PEERS: &str = "peers";
@@ -810,6 +810,51 @@ mod tests {
         }
         assert!(!out.exists());
         assert!(!target.0.join("peers-venv").exists());
+    }
+
+    /// The `name`s of the root manifest's `[[bench]]` sections, in order.
+    fn manifest_benches(manifest: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut in_bench = false;
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bench = line == "[[bench]]";
+            } else if in_bench && let Some(value) = line.strip_prefix("name") {
+                let value = value.trim_start().trim_start_matches('=').trim();
+                names.push(value.trim_matches('"').to_owned());
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_bench_of_the_root_package_is_a_group() {
+        let manifest = fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+        let mut benches = manifest_benches(&manifest);
+        let mut groups: Vec<String> = GROUPS.iter().map(|g| (*g).to_owned()).collect();
+        benches.sort();
+        groups.sort();
+        assert_eq!(benches, groups, "`[[bench]]` sections of Cargo.toml vs GROUPS");
+    }
+
+    #[test]
+    fn a_group_renders_its_tables_ratios_and_targets() {
+        let tsv = "meta\tmode\tquick\n\
+                   table\tinvoke\tone turn\ttime\trows: tools\n\
+                   ratio\tinvoke\ttool loop\tcalled directly\n\
+                   result\tinvoke\t1 typed tool\ttool loop\t12000\n\
+                   result\tinvoke\t1 typed tool\tcalled directly\t3000\n\
+                   table\toverhead\tper step\ttime\trows: variant\n\
+                   result\toverhead\tinvoke, typed tools\tper step, 1 tool\t3000\n\
+                   target\tper step, invoke\t3.00 µs\t≤ 5.00 µs\tPASS\n\
+                   target\tper tool call, invoke\t1.50 µs\t≤ 1.00 µs\tMISS\n";
+        let results = temp("tool-loop", &[("tool_loop.tsv", tsv.to_owned())]);
+        let report = render(std::slice::from_ref(&results.0), &opts(&["tool_loop"]), "0 0 0", &PeerStatus::NotAsked);
+        assert!(report.contains("## tool_loop"), "{report}");
+        assert!(report.contains("| | tool loop | called directly | tool loop ÷ called directly |"), "{report}");
+        assert!(report.contains("| 1 typed tool | 12.00 µs | 3.00 µs | 0.25× |"), "{report}");
+        assert!(report.contains("| invoke, typed tools | 3.00 µs |"), "{report}");
+        assert!(report.contains("| tool_loop | per tool call, invoke | 1.50 µs | ≤ 1.00 µs | MISS |"), "{report}");
     }
 
     #[test]
