@@ -63,7 +63,10 @@ pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
-pub use model::{ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, ToolChoice, ToolSpec, Usage};
+pub use model::{
+    ChatChunk, ChatModel, ChatRequest, ChatResponse, ChatStream, StreamedReply, ToolChoice, ToolSpec, Usage,
+    collect_stream,
+};
 #[doc(inline)]
 pub use op::{OP_ID_WINDOW, OpId};
 #[doc(inline)]

@@ -257,6 +257,41 @@ impl<T: Unpin> Stream for Once<T> {
     }
 }
 
+/// A streamed reply read to its end by [`collect_stream`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StreamedReply {
+    /// The whole message: its text and its tool calls.
+    pub message: Message,
+    /// The usage the provider reported, if it reported any.
+    pub usage: Option<Usage>,
+    /// Why the model stopped, when the provider said.
+    pub finish_reason: Option<String>,
+}
+
+/// Reads `stream` to its end and puts the reply together, handing each non-empty piece of text
+/// to `on_text` as it arrives (to stream it on).
+///
+/// # Errors
+/// The first error the stream yields.
+pub async fn collect_stream(mut stream: ChatStream, mut on_text: impl FnMut(String)) -> Result<StreamedReply> {
+    let mut content = String::new();
+    let mut tool_calls = Vec::new();
+    let (mut usage, mut finish_reason) = (None, None);
+    while let Some(chunk) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+        let chunk = chunk?;
+        if !chunk.delta.is_empty() {
+            content.push_str(&chunk.delta);
+            on_text(chunk.delta);
+        }
+        tool_calls.extend(chunk.tool_calls);
+        usage = chunk.usage.or(usage);
+        finish_reason = chunk.finish_reason.or(finish_reason);
+    }
+    let message = Message { tool_calls, ..Message::assistant(content) };
+    Ok(StreamedReply { message, usage, finish_reason })
+}
+
 /// A chat model: OpenAI, any OpenAI-compatible server, the offline model, or your own.
 ///
 /// # Contract

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use lgadk_core::{
-    Agent, AgentEvent, ChatModel, ChatRequest, ChatResponse, ChatState, Message, Result, Role, RunContext, ToolSpec,
+    Agent, AgentEvent, ChatModel, ChatRequest, ChatResponse, ChatState, Message, Result, Role, RunContext,
+    StreamedReply, ToolSpec, collect_stream,
 };
 
 use crate::template::PromptTemplate;
@@ -164,22 +164,9 @@ impl ChatAgent {
     }
 
     async fn stream_reply(&self, request: ChatRequest, ctx: &RunContext) -> Result<ChatResponse> {
-        let mut stream = self.model.stream(request.clone()).await?;
-        let mut content = String::new();
-        let mut tool_calls = Vec::new();
-        let mut usage = None;
-        let mut finish_reason = None;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if !chunk.delta.is_empty() {
-                content.push_str(&chunk.delta);
-                ctx.emit(AgentEvent::Token { node: self.name.clone(), text: chunk.delta });
-            }
-            tool_calls.extend(chunk.tool_calls);
-            usage = chunk.usage.or(usage);
-            finish_reason = chunk.finish_reason.or(finish_reason);
-        }
-        let message = Message { tool_calls, ..Message::assistant(content) };
+        let stream = self.model.stream(request.clone()).await?;
+        let StreamedReply { message, usage, finish_reason, .. } =
+            collect_stream(stream, |text| ctx.emit(AgentEvent::Token { node: self.name.clone(), text })).await?;
         let usage = usage.unwrap_or_else(|| tokens::count_usage(&request, &message));
         Ok(ChatResponse { message, usage, finish_reason })
     }

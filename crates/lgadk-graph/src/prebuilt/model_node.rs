@@ -4,10 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::StreamExt as _;
 use lgadk_core::{
     Agent, AgentEvent, AgentRouting, ChatModel, ChatRequest, ChatResponse, Error, HistoryView, Message, Result, Role,
-    RunContext, ToolChoice, ToolError, ToolSpec, Usage,
+    RunContext, StreamedReply, ToolChoice, ToolError, ToolSpec, Usage, collect_stream,
 };
 use tracing::Instrument as _;
 
@@ -149,22 +148,9 @@ impl ModelNode {
 
     /// Streams the reply, emitting its text as tokens.
     async fn stream_reply(&self, request: ChatRequest, ctx: &RunContext) -> Result<ChatResponse> {
-        let mut stream = self.model.stream(request).await?;
-        let mut content = String::new();
-        let mut tool_calls = Vec::new();
-        let mut usage = None;
-        let mut finish_reason = None;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if !chunk.delta.is_empty() {
-                content.push_str(&chunk.delta);
-                ctx.emit(AgentEvent::Token { node: self.name.clone(), text: chunk.delta });
-            }
-            tool_calls.extend(chunk.tool_calls);
-            usage = chunk.usage.or(usage);
-            finish_reason = chunk.finish_reason.or(finish_reason);
-        }
-        let message = Message { tool_calls, ..Message::assistant(content) };
+        let stream = self.model.stream(request).await?;
+        let StreamedReply { message, usage, finish_reason, .. } =
+            collect_stream(stream, |text| ctx.emit(AgentEvent::Token { node: self.name.clone(), text })).await?;
         // A provider that reports no usage in its stream counts as none.
         Ok(ChatResponse { message, usage: usage.unwrap_or_default(), finish_reason })
     }
