@@ -20,7 +20,7 @@ use lgadk::core::{ChatModel, ChatState, FunctionTool, HistoryView, Result, Role,
 use lgadk::graph::prebuilt::{Handoff, Team, ToolLoop};
 use lgadk::graph::{CompiledGraph, RunRequest};
 use lgadk::{SessionManager, metadata};
-use support::{chain, init_tracing, say, session_manager};
+use support::{chain, init_tracing, run_cli, say, session_manager};
 
 mod support;
 
@@ -218,18 +218,8 @@ pub(crate) async fn cli(
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            say!(out, "A support desk of three agents handing conversations to each other.\n\n{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            say!(err, "error: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let run = async {
+    let help = format!("A support desk of three agents handing conversations to each other.\n\n{USAGE}\n");
+    run_cli(parse_args(args), USAGE, &help, out, err, async |args: Args, out| {
         let model = lgadk::get_model(&args.model).map_err(|err| format!("model `{}`: {}", args.model, chain(&err)))?;
         let sessions = session_manager(&args.backend, args.redis_url.clone()).await?;
         // In memory "another process" can only share the store; on Redis it opens its own connection.
@@ -238,12 +228,6 @@ pub(crate) async fn cli(
             backend => session_manager(backend, args.redis_url.clone()).await?,
         };
         scenario(model, sessions, later, out).await.map_err(|err| chain(&err))
-    };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            say!(err, "error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    })
+    .await
 }

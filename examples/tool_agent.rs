@@ -29,7 +29,7 @@ use lgadk::graph::prebuilt::ToolLoop;
 use lgadk::graph::{CompiledGraph, RunRequest, RunResponse};
 use lgadk::{SessionManager, serde_json};
 pub(crate) use support::session_manager;
-use support::{chain, init_tracing, say};
+use support::{chain, init_tracing, run_cli, say};
 
 mod support;
 
@@ -248,12 +248,7 @@ Options:
     )
 }
 
-enum Command {
-    Help,
-    Run(Args),
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Command, String> {
+fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Option<Args>, String> {
     let mut parsed = Args {
         model: "offline".to_owned(),
         backend: "memory".to_owned(),
@@ -268,11 +263,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Com
             "--backend" => parsed.backend = value()?,
             "--redis-url" => parsed.redis_url = Some(value()?),
             "--outbox" => parsed.outbox = PathBuf::from(value()?),
-            "-h" | "--help" => return Ok(Command::Help),
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(Command::Run(parsed))
+    Ok(Some(parsed))
 }
 
 #[tokio::main]
@@ -288,30 +283,13 @@ pub(crate) async fn cli(
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
 ) -> ExitCode {
-    let args = match parse_args(args) {
-        Ok(Command::Help) => {
-            let _ = write!(out, "{}", help());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(args)) => args,
-        Err(message) => {
-            say!(err, "error: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let run = async {
+    run_cli(parse_args(args), USAGE, &help(), out, err, async |args: Args, out| {
         let model = lgadk::get_model(&args.model).map_err(|err| format!("model `{}`: {}", args.model, chain(&err)))?;
         let sessions = session_manager(&args.backend, args.redis_url.clone()).await?;
         let tools = tools(args.outbox.clone()).map_err(|err| chain(&err))?;
         scenario(model, tools, sessions, &args.outbox, out).await.map_err(|err| chain(&err))
-    };
-    match run.await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            say!(err, "error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 //! What the tool and multi-agent examples share: the transcript macro, the session backend
 //! from the command line, error chains and the tracing set-up.
 
+use std::io::Write;
+use std::process::ExitCode;
+
 use lgadk::SessionManager;
 use lgadk::core::Error;
 
@@ -54,4 +57,35 @@ pub(crate) fn init_tracing() {
         .with_span_events(FmtSpan::CLOSE)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// An example's whole command line on explicit streams: `parsed` is `Ok(None)` for `--help`
+/// (then `help` goes to `out`), `Err` for bad arguments (to `err` with `usage`, exit code 2);
+/// otherwise `run` runs, and its error goes to `err` with exit code 1.
+pub(crate) async fn run_cli<A>(
+    parsed: Result<Option<A>, String>,
+    usage: &str,
+    help: &str,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    run: impl AsyncFnOnce(A, &mut (dyn Write + Send)) -> Result<(), String>,
+) -> ExitCode {
+    let args = match parsed {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            let _ = write!(out, "{help}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            say!(err, "error: {message}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args, out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            say!(err, "error: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
