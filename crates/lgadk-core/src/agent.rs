@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cancel::CancelToken;
+use crate::context::ContextSummary;
 use crate::error::Result;
 use crate::id::{SessionId, UserId};
 use crate::message::Message;
@@ -104,6 +105,10 @@ pub struct ChatState {
     /// Which agent of a team holds the conversation (see [`AgentRouting`]).
     #[serde(default, skip_serializing_if = "AgentRouting::is_default")]
     pub routing: AgentRouting,
+    /// The running summary of the messages that left the model's context window (see
+    /// [`ContextWindow`](crate::ContextWindow)); `None` until one is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_summary: Option<ContextSummary>,
 }
 
 /// Which agent of a team holds the conversation, kept in the state so that the next turn — in
@@ -173,7 +178,18 @@ impl GraphState for ChatState {
     }
 
     fn merge(&mut self, other: Self) {
-        let Self { input, output, messages, scratchpad, session_id, metadata, extra, tool_batch, routing } = other;
+        let Self {
+            input,
+            output,
+            messages,
+            scratchpad,
+            session_id,
+            metadata,
+            extra,
+            tool_batch,
+            routing,
+            context_summary,
+        } = other;
         self.input = input;
         if !output.is_empty() {
             self.output = output;
@@ -192,6 +208,11 @@ impl GraphState for ChatState {
         }
         if !routing.is_default() {
             self.routing = routing;
+        }
+        if let Some(summary) = context_summary
+            && self.context_summary.as_ref().is_none_or(|mine| summary.covers > mine.covers)
+        {
+            self.context_summary = Some(summary);
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod agent;
 pub mod cancel;
 pub mod checkpoint;
 pub mod clock;
+pub mod context;
 pub mod error;
 pub mod id;
 pub mod json;
@@ -56,6 +57,8 @@ pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, NewCheckpoint};
 #[doc(inline)]
 pub use clock::{Clock, ManualClock, SystemClock};
+#[doc(inline)]
+pub use context::{ContextSummary, ContextWindow, EstimatedTokens, TokenCounter, Window, window};
 #[doc(inline)]
 pub use error::{BoxError, Error, GraphError, ModelErrorKind, Outcome, Result};
 #[doc(inline)]
