@@ -87,7 +87,10 @@ mod tool_node;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lgadk_core::{AgentRouting, ChatModel, ChatState, GraphState, Message, Role, ToolBatch, ToolChoice, ToolSet};
+use lgadk_core::{
+    AgentRouting, ChatModel, ChatState, ContextSummary, ContextWindow, GraphState, Message, Role, ToolBatch,
+    ToolChoice, ToolSet,
+};
 
 use crate::graph::{END, START, StateGraph};
 
@@ -121,6 +124,18 @@ pub trait ToolLoopState: GraphState {
     fn routing_mut(&mut self) -> Option<&mut AgentRouting> {
         None
     }
+
+    /// The running summary of what left the model's context window (see
+    /// [`ToolLoop::with_context_window`]); `None` for states that keep none (the default).
+    fn context_summary(&self) -> Option<&ContextSummary> {
+        None
+    }
+
+    /// Where the state keeps the running summary; `None` for states that keep none (the
+    /// default), which then cannot use a summarizing context window.
+    fn context_summary_mut(&mut self) -> Option<&mut Option<ContextSummary>> {
+        None
+    }
 }
 
 impl ToolLoopState for ChatState {
@@ -146,6 +161,14 @@ impl ToolLoopState for ChatState {
 
     fn routing_mut(&mut self) -> Option<&mut AgentRouting> {
         Some(&mut self.routing)
+    }
+
+    fn context_summary(&self) -> Option<&ContextSummary> {
+        self.context_summary.as_ref()
+    }
+
+    fn context_summary_mut(&mut self) -> Option<&mut Option<ContextSummary>> {
+        Some(&mut self.context_summary)
     }
 }
 
@@ -250,6 +273,7 @@ pub struct ToolLoop {
     tool_choice: Option<ToolChoice>,
     parallel_tool_calls: Option<bool>,
     options: ToolLoopOptions,
+    context_window: Option<ContextWindow>,
 }
 
 impl ToolLoop {
@@ -264,6 +288,7 @@ impl ToolLoop {
             tool_choice: None,
             parallel_tool_calls: None,
             options: ToolLoopOptions::default(),
+            context_window: None,
         }
     }
 
@@ -305,6 +330,55 @@ impl ToolLoop {
         self
     }
 
+    /// Sends the model a window of the history instead of all of it (see
+    /// [`lgadk_core::context`]): the policy is applied each time a request is built, after a
+    /// team's [`HistoryView`](lgadk_core::HistoryView), and never changes what is stored. With a
+    /// summarizer, the running summary is kept in the state
+    /// ([`ToolLoopState::context_summary_mut`]) and its model calls count for the turn.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lgadk_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use lgadk_core::{ChatState, ContextWindow, Message};
+    /// use lgadk_graph::prebuilt::ToolLoop;
+    /// # use lgadk_core::{ChatModel, ChatRequest, ChatResponse, Usage};
+    /// # /// Answers with how many messages it was sent.
+    /// # #[derive(Debug)]
+    /// # struct Model;
+    /// # #[async_trait::async_trait]
+    /// # impl ChatModel for Model {
+    /// #     fn id(&self) -> &str { "doc/model" }
+    /// #     async fn chat(&self, request: ChatRequest) -> lgadk_core::Result<ChatResponse> {
+    /// #         let message = Message::assistant(request.messages.len().to_string());
+    /// #         Ok(ChatResponse { message, usage: Usage::new(1, 1), finish_reason: None })
+    /// #     }
+    /// # }
+    ///
+    /// let graph = ToolLoop::new(Arc::new(Model))
+    ///     .with_system_prompt("Be brief.")
+    ///     .with_context_window(ContextWindow::last_messages(3))
+    ///     .graph::<ChatState>()
+    ///     .compile()?;
+    ///
+    /// // A long history: 40 stored messages and a new question.
+    /// let mut state = ChatState { input: "And now?".into(), ..ChatState::default() };
+    /// for i in 0..20 {
+    ///     state.messages.push(Message::user(format!("question {i}")));
+    ///     state.messages.push(Message::assistant(format!("answer {i}")));
+    /// }
+    /// let state = graph.invoke(state).await?;
+    /// // The model saw the system prompt and the last 3 messages; the history keeps all 42.
+    /// assert_eq!(state.output, "4");
+    /// assert_eq!(state.messages.len(), 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_context_window(mut self, policy: ContextWindow) -> Self {
+        self.context_window = Some(policy);
+        self
+    }
+
     /// The model node's name.
     pub fn model_node_name(&self) -> &str {
         &self.model_node
@@ -326,6 +400,7 @@ impl ToolLoop {
             parallel_tool_calls: self.parallel_tool_calls,
             options: self.options,
             team: None,
+            context_window: self.context_window.clone(),
         }
     }
 

@@ -4,9 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lgadk_core::context::transcript;
 use lgadk_core::{
-    Agent, AgentEvent, AgentRouting, ChatModel, ChatRequest, ChatResponse, Error, HistoryView, Message, Result, Role,
-    RunContext, StreamedReply, ToolChoice, ToolError, ToolSpec, Usage, collect_stream,
+    Agent, AgentEvent, AgentRouting, ChatModel, ChatRequest, ChatResponse, ContextSummary, ContextWindow, Error,
+    HistoryView, Message, Result, Role, RunContext, StreamedReply, ToolChoice, ToolError, ToolSpec, Usage,
+    collect_stream, window,
 };
 use tracing::Instrument as _;
 
@@ -24,6 +26,7 @@ pub struct ModelNode {
     pub(super) parallel_tool_calls: Option<bool>,
     pub(super) options: ToolLoopOptions,
     pub(super) team: Option<ModelTeam>,
+    pub(super) context_window: Option<ContextWindow>,
 }
 
 impl fmt::Debug for ModelNode {
@@ -34,6 +37,7 @@ impl fmt::Debug for ModelNode {
             .field("tools", &self.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
             .field("options", &self.options)
             .field("team", &self.team)
+            .field("context_window", &self.context_window)
             .finish_non_exhaustive()
     }
 }
@@ -78,27 +82,52 @@ fn close_abandoned_batch<S: ToolLoopState>(state: &mut S, node: &str) -> Result<
 }
 
 /// What an agent that took over at `routing.since` sees of `messages`: the part of the history
-/// before the handoff its view allows, then everything since.
-fn visible(messages: &[Message], routing: &AgentRouting) -> Vec<Message> {
+/// before the handoff its view allows, then everything since. Also returns how many messages
+/// at its start are not from the history (a task) and the history index the rest starts at.
+fn visible(messages: &[Message], routing: &AgentRouting) -> (Vec<Message>, usize, usize) {
     let (before, after) = messages.split_at(routing.since);
-    let mut seen: Vec<Message> = match routing.view {
+    let (mut seen, synthetic, offset): (Vec<Message>, usize, usize) = match routing.view {
         HistoryView::Last(n) => {
             let window = &before[before.len().saturating_sub(n)..];
             // Never start with tool results whose call was cut off.
             let start = window.iter().position(|m| m.role != Role::Tool).unwrap_or(window.len());
-            window[start..].to_vec()
+            let kept = &window[start..];
+            (kept.to_vec(), 0, routing.since - kept.len())
         }
         HistoryView::TaskOnly => {
             let task = routing
                 .task
                 .clone()
                 .or_else(|| before.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()));
-            task.map(Message::user).into_iter().collect()
+            let task: Vec<Message> = task.map(Message::user).into_iter().collect();
+            let synthetic = task.len();
+            (task, synthetic, routing.since)
         }
-        _ => before.to_vec(),
+        _ => (before.to_vec(), 0, 0),
     };
     seen.extend_from_slice(after);
-    seen
+    (seen, synthetic, offset)
+}
+
+/// The messages a request starts from, before any context window: the system prompt, then what
+/// the agent sees of the history; `seen[from..]` is `history[offset..]`.
+struct Seen {
+    messages: Vec<Message>,
+    from: usize,
+    offset: usize,
+}
+
+impl Seen {
+    /// Index in [`messages`](Self::messages) of the history's message `stored`, or where the
+    /// history part starts if `stored` comes before it.
+    fn position(&self, stored: usize) -> usize {
+        self.from + stored.saturating_sub(self.offset)
+    }
+
+    /// History index of `messages[at]` (`at >= from`).
+    fn stored(&self, at: usize) -> usize {
+        at - self.from + self.offset
+    }
 }
 
 /// The text a failed call leaves for the model.
@@ -107,23 +136,97 @@ pub(super) fn error_text(err: &ToolError) -> String {
 }
 
 impl ModelNode {
-    /// The request for the model: system prompt, what this agent sees of the history, tools
-    /// (its own and its handoffs).
-    fn request(&self, messages: &[Message], routing: Option<&AgentRouting>) -> ChatRequest {
+    /// What this agent sees: the system prompt, then its view of the history.
+    fn seen(&self, messages: &[Message], routing: Option<&AgentRouting>) -> Seen {
         let mut all = Vec::with_capacity(messages.len() + 2);
         all.extend(self.system_prompt.iter().map(|prompt| Message::system(prompt.clone())));
+        let system = all.len();
         match routing.filter(|r| r.active.as_deref() == Some(self.name.as_str()) && r.since <= messages.len()) {
-            Some(routing) => all.extend(visible(messages, routing)),
-            None => all.extend_from_slice(messages),
+            Some(routing) => {
+                let (seen, synthetic, offset) = visible(messages, routing);
+                all.extend(seen);
+                Seen { messages: all, from: system + synthetic, offset }
+            }
+            None => {
+                all.extend_from_slice(messages);
+                Seen { messages: all, from: system, offset: 0 }
+            }
         }
+    }
+
+    /// The request for the model: `messages`, then tools (its own and its handoffs).
+    fn request(&self, messages: Vec<Message>) -> ChatRequest {
         let mut tools = self.tools.clone();
         if let Some(team) = &self.team {
             tools.extend(team.handoffs.iter().cloned());
         }
-        let mut request = ChatRequest::new(all).with_tools(tools);
+        let mut request = ChatRequest::new(messages).with_tools(tools);
         request.tool_choice = self.tool_choice.clone();
         request.parallel_tool_calls = self.parallel_tool_calls;
         request
+    }
+
+    /// Applies the context window to what this agent sees, summarizing first what left the
+    /// window since the last summary when the policy has a summarizer.
+    async fn windowed<S: ToolLoopState>(
+        &self,
+        state: &mut S,
+        seen: Seen,
+        policy: &ContextWindow,
+        ctx: &RunContext,
+    ) -> Result<Vec<Message>> {
+        let summary = state.context_summary().cloned();
+        let mut cut = window(&seen.messages, policy, summary.as_ref().map(|s| s.text.as_str()));
+        if let Some(summarizer) = &policy.summarizer {
+            let covers = summary.as_ref().map_or(0, |s| s.covers);
+            let start = seen.position(covers);
+            if cut.kept_from > start && cut.kept_from >= seen.from {
+                let left = &seen.messages[start..cut.kept_from];
+                let text = self.summarize(summarizer, policy, summary.as_ref(), left, ctx).await?;
+                let covers = seen.stored(cut.kept_from);
+                let Some(slot) = state.context_summary_mut() else {
+                    return Err(Error::InvalidConfig {
+                        reason: format!(
+                            "node `{}` summarizes its context window, but its state keeps no summary (`ToolLoopState::context_summary_mut`)",
+                            self.name
+                        ),
+                    });
+                };
+                *slot = Some(ContextSummary::new(text, covers));
+                let text = state.context_summary().map(|s| s.text.clone());
+                // The new summary may be longer: cut again (what leaves now is summarized next time).
+                cut = window(&seen.messages, policy, text.as_deref());
+            }
+        }
+        tracing::debug!(
+            dropped = cut.dropped.len(),
+            sent = cut.messages.len(),
+            tokens = cut.tokens,
+            minimal = cut.minimal,
+            summary = cut.summary_sent,
+            "context window applied"
+        );
+        Ok(cut.messages)
+    }
+
+    /// Folds `left` (the messages that left the window) into the running summary.
+    async fn summarize(
+        &self,
+        model: &Arc<dyn ChatModel>,
+        policy: &ContextWindow,
+        summary: Option<&ContextSummary>,
+        left: &[Message],
+        ctx: &RunContext,
+    ) -> Result<String> {
+        let current = summary.map_or("(none yet)", |s| s.text.as_str());
+        let prompt = format!("Current summary:\n{current}\n\nMessages that follow it:\n{}", transcript(left));
+        let request = ChatRequest::new(vec![Message::system(policy.summary_prompt.clone()), Message::user(prompt)]);
+        let span = tracing::info_span!("model.summarize", model = %model.id(), messages = left.len());
+        let started = std::time::Instant::now();
+        let reply = model.chat(request).instrument(span).await?;
+        ctx.add_agent_usage(&self.name, reply.usage, started.elapsed());
+        tracing::debug!(summarized = left.len(), "context summary refreshed");
+        Ok(reply.message.content)
     }
 
     /// Whether the turn's user message is still to be added: not when the model continues
@@ -218,7 +321,12 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
                 }
             };
         }
-        let request = self.request(messages, state.routing());
+        let seen = self.seen(messages, state.routing());
+        let messages = match &self.context_window {
+            Some(policy) => self.windowed(state, seen, policy, ctx).await?,
+            None => seen.messages,
+        };
+        let request = self.request(messages);
         let span = tracing::info_span!(
             "model.call",
             model = %self.model.id(),
