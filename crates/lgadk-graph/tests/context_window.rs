@@ -193,7 +193,7 @@ async fn what_leaves_the_window_is_summarized_once_and_the_summary_follows_the_s
 
     // Every model request after the first summary carries it right after the system prompt.
     let requests = model.requests.lock().unwrap().clone();
-    let latest = graph.state(&id).await.unwrap().unwrap().context_summary.clone().unwrap();
+    let latest = graph.state(&id).await.unwrap().unwrap().context_summary.unwrap();
     let request = requests.last().unwrap();
     assert_eq!(request.messages[0], Message::system(SYSTEM));
     assert_eq!(request.messages[1], ContextSummary::message(&latest.text));

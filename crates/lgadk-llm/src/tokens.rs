@@ -15,13 +15,26 @@
 //! - the prompt adds [`REPLY_PRIMING_TOKENS`] (3) for the assistant reply the model starts.
 //!
 //! A completion costs the tokens of its content plus those of its tool calls.
+//!
+//! [`O200kCounter`] is the same count as a [`TokenCounter`], for the token budgets of
+//! [`ContextWindow`](lgadk_core::ContextWindow):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lgadk_core::{ContextWindow, Message, TokenCounter};
+//! use lgadk_llm::tokens::{self, O200kCounter};
+//!
+//! let policy = ContextWindow::token_budget(4_000).with_counter(Arc::new(O200kCounter));
+//! let hello = Message::user("hello");
+//! assert_eq!(policy.counter.count_message(&hello), tokens::count_message(&hello));
+//! ```
 
-use lgadk_core::{ChatRequest, Message, Role, ToolSpec, Usage};
+use lgadk_core::{ChatRequest, Message, TokenCounter, ToolSpec, Usage};
 
 /// Fixed overhead of every chat message (`<|start|>{role}<|message|>…<|end|>`).
-pub const TOKENS_PER_MESSAGE: u64 = 3;
+pub use lgadk_core::context::TOKENS_PER_MESSAGE;
 /// Extra overhead when a message carries a `name`.
-pub const TOKENS_PER_NAME: u64 = 1;
+pub use lgadk_core::context::TOKENS_PER_NAME;
 /// Tokens that prime the assistant's reply at the end of every prompt.
 pub const REPLY_PRIMING_TOKENS: u64 = 3;
 
@@ -39,13 +52,14 @@ pub fn count_text(text: &str) -> u64 {
     u64::try_from(tokens).unwrap_or(u64::MAX)
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-        _ => "unknown",
+/// Counts `o200k_base` tokens for context-window budgets: the same numbers as
+/// [`count_text`] and [`count_message`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct O200kCounter;
+
+impl TokenCounter for O200kCounter {
+    fn count_text(&self, text: &str) -> u64 {
+        count_text(text)
     }
 }
 
@@ -56,19 +70,10 @@ fn json_text(value: &serde_json::Value) -> String {
     }
 }
 
-/// Tokens a message costs inside a prompt, overhead included (see the [module docs](self)).
+/// Tokens a message costs inside a prompt, overhead included (see the [module docs](self)):
+/// [`TokenCounter::count_message`] with the `o200k_base` tokenizer.
 pub fn count_message(message: &Message) -> u64 {
-    let mut total = TOKENS_PER_MESSAGE + count_text(role_name(message.role)) + count_text(&message.content);
-    if let Some(name) = &message.name {
-        total += TOKENS_PER_NAME + count_text(name);
-    }
-    for call in &message.tool_calls {
-        total += count_text(&call.name) + count_text(&json_text(&call.arguments));
-    }
-    if let Some(id) = &message.tool_call_id {
-        total += count_text(id);
-    }
-    total
+    O200kCounter.count_message(message)
 }
 
 fn count_tool(tool: &ToolSpec) -> u64 {
@@ -105,6 +110,19 @@ mod tests {
         // 44 characters, but far fewer than 44/4 = 11 tokens would suggest only by chance: check exact.
         let ids = tiktoken_rs::o200k_base_singleton().encode_ordinary("Can you explain neural networks specifically?");
         assert_eq!(count_text("Can you explain neural networks specifically?"), ids.len() as u64);
+    }
+
+    #[test]
+    fn the_counter_counts_messages_as_the_usage_does() {
+        let call = lgadk_core::ToolCall { id: "c1".into(), name: "add".into(), arguments: serde_json::json!({"a": 1}) };
+        let messages = [
+            Message { name: Some("bob".into()), ..Message::user("Can you add one?") },
+            Message { tool_calls: vec![call], ..Message::assistant("") },
+            Message::tool("c1", "2"),
+        ];
+        for message in &messages {
+            assert_eq!(O200kCounter.count_message(message), count_message(message));
+        }
     }
 
     #[test]
