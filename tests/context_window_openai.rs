@@ -159,3 +159,73 @@ async fn the_tool_loop_with_a_window_runs_a_long_session_on_the_server() {
     // their results.
     assert_eq!(roles(requests.last().unwrap()), ["system", "assistant", "user", "assistant", "tool", "tool"]);
 }
+
+/// Random conversations (a system prompt or not; user messages, answers, and assistant messages
+/// with 1–3 tool calls followed by their results; a new question last), windowed by random
+/// limits: the server accepts every request. A batch waiting for approval is not generated: the
+/// tool loop closes it before it asks the model again, and OpenAI refuses a request ending with
+/// unanswered calls.
+#[test]
+fn random_windowed_conversations_are_accepted_by_the_server() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        User(usize),
+        Answer(usize),
+        Calls(usize, usize),
+    }
+    let step = prop_oneof![
+        (0usize..80).prop_map(Step::User),
+        (0usize..80).prop_map(Step::Answer),
+        (1usize..4, 0usize..80).prop_map(|(n, len)| Step::Calls(n, len)),
+    ];
+    let conversation = (any::<bool>(), prop::collection::vec(step, 0..30)).prop_map(|(system, steps)| {
+        let mut messages = Vec::new();
+        if system {
+            messages.push(Message::system("Use the tools."));
+        }
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::User(len) => messages.push(Message::user(format!("q{i} {}", "word ".repeat(len)))),
+                Step::Answer(len) => messages.push(Message::assistant(format!("a{i} {}", "word ".repeat(len)))),
+                Step::Calls(n, len) => {
+                    let calls = (0..n)
+                        .map(|k| ToolCall {
+                            id: format!("call_{i}_{k}"),
+                            name: "get_weather".into(),
+                            arguments: json!({"k": k}),
+                        })
+                        .collect();
+                    messages.push(Message { tool_calls: calls, ..Message::assistant("") });
+                    for k in 0..n {
+                        messages.push(Message::tool(format!("call_{i}_{k}"), "sunny ".repeat(len)));
+                    }
+                }
+            }
+        }
+        messages.push(Message::user("And now?"));
+        messages
+    });
+    let policy = (prop::option::of(0usize..10), prop::option::of(0u64..500)).prop_map(|(messages, tokens)| {
+        let mut policy = ContextWindow::default().with_counter(Arc::new(O200kCounter));
+        policy.max_messages = messages;
+        policy.max_tokens = tokens;
+        policy
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = runtime.block_on(TestServer::start(|_, _| Reply::json(200, &completion("ok", Some((5, 1))))));
+    let model = runtime.block_on(async { model(&server) });
+    let mut runner = TestRunner::new(Config { cases: 96, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&(conversation, policy), |(messages, policy)| {
+            let cut = window(&messages, &policy, None);
+            let reply = runtime.block_on(model.chat(ChatRequest::new(cut.messages.clone())));
+            prop_assert!(reply.is_ok(), "refused: {reply:?}\n{:#?}", cut.messages);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(server.requests().len(), 96);
+}

@@ -204,3 +204,80 @@ async fn what_leaves_the_window_is_summarized_once_and_the_summary_follows_the_s
     assert!(latest.covers > 0 && latest.covers < stored.messages.len());
     assert_ne!(stored.messages[latest.covers].role, Role::Tool, "cut at a unit boundary");
 }
+
+/// A state with a history but no place for a summary.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Plain {
+    input: String,
+    output: String,
+    messages: Vec<Message>,
+    batch: Option<lgadk_core::ToolBatch>,
+}
+
+impl lgadk_core::GraphState for Plain {
+    fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    fn messages_mut(&mut self) -> Option<&mut Vec<Message>> {
+        Some(&mut self.messages)
+    }
+
+    fn output(&self) -> String {
+        self.output.clone()
+    }
+}
+
+impl lgadk_graph::prebuilt::ToolLoopState for Plain {
+    fn input(&self) -> &str {
+        &self.input
+    }
+
+    fn set_output(&mut self, output: &str) {
+        output.clone_into(&mut self.output);
+    }
+
+    fn tool_batch(&self) -> Option<&lgadk_core::ToolBatch> {
+        self.batch.as_ref()
+    }
+
+    fn tool_batch_mut(&mut self) -> &mut Option<lgadk_core::ToolBatch> {
+        &mut self.batch
+    }
+}
+
+#[tokio::test]
+async fn summarizing_needs_a_state_that_keeps_the_summary() {
+    let model = Arc::new(Counting::default());
+    let summarizer = Arc::new(Summarizer::default());
+    let graph = ToolLoop::new(Arc::clone(&model) as _)
+        .with_context_window(ContextWindow::last_messages(1).with_summarizer(Arc::clone(&summarizer) as _))
+        .graph::<Plain>()
+        .compile()
+        .unwrap();
+    let old = (0..4).flat_map(|i| [Message::user(format!("q{i}")), Message::assistant(format!("a{i}"))]).collect();
+    let err = graph.invoke(Plain { input: "next".into(), messages: old, ..Plain::default() }).await.unwrap_err();
+    assert!(
+        matches!(&err, lgadk_core::Error::InvalidConfig { reason } if reason.contains("keeps no summary")),
+        "{err:?}"
+    );
+    assert!(summarizer.requests.lock().unwrap().is_empty(), "no summary made that could not be kept");
+    assert!(model.requests.lock().unwrap().is_empty());
+
+    // Without a summarizer, the same state gets the window alone.
+    let graph = ToolLoop::new(Arc::clone(&model) as _)
+        .with_tools(tools())
+        .with_context_window(ContextWindow::last_messages(1))
+        .graph::<Plain>()
+        .compile()
+        .unwrap();
+    let old: Vec<Message> =
+        (0..4).flat_map(|i| [Message::user(format!("q{i}")), Message::assistant(format!("a{i}"))]).collect();
+    let state = graph.invoke(Plain { input: "next".into(), messages: old, ..Plain::default() }).await.unwrap();
+    assert_eq!(state.output, "done after n1");
+    let requests = model.requests.lock().unwrap().clone();
+    assert_eq!(requests[0].messages, vec![Message::user("next")]);
+    // The call and its two results travel together, with the question (the limit is the minimum).
+    let roles: Vec<Role> = requests[1].messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+}

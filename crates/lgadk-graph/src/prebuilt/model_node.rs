@@ -181,18 +181,20 @@ impl ModelNode {
             let covers = summary.as_ref().map_or(0, |s| s.covers);
             let start = seen.position(covers);
             if cut.kept_from > start && cut.kept_from >= seen.from {
-                let left = &seen.messages[start..cut.kept_from];
-                let text = self.summarize(summarizer, policy, summary.as_ref(), left, ctx).await?;
-                let covers = seen.stored(cut.kept_from);
-                let Some(slot) = state.context_summary_mut() else {
+                if state.context_summary_mut().is_none() {
                     return Err(Error::InvalidConfig {
                         reason: format!(
                             "node `{}` summarizes its context window, but its state keeps no summary (`ToolLoopState::context_summary_mut`)",
                             self.name
                         ),
                     });
-                };
-                *slot = Some(ContextSummary::new(text, covers));
+                }
+                let left = &seen.messages[start..cut.kept_from];
+                let text = self.summarize(summarizer, policy, summary.as_ref(), left, ctx).await?;
+                let covers = seen.stored(cut.kept_from);
+                if let Some(slot) = state.context_summary_mut() {
+                    *slot = Some(ContextSummary::new(text, covers));
+                }
                 let text = state.context_summary().map(|s| s.text.clone());
                 // The new summary may be longer: cut again (what leaves now is summarized next time).
                 cut = window(&seen.messages, policy, text.as_deref());
@@ -344,5 +346,51 @@ impl<S: ToolLoopState> Agent<S> for ModelNode {
         tracing::debug!(prompt_tokens, completion_tokens, tool_calls = reply.message.tool_calls.len(), "model replied");
         ctx.add_agent_usage(&self.name, reply.usage, took);
         self.finish(state, reply.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> Vec<Message> {
+        (0..6)
+            .map(|i| if i % 2 == 0 { Message::user(format!("u{i}")) } else { Message::assistant(format!("a{i}")) })
+            .collect()
+    }
+
+    fn routing(view: HistoryView) -> AgentRouting {
+        let mut routing = AgentRouting::default();
+        routing.active = Some("b".into());
+        routing.since = 4;
+        routing.view = view;
+        routing.task = Some("the task".into());
+        routing
+    }
+
+    /// A summary's `covers` counts stored messages, so the part of a view that is the stored
+    /// history must map back to it whatever the view.
+    #[test]
+    fn the_history_part_of_a_view_maps_back_to_stored_indices() {
+        let messages = history();
+        let (seen, synthetic, offset) = visible(&messages, &routing(HistoryView::All));
+        assert_eq!((seen.len(), synthetic, offset), (6, 0, 0));
+
+        let (seen, synthetic, offset) = visible(&messages, &routing(HistoryView::Last(2)));
+        assert_eq!((synthetic, offset), (0, 2));
+        assert_eq!(seen, messages[2..]);
+
+        let (seen, synthetic, offset) = visible(&messages, &routing(HistoryView::TaskOnly));
+        assert_eq!((synthetic, offset), (1, 4));
+        assert_eq!(seen[0], Message::user("the task"));
+        assert_eq!(seen[1..], messages[4..]);
+
+        // With a system prompt and the task first: request index 2 is stored index 4.
+        let seen = Seen { messages: Vec::new(), from: 2, offset: 4 };
+        assert_eq!(seen.stored(2), 4);
+        assert_eq!(seen.stored(3), 5);
+        assert_eq!(seen.position(5), 3);
+        // A summary that covers less than the view starts from the view's start.
+        assert_eq!(seen.position(1), 2);
     }
 }
