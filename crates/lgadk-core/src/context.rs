@@ -39,6 +39,10 @@
 //! folded into a running [`ContextSummary`] kept in the state: each request summarizes only
 //! the messages that left the window since the last summary (the old summary plus those
 //! messages go to the summarizer), and the summarizer's usage counts for the turn.
+//! [`ContextSummary::covers`] counts messages of the stored history, so the summary stays right
+//! across turns and processes; should a window later reach back over covered messages (a
+//! larger limit), they are sent verbatim as well: the model may read something twice, never
+//! miss it. A summarizer that fails fails the request it was made for, as the model would.
 //!
 //! ```
 //! use lgadk_core::context::{ContextWindow, window};
@@ -256,7 +260,8 @@ pub struct Window {
     pub summary_sent: bool,
     /// Tokens of [`messages`](Self::messages) as the policy's counter counts them.
     pub tokens: u64,
-    /// Whether the window is the minimal one (nothing more fitted).
+    /// Whether the window is the minimal one: besides the system prompt (and the summary), only
+    /// the last user message and the last unit.
     pub minimal: bool,
 }
 
@@ -350,9 +355,6 @@ pub fn window(messages: &[Message], policy: &ContextWindow, summary: Option<&str
         tokens = with_tokens;
         kept_messages = with_kept;
         first = candidate;
-    }
-    if summary_message.is_some() && !summary_sent {
-        minimal = true;
     }
 
     let kept_from = units.get(first).map_or(messages.len(), |u| u.start);

@@ -180,6 +180,10 @@ proptest! {
             prop_assert_eq!(&w.messages, &minimal(&messages));
             prop_assert!(w.minimal);
         }
+        if w.minimal {
+            let without_summary: Vec<Message> = w.messages[..system_end].iter().chain(rest).cloned().collect();
+            prop_assert_eq!(without_summary, minimal(&messages));
+        }
     }
 
     #[test]
