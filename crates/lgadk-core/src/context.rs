@@ -44,6 +44,12 @@
 //! larger limit), they are sent verbatim as well: the model may read something twice, never
 //! miss it. A summarizer that fails fails the request it was made for, as the model would.
 //!
+//! A custom node does what the tool loop does: [`window`] with the current summary;
+//! [`ContextWindow::summary_due`] says what left since (a [`HistoryMap`] tells where the stored
+//! history sits in the request); [`ContextWindow::summary_request`] is the summarizer's
+//! request; the reply's text, with [`SummaryDue::covers`], is the new [`ContextSummary`] to
+//! store; then [`window`] again with it.
+//!
 //! ```
 //! use lgadk_core::context::{ContextWindow, window};
 //! use lgadk_core::{Message, ToolCall};
@@ -74,7 +80,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::message::{Message, Role};
-use crate::model::ChatModel;
+use crate::model::{ChatModel, ChatRequest};
 
 /// Fixed overhead of every chat message in a prompt (OpenAI's recipe).
 pub const TOKENS_PER_MESSAGE: u64 = 3;
@@ -381,6 +387,67 @@ pub fn window(messages: &[Message], policy: &ContextWindow, summary: Option<&str
     Window { messages: out, dropped, kept_from, summary_sent, tokens, minimal }
 }
 
+/// Where the stored history sits in a request's messages: `messages[from..]` is
+/// `history[offset..]` (before `from`: the system prompt, and anything a node put first, such as
+/// a task). A [`ContextSummary::covers`] counts stored messages; this maps between the two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryMap {
+    /// Index in the request's messages of the first message from the history.
+    pub from: usize,
+    /// Index in the history of that message.
+    pub offset: usize,
+}
+
+impl HistoryMap {
+    /// `messages[from..]` is `history[offset..]`.
+    pub fn new(from: usize, offset: usize) -> Self {
+        Self { from, offset }
+    }
+
+    /// Index in the request's messages of the history's message `stored`, or `from` if
+    /// `stored` comes before the part the request carries.
+    pub fn position(&self, stored: usize) -> usize {
+        self.from + stored.saturating_sub(self.offset)
+    }
+
+    /// Index in the history of the request's message `at` (`at >= from`).
+    pub fn stored(&self, at: usize) -> usize {
+        at.saturating_sub(self.from) + self.offset
+    }
+}
+
+/// What a summarizer has to fold in: see [`ContextWindow::summary_due`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SummaryDue {
+    /// The request's messages that left the window since the last summary.
+    pub range: std::ops::Range<usize>,
+    /// What the refreshed summary will cover ([`ContextSummary::covers`]).
+    pub covers: usize,
+}
+
+impl ContextWindow {
+    /// What of `cut` (made by [`window`] over a request's messages laid out as `map` says) the
+    /// summarizer must fold into `summary`: the messages that left the window since the
+    /// summary was made. `None` without a summarizer or when nothing new left.
+    pub fn summary_due(&self, cut: &Window, map: HistoryMap, summary: Option<&ContextSummary>) -> Option<SummaryDue> {
+        self.summarizer.as_ref()?;
+        let start = map.position(summary.map_or(0, |s| s.covers));
+        (cut.kept_from > start && cut.kept_from >= map.from)
+            .then(|| SummaryDue { range: start..cut.kept_from, covers: map.stored(cut.kept_from) })
+    }
+
+    /// The request that asks the summarizer to fold `left` into `summary`: the
+    /// [`summary_prompt`](Self::summary_prompt), then the current summary and a
+    /// [`transcript`] of `left`.
+    pub fn summary_request(&self, summary: Option<&ContextSummary>, left: &[Message]) -> ChatRequest {
+        let current = summary.map_or("(none yet)", |s| s.text.as_str());
+        let prompt = format!("Current summary:\n{current}\n\nMessages that follow it:\n{}", transcript(left));
+        ChatRequest::new(vec![Message::system(self.summary_prompt.clone()), Message::user(prompt)])
+    }
+}
+
 /// Renders `messages` as plain text for a summarizer: one `role: content` line each, tool
 /// calls as `role called name(arguments)`.
 pub fn transcript(messages: &[Message]) -> String {
@@ -443,6 +510,51 @@ mod tests {
         assert_eq!(w.messages, vec![Message::system("s"), ContextSummary::message("earlier"), Message::user("new")]);
         assert!(w.summary_sent);
         assert_eq!(w.kept_from, 3);
+    }
+
+    #[derive(Debug)]
+    struct Never;
+
+    #[async_trait::async_trait]
+    impl ChatModel for Never {
+        fn id(&self) -> &str {
+            "never"
+        }
+        async fn chat(&self, _: ChatRequest) -> crate::Result<crate::ChatResponse> {
+            Err(crate::Error::InvalidConfig { reason: "not called in these tests".into() })
+        }
+    }
+
+    #[test]
+    fn only_what_left_since_the_last_summary_is_due() {
+        // System prompt, then the history from its message 0.
+        let history = vec![
+            Message::system("s"),
+            Message::user("q0"),
+            Message::assistant("a0"),
+            Message::user("q1"),
+            Message::assistant("a1"),
+        ];
+        let map = HistoryMap::new(1, 0);
+        let plain = ContextWindow::last_messages(1);
+        let cut = window(&history, &plain, None);
+        assert_eq!(plain.summary_due(&cut, map, None), None, "no summarizer, nothing due");
+
+        let policy = plain.with_summarizer(Arc::new(Never));
+        let due = policy.summary_due(&cut, map, None).unwrap();
+        // q1 (pinned) and a1 are kept: q0 and a0 left, the history's first two messages.
+        assert_eq!((due.range, due.covers), (1..3, 2));
+        let covered = ContextSummary::new("earlier", 2);
+        assert_eq!(policy.summary_due(&cut, map, Some(&covered)), None, "already covered");
+        let partly = ContextSummary::new("earlier", 1);
+        assert_eq!(policy.summary_due(&cut, map, Some(&partly)).unwrap().range, 2..3);
+
+        let request = policy.summary_request(Some(&partly), &history[2..4]);
+        assert_eq!(request.messages[0].content, DEFAULT_SUMMARY_PROMPT);
+        assert_eq!(
+            request.messages[1].content,
+            "Current summary:\nearlier\n\nMessages that follow it:\nassistant: a0\nuser: q1\n"
+        );
     }
 
     #[test]

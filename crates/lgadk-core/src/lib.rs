@@ -58,7 +58,9 @@ pub use checkpoint::{Checkpoint, Checkpointer, DEFAULT_CHECKPOINT_RETENTION, New
 #[doc(inline)]
 pub use clock::{Clock, ManualClock, SystemClock};
 #[doc(inline)]
-pub use context::{ContextSummary, ContextWindow, EstimatedTokens, TokenCounter, Window, window};
+pub use context::{
+    ContextSummary, ContextWindow, EstimatedTokens, HistoryMap, SummaryDue, TokenCounter, Window, window,
+};
 #[doc(inline)]
 pub use error::{BoxError, Error, GraphError, ModelErrorKind, Outcome, Result};
 #[doc(inline)]

@@ -4,10 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lgadk_core::context::transcript;
 use lgadk_core::{
     Agent, AgentEvent, AgentRouting, ChatModel, ChatRequest, ChatResponse, ContextSummary, ContextWindow, Error,
-    HistoryView, Message, Result, Role, RunContext, StreamedReply, ToolChoice, ToolError, ToolSpec, Usage,
+    HistoryMap, HistoryView, Message, Result, Role, RunContext, StreamedReply, ToolChoice, ToolError, ToolSpec, Usage,
     collect_stream, window,
 };
 use tracing::Instrument as _;
@@ -110,24 +109,10 @@ fn visible(messages: &[Message], routing: &AgentRouting) -> (Vec<Message>, usize
 }
 
 /// The messages a request starts from, before any context window: the system prompt, then what
-/// the agent sees of the history; `seen[from..]` is `history[offset..]`.
+/// the agent sees of the history, laid out as `map` says.
 struct Seen {
     messages: Vec<Message>,
-    from: usize,
-    offset: usize,
-}
-
-impl Seen {
-    /// Index in [`messages`](Self::messages) of the history's message `stored`, or where the
-    /// history part starts if `stored` comes before it.
-    fn position(&self, stored: usize) -> usize {
-        self.from + stored.saturating_sub(self.offset)
-    }
-
-    /// History index of `messages[at]` (`at >= from`).
-    fn stored(&self, at: usize) -> usize {
-        at - self.from + self.offset
-    }
+    map: HistoryMap,
 }
 
 /// The text a failed call leaves for the model.
@@ -145,11 +130,11 @@ impl ModelNode {
             Some(routing) => {
                 let (seen, synthetic, offset) = visible(messages, routing);
                 all.extend(seen);
-                Seen { messages: all, from: system + synthetic, offset }
+                Seen { messages: all, map: HistoryMap::new(system + synthetic, offset) }
             }
             None => {
                 all.extend_from_slice(messages);
-                Seen { messages: all, from: system, offset: 0 }
+                Seen { messages: all, map: HistoryMap::new(system, 0) }
             }
         }
     }
@@ -177,27 +162,29 @@ impl ModelNode {
     ) -> Result<Vec<Message>> {
         let summary = state.context_summary().cloned();
         let mut cut = window(&seen.messages, policy, summary.as_ref().map(|s| s.text.as_str()));
-        if let Some(summarizer) = &policy.summarizer {
-            let covers = summary.as_ref().map_or(0, |s| s.covers);
-            let start = seen.position(covers);
-            if cut.kept_from > start && cut.kept_from >= seen.from {
-                if state.context_summary_mut().is_none() {
-                    return Err(Error::InvalidConfig {
-                        reason: format!(
-                            "node `{}` summarizes its context window, but its state keeps no summary (`ToolLoopState::context_summary_mut`)",
-                            self.name
-                        ),
-                    });
-                }
-                let left = &seen.messages[start..cut.kept_from];
-                let text = self.summarize(summarizer, policy, summary.as_ref(), left, ctx).await?;
-                let covers = seen.stored(cut.kept_from);
-                if let Some(slot) = state.context_summary_mut() {
-                    *slot = Some(ContextSummary::new(text, covers));
-                }
-                let text = state.context_summary().map(|s| s.text.clone());
-                // The new summary may be longer: cut again (what leaves now is summarized next time).
-                cut = window(&seen.messages, policy, text.as_deref());
+        if let (Some(summarizer), Some(due)) =
+            (&policy.summarizer, policy.summary_due(&cut, seen.map, summary.as_ref()))
+        {
+            if state.context_summary_mut().is_none() {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "node `{}` summarizes its context window, but its state keeps no summary (`ToolLoopState::context_summary_mut`)",
+                        self.name
+                    ),
+                });
+            }
+            let left = &seen.messages[due.range.clone()];
+            let request = policy.summary_request(summary.as_ref(), left);
+            let span = tracing::info_span!("model.summarize", model = %summarizer.id(), messages = left.len());
+            let started = std::time::Instant::now();
+            let reply = summarizer.chat(request).instrument(span).await?;
+            ctx.add_agent_usage(&self.name, reply.usage, started.elapsed());
+            tracing::debug!(summarized = left.len(), covers = due.covers, "context summary refreshed");
+            let text = reply.message.content;
+            // The new summary may be longer: cut again (what leaves now is summarized next time).
+            cut = window(&seen.messages, policy, Some(&text));
+            if let Some(slot) = state.context_summary_mut() {
+                *slot = Some(ContextSummary::new(text, due.covers));
             }
         }
         tracing::debug!(
@@ -209,26 +196,6 @@ impl ModelNode {
             "context window applied"
         );
         Ok(cut.messages)
-    }
-
-    /// Folds `left` (the messages that left the window) into the running summary.
-    async fn summarize(
-        &self,
-        model: &Arc<dyn ChatModel>,
-        policy: &ContextWindow,
-        summary: Option<&ContextSummary>,
-        left: &[Message],
-        ctx: &RunContext,
-    ) -> Result<String> {
-        let current = summary.map_or("(none yet)", |s| s.text.as_str());
-        let prompt = format!("Current summary:\n{current}\n\nMessages that follow it:\n{}", transcript(left));
-        let request = ChatRequest::new(vec![Message::system(policy.summary_prompt.clone()), Message::user(prompt)]);
-        let span = tracing::info_span!("model.summarize", model = %model.id(), messages = left.len());
-        let started = std::time::Instant::now();
-        let reply = model.chat(request).instrument(span).await?;
-        ctx.add_agent_usage(&self.name, reply.usage, started.elapsed());
-        tracing::debug!(summarized = left.len(), "context summary refreshed");
-        Ok(reply.message.content)
     }
 
     /// Whether the turn's user message is still to be added: not when the model continues
@@ -386,11 +353,11 @@ mod tests {
         assert_eq!(seen[1..], messages[4..]);
 
         // With a system prompt and the task first: request index 2 is stored index 4.
-        let seen = Seen { messages: Vec::new(), from: 2, offset: 4 };
-        assert_eq!(seen.stored(2), 4);
-        assert_eq!(seen.stored(3), 5);
-        assert_eq!(seen.position(5), 3);
+        let map = HistoryMap::new(2, 4);
+        assert_eq!(map.stored(2), 4);
+        assert_eq!(map.stored(3), 5);
+        assert_eq!(map.position(5), 3);
         // A summary that covers less than the view starts from the view's start.
-        assert_eq!(seen.position(1), 2);
+        assert_eq!(map.position(1), 2);
     }
 }
