@@ -169,7 +169,8 @@ impl PostgresStoreBuilder {
             .test_before_acquire(false)
             .connect_lazy_with(options);
         let migrate = async {
-            let mut conn = pool.acquire().await.map_err(|err| Error::backend("postgres", "connect", PgFailure::Acquire(err)))?;
+            let mut conn =
+                pool.acquire().await.map_err(|err| Error::backend("postgres", "connect", PgFailure::Acquire(err)))?;
             schema::migrate(&mut conn, &self.schema).await
         };
         // Migrating may wait for another process's migration (the advisory lock): bounded by

@@ -11,8 +11,16 @@ use lgadk_core::{
 };
 
 use super::decode::Rows;
-use super::session::{IntoSafe, one, reader_bad, status};
-use super::{Effect, PostgresStore, clamp_i64, op_arg, writes};
+use super::session::{one, reader_bad, status};
+use super::{Effect, PostgresStore, clamp_i64, op_arg, query, writes};
+
+/// What `lgadk_commit` writes.
+struct CommitArgs<'a> {
+    checkpoint: &'a NewCheckpoint,
+    expected_version: u64,
+    interaction: Option<&'a Interaction>,
+    merge: Option<&'a Metadata>,
+}
 
 /// What `lgadk_commit` saved.
 struct Saved {
@@ -25,20 +33,15 @@ struct Saved {
 impl PostgresStore {
     /// One `lgadk_commit`: the checkpoint compare-and-set with its messages, then the optional
     /// interaction and metadata merge, all or nothing.
-    async fn commit(
-        &self,
-        op: &'static str,
-        id: &SessionId,
-        checkpoint: &NewCheckpoint,
-        expected_version: u64,
-        interaction: Option<&Interaction>,
-        merge: Option<&Metadata>,
-        now: i64,
-    ) -> Result<Saved> {
+    async fn commit(&self, op: &'static str, id: &SessionId, args: CommitArgs<'_>, now: i64) -> Result<Saved> {
+        let CommitArgs { checkpoint, expected_version, interaction, merge } = args;
         let limit = self.inner.metadata_limit;
         let state = Self::json(op, "a checkpoint", &checkpoint.state)?;
-        let messages =
-            checkpoint.messages.iter().map(|message| Self::json(op, "a message", message)).collect::<Result<Vec<_>>>()?;
+        let messages = checkpoint
+            .messages
+            .iter()
+            .map(|message| Self::json(op, "a message", message))
+            .collect::<Result<Vec<_>>>()?;
         let (merge_json, merge_sizes) = match merge {
             Some(map) => {
                 let (json, sizes) = Self::metadata_args(op, map)?;
@@ -52,7 +55,7 @@ impl PostgresStore {
         let effect = writes(checkpoint.op);
         let rows = self
             .rows(op, effect, || {
-                sqlx::query(self.sql().commit.clone().into_safe())
+                query(&self.sql().commit)
                     .bind(id.as_str())
                     .bind(now)
                     .bind(clamp_i64(expected_version.into()))
@@ -85,9 +88,11 @@ impl PostgresStore {
                 })
             }
             status::NOT_FOUND => Err(Error::SessionNotFound(id.clone())),
-            status::CONFLICT => {
-                Err(Error::Conflict { id: id.clone(), expected: expected_version, actual: reader.count(row, 1, "version")? })
-            }
+            status::CONFLICT => Err(Error::Conflict {
+                id: id.clone(),
+                expected: expected_version,
+                actual: reader.count(row, 1, "version")?,
+            }),
             status::TOO_LARGE => {
                 let size: i64 = reader.get(row, 8)?;
                 Err(Error::MetadataTooLarge { size: usize::try_from(size).unwrap_or(usize::MAX), limit })
@@ -113,9 +118,7 @@ impl Checkpointer for PostgresStore {
     async fn version(&self, id: &SessionId) -> Result<u64> {
         const OP: &str = "checkpoint_version";
         let now = self.now();
-        let rows = self
-            .rows(OP, Effect::Read, || sqlx::query(self.sql().version.clone().into_safe()).bind(id.as_str()).bind(now))
-            .await?;
+        let rows = self.rows(OP, Effect::Read, || query(&self.sql().version).bind(id.as_str()).bind(now)).await?;
         let reader = Rows { op: OP, effect: Effect::Read, id };
         match rows.first() {
             Some(row) => reader.count(row, 0, "version"),
@@ -126,7 +129,8 @@ impl Checkpointer for PostgresStore {
     async fn put(&self, id: &SessionId, checkpoint: NewCheckpoint, expected_version: u64) -> Result<Checkpoint> {
         let checkpoint = checkpoint.check_depth()?;
         let now = self.now();
-        let saved = self.commit("checkpoint_put", id, &checkpoint, expected_version, None, None, now).await?;
+        let args = CommitArgs { checkpoint: &checkpoint, expected_version, interaction: None, merge: None };
+        let saved = self.commit("checkpoint_put", id, args, now).await?;
         Ok(Checkpoint {
             version: saved.version,
             step: checkpoint.step,
@@ -140,9 +144,7 @@ impl Checkpointer for PostgresStore {
     async fn latest(&self, id: &SessionId) -> Result<Option<Checkpoint>> {
         let now = self.now();
         let found = self
-            .read_checkpoints("checkpoint_latest", id, || {
-                sqlx::query(self.sql().latest.clone().into_safe()).bind(id.as_str()).bind(now)
-            })
+            .read_checkpoints("checkpoint_latest", id, || query(&self.sql().latest).bind(id.as_str()).bind(now))
             .await?;
         Ok(found.into_iter().next())
     }
@@ -152,7 +154,7 @@ impl Checkpointer for PostgresStore {
         let now = self.now();
         let found = self
             .read_checkpoints("checkpoint_read", id, || {
-                sqlx::query(self.sql().checkpoint.clone().into_safe()).bind(id.as_str()).bind(now).bind(version)
+                query(&self.sql().checkpoint).bind(id.as_str()).bind(now).bind(version)
             })
             .await?;
         Ok(found.into_iter().next())
@@ -165,7 +167,7 @@ impl Checkpointer for PostgresStore {
         let now = self.now();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read_checkpoints("checkpoint_list", id, || {
-            sqlx::query(self.sql().list_checkpoints.clone().into_safe()).bind(id.as_str()).bind(now).bind(limit)
+            query(&self.sql().list_checkpoints).bind(id.as_str()).bind(now).bind(limit)
         })
         .await
     }
@@ -178,9 +180,7 @@ impl Checkpointer for PostgresStore {
         let now = self.now();
         let (start, end) = (clamp_i64(range.start.into()), clamp_i64(range.end.into()));
         let rows = self
-            .rows(OP, Effect::Read, || {
-                sqlx::query(self.sql().messages.clone().into_safe()).bind(id.as_str()).bind(now).bind(start).bind(end)
-            })
+            .rows(OP, Effect::Read, || query(&self.sql().messages).bind(id.as_str()).bind(now).bind(start).bind(end))
             .await?;
         let reader = Rows { op: OP, effect: Effect::Read, id };
         rows.iter()
@@ -196,9 +196,7 @@ impl Checkpointer for PostgresStore {
         let now = self.now();
         // Deleting twice deletes once: a repeat after a lost answer reports `false`.
         let rows = self
-            .rows(OP, Effect::Repeatable, || {
-                sqlx::query(self.sql().delete_checkpoints.clone().into_safe()).bind(id.as_str()).bind(now)
-            })
+            .rows(OP, Effect::Repeatable, || query(&self.sql().delete_checkpoints).bind(id.as_str()).bind(now))
             .await?;
         let reader = Rows { op: OP, effect: Effect::Repeatable, id };
         match rows.first() {
@@ -218,9 +216,7 @@ impl TurnStore for PostgresStore {
         let now = self.now();
         let cached = cached_version.map(|version| clamp_i64(version.into()));
         let rows = self
-            .rows(OP, Effect::Read, || {
-                sqlx::query(self.sql().begin_turn.clone().into_safe()).bind(id.as_str()).bind(now).bind(cached)
-            })
+            .rows(OP, Effect::Read, || query(&self.sql().begin_turn).bind(id.as_str()).bind(now).bind(cached))
             .await?;
         let reader = Rows { op: OP, effect: Effect::Read, id };
         let Some(row) = rows.first() else { return Ok(None) };
@@ -229,7 +225,7 @@ impl TurnStore for PostgresStore {
         let latest = match reader.checkpoint(row, 10)? {
             Some(checkpoint) => {
                 let bodies: Option<Vec<String>> = reader.get(row, 16)?;
-                let messages = reader.messages(bodies.unwrap_or_default())?;
+                let messages = reader.messages(bodies.as_deref().unwrap_or_default())?;
                 Some(LatestCheckpoint { checkpoint, messages })
             }
             None => None,
@@ -247,17 +243,13 @@ impl TurnStore for PostgresStore {
             check_metadata_size(update, limit)?;
         }
         let now = self.now();
-        let saved = self
-            .commit(
-                "commit_turn",
-                id,
-                &checkpoint,
-                expected_version,
-                interaction.as_ref(),
-                merge_metadata.as_ref(),
-                now,
-            )
-            .await?;
+        let args = CommitArgs {
+            checkpoint: &checkpoint,
+            expected_version,
+            interaction: interaction.as_ref(),
+            merge: merge_metadata.as_ref(),
+        };
+        let saved = self.commit("commit_turn", id, args, now).await?;
         Ok(TurnSaved {
             checkpoint: Checkpoint {
                 version: saved.version,

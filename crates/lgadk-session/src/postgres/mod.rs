@@ -170,6 +170,11 @@ fn clamp_i64(value: u128) -> i64 {
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
+/// A query of one of the store's statements (shared text, nothing copied).
+fn query<'q>(text: &Arc<str>) -> PgQuery<'q> {
+    sqlx::query(sqlx::AssertSqlSafe(Arc::clone(text)))
+}
+
 impl PostgresStore {
     /// A builder for a store on the database at `url`
     /// (`postgres://user[:password]@host[:port]/database[?sslmode=…]`).
@@ -331,10 +336,9 @@ mod decode {
             };
             let timeout: Option<i64> = self.get(row, 3)?;
             let timeout = match timeout {
-                Some(ms) => Some(std::time::Duration::from_millis(
-                    u64::try_from(ms)
-                        .map_err(|_| Error::corrupt(self.id, PgFailure::OutOfRange { column: "timeout_ms", value: ms }))?,
-                )),
+                Some(ms) => Some(std::time::Duration::from_millis(u64::try_from(ms).map_err(|_| {
+                    Error::corrupt(self.id, PgFailure::OutOfRange { column: "timeout_ms", value: ms })
+                })?)),
                 None => None,
             };
             let metadata: String = self.get(row, 4)?;
@@ -367,7 +371,7 @@ mod decode {
             }))
         }
 
-        pub(crate) fn messages(&self, bodies: Vec<String>) -> Result<Vec<Message>> {
+        pub(crate) fn messages(&self, bodies: &[String]) -> Result<Vec<Message>> {
             bodies.iter().map(|body| self.json(body, "a logged message")).collect()
         }
     }

@@ -262,11 +262,12 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()>
          (version bigint PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
     );
     sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *tx).await.map_err(failed)?;
-    let found: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COALESCE(max(version), 0) FROM {schema}.lgadk_migrations")))
-        .fetch_one(&mut *tx)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(failed)?;
+    let found: i64 =
+        sqlx::query(AssertSqlSafe(format!("SELECT COALESCE(max(version), 0) FROM {schema}.lgadk_migrations")))
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(failed)?;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if found > known {
         return Err(Error::backend(
@@ -278,12 +279,14 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()>
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
         let sql = migration.sql.replace("{s}", schema);
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query(AssertSqlSafe(format!("INSERT INTO {schema}.lgadk_migrations (version, description) VALUES ($1, $2)")))
-            .bind(migration.version)
-            .bind(migration.description)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {schema}.lgadk_migrations (version, description) VALUES ($1, $2)"
+        )))
+        .bind(migration.version)
+        .bind(migration.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
         tracing::info!(schema, version = migration.version, "applied lgadk migration");
     }
     tx.commit().await.map_err(failed)?;

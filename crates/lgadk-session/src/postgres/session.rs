@@ -11,7 +11,7 @@ use lgadk_core::{
 
 use super::decode::Rows;
 use super::error::PgFailure;
-use super::{Effect, MAX_TIMEOUT_MS, PURGE_BATCH, PostgresStore, clamp_i64, failed, op_arg, writes};
+use super::{Effect, MAX_TIMEOUT_MS, PURGE_BATCH, PostgresStore, clamp_i64, failed, op_arg, query, writes};
 
 /// Status codes the functions answer with (see `schema.rs`).
 pub(super) mod status {
@@ -57,7 +57,7 @@ impl SessionStore for PostgresStore {
         let effect = writes(new.op);
         let rows = self
             .rows(OP, effect, || {
-                sqlx::query(self.sql().create.clone().into_safe())
+                query(&self.sql().create)
                     .bind(id.as_str())
                     .bind(user)
                     .bind(now)
@@ -91,20 +91,14 @@ impl SessionStore for PostgresStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>> {
         const OP: &str = "get";
         let now = self.now();
-        let rows = self
-            .rows(OP, Effect::Read, || sqlx::query(self.sql().get.clone().into_safe()).bind(id.as_str()).bind(now))
-            .await?;
+        let rows = self.rows(OP, Effect::Read, || query(&self.sql().get).bind(id.as_str()).bind(now)).await?;
         let reader = Rows { op: OP, effect: Effect::Read, id };
         rows.first().map(|row| reader.session(row)).transpose()
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool> {
         let now = self.now();
-        let rows = self
-            .rows("exists", Effect::Read, || {
-                sqlx::query(self.sql().exists.clone().into_safe()).bind(id.as_str()).bind(now)
-            })
-            .await?;
+        let rows = self.rows("exists", Effect::Read, || query(&self.sql().exists).bind(id.as_str()).bind(now)).await?;
         Ok(!rows.is_empty())
     }
 
@@ -115,7 +109,7 @@ impl SessionStore for PostgresStore {
         let effect = writes(turn.op);
         let rows = self
             .rows(OP, effect, || {
-                sqlx::query(self.sql().track.clone().into_safe())
+                query(&self.sql().track)
                     .bind(id.as_str())
                     .bind(now)
                     .bind(clamp_i64(turn.tokens_in.into()))
@@ -133,11 +127,8 @@ impl SessionStore for PostgresStore {
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
         let now = self.now();
-        let rows = self
-            .rows("touch", Effect::Repeatable, || {
-                sqlx::query(self.sql().touch.clone().into_safe()).bind(id.as_str()).bind(now)
-            })
-            .await?;
+        let rows =
+            self.rows("touch", Effect::Repeatable, || query(&self.sql().touch).bind(id.as_str()).bind(now)).await?;
         if rows.is_empty() { Err(Error::SessionNotFound(id.clone())) } else { Ok(()) }
     }
 
@@ -156,7 +147,7 @@ impl SessionStore for PostgresStore {
         let now = self.now();
         let rows = self
             .rows(OP, Effect::Write, || {
-                sqlx::query(self.sql().update_metadata.clone().into_safe())
+                query(&self.sql().update_metadata)
                     .bind(id.as_str())
                     .bind(now)
                     .bind(merge)
@@ -189,11 +180,8 @@ impl SessionStore for PostgresStore {
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let rows = self
             .rows(OP, Effect::Read, || match &page.cursor {
-                None => sqlx::query(self.sql().list_first.clone().into_safe())
-                    .bind(user.as_str())
-                    .bind(now)
-                    .bind(fetch),
-                Some(cursor) => sqlx::query(self.sql().list_after.clone().into_safe())
+                None => query(&self.sql().list_first).bind(user.as_str()).bind(now).bind(fetch),
+                Some(cursor) => query(&self.sql().list_after)
                     .bind(user.as_str())
                     .bind(now)
                     .bind(fetch)
@@ -205,11 +193,11 @@ impl SessionStore for PostgresStore {
         let mut ids = Vec::with_capacity(rows.len().min(limit));
         let mut last = None;
         for row in rows.iter().take(limit) {
-            let raw: String = sqlx::Row::try_get(row, 0)
-                .map_err(|err| failed_read(OP, format!("column 0: {err}")))?;
+            let raw: String = sqlx::Row::try_get(row, 0).map_err(|err| failed_read(OP, format!("column 0: {err}")))?;
             let created_ms: i64 =
                 sqlx::Row::try_get(row, 1).map_err(|err| failed_read(OP, format!("column 1: {err}")))?;
-            let id = SessionId::parse(&raw).map_err(|_| failed_read(OP, format!("stored session id `{raw}` is invalid")))?;
+            let id =
+                SessionId::parse(&raw).map_err(|_| failed_read(OP, format!("stored session id `{raw}` is invalid")))?;
             ids.push(id.clone());
             last = Some(Cursor::new(created_ms, id));
         }
@@ -220,9 +208,7 @@ impl SessionStore for PostgresStore {
         const OP: &str = "end";
         let now = self.now();
         // Deleting twice deletes once: a repeat after a lost answer reports `false`.
-        let rows = self
-            .rows(OP, Effect::Repeatable, || sqlx::query(self.sql().end.clone().into_safe()).bind(id.as_str()).bind(now))
-            .await?;
+        let rows = self.rows(OP, Effect::Repeatable, || query(&self.sql().end).bind(id.as_str()).bind(now)).await?;
         let reader = Rows { op: OP, effect: Effect::Repeatable, id };
         match rows.first() {
             Some(row) => reader.get::<bool>(row, 0),
@@ -235,11 +221,8 @@ impl SessionStore for PostgresStore {
         let mut removed = 0usize;
         loop {
             let now = self.now();
-            let rows = self
-                .rows(OP, Effect::Repeatable, || {
-                    sqlx::query(self.sql().purge.clone().into_safe()).bind(PURGE_BATCH).bind(now)
-                })
-                .await?;
+            let rows =
+                self.rows(OP, Effect::Repeatable, || query(&self.sql().purge).bind(PURGE_BATCH).bind(now)).await?;
             let row = rows.first().ok_or_else(|| failed_read(OP, "no row".into()))?;
             let gone: i64 = sqlx::Row::try_get(row, 0).map_err(|err| failed_read(OP, format!("column 0: {err}")))?;
             let due: i64 = sqlx::Row::try_get(row, 1).map_err(|err| failed_read(OP, format!("column 1: {err}")))?;
@@ -254,31 +237,24 @@ impl SessionStore for PostgresStore {
 /// The one row a function answers with.
 pub(super) fn one<'r>(reader: &Rows<'_>, rows: &'r [sqlx::postgres::PgRow]) -> Result<&'r sqlx::postgres::PgRow> {
     rows.first().ok_or_else(|| {
-        failed(reader.op, reader.effect, lgadk_core::Outcome::Unknown, PgFailure::BadReply {
-            op: reader.op,
-            detail: "no row".into(),
-        })
+        failed(
+            reader.op,
+            reader.effect,
+            lgadk_core::Outcome::Unknown,
+            PgFailure::BadReply { op: reader.op, detail: "no row".into() },
+        )
     })
 }
 
 pub(super) fn reader_bad(reader: &Rows<'_>, status: i32) -> Error {
-    failed(reader.op, reader.effect, lgadk_core::Outcome::Unknown, PgFailure::BadReply {
-        op: reader.op,
-        detail: format!("unknown status {status}"),
-    })
+    failed(
+        reader.op,
+        reader.effect,
+        lgadk_core::Outcome::Unknown,
+        PgFailure::BadReply { op: reader.op, detail: format!("unknown status {status}") },
+    )
 }
 
 fn failed_read(op: &'static str, detail: String) -> Error {
     Error::backend("postgres", op, PgFailure::BadReply { op, detail })
-}
-
-/// Shared statement text as sqlx takes it.
-pub(super) trait IntoSafe {
-    fn into_safe(self) -> sqlx::AssertSqlSafe<std::sync::Arc<str>>;
-}
-
-impl IntoSafe for std::sync::Arc<str> {
-    fn into_safe(self) -> sqlx::AssertSqlSafe<std::sync::Arc<str>> {
-        sqlx::AssertSqlSafe(self)
-    }
 }

@@ -55,7 +55,9 @@ impl Statements {
              WHERE s.id = $1 AND {live} \
              RETURNING s.interactions, s.tokens_in, s.tokens_out, s.response_us";
         Self {
-            create: text("SELECT o_status, o_created_ms, o_last_active_ms FROM {s}.lgadk_create($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)"),
+            create: text(
+                "SELECT o_status, o_created_ms, o_last_active_ms FROM {s}.lgadk_create($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+            ),
             get: text(&format!("SELECT {SESSION_COLUMNS} FROM {{s}}.sessions s WHERE s.id = $1 AND {{live}}")),
             exists: text("SELECT 1 FROM {s}.sessions s WHERE s.id = $1 AND {live}"),
             track: text(track),

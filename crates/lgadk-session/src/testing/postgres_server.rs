@@ -47,12 +47,10 @@ fn bin_dir() -> Option<PathBuf> {
         .ok()
         .filter(|out| out.status.success())
         .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    from_config
-        .filter(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
-        .or_else(|| {
-            let initdb = on_path("initdb")?.canonicalize().ok()?;
-            initdb.parent().map(Path::to_path_buf).filter(|dir| dir.join("postgres").is_file())
-        })
+    from_config.filter(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file()).or_else(|| {
+        let initdb = on_path("initdb")?.canonicalize().ok()?;
+        initdb.parent().map(Path::to_path_buf).filter(|dir| dir.join("postgres").is_file())
+    })
 }
 
 /// Whether this process runs as root: `initdb`, `postgres` and `pgbouncer` refuse to, so they
@@ -120,7 +118,14 @@ impl Supervised {
     ) -> Result<Self, String> {
         let sh = PathBuf::from("/bin/sh");
         let mut command = unprivileged(&sh, root);
-        command.arg("-c").arg(SUPERVISOR).arg("sh").arg(log).arg(cleanup.unwrap_or(Path::new(""))).arg(program).args(args);
+        command
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("sh")
+            .arg(log)
+            .arg(cleanup.unwrap_or(Path::new("")))
+            .arg(program)
+            .args(args);
         let mut shell = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
