@@ -20,7 +20,8 @@
 //! [`TestDatabase::shared`] is one server per test process, or `LGADK_TEST_DATABASE_URL`
 //! when that is set; tests isolate themselves with a [`unique_schema`]. The binaries come
 //! from `LGADK_PG_BIN`, `pg_config --bindir` or `PATH`; missing, they make `start` skip or,
-//! under `CI`, panic, as for Redis.
+//! under `CI`, panic, as for Redis. [`WireCounter`] is a loopback proxy that counts the
+//! round trips and statements clients send to a server.
 //!
 //! ```
 //! # fn main() {
@@ -36,9 +37,14 @@ mod monitor;
 #[cfg(feature = "postgres")]
 mod postgres_server;
 mod redis_server;
+#[cfg(feature = "postgres")]
+mod wire;
 
 pub use monitor::{Monitor, MonitoredCommand, ScriptCall};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres_server::{PostgresOptions, PostgresServer, TestDatabase, unique_schema};
 pub use redis_server::{RedisCluster, RedisServer};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use wire::{WireCounter, WireCounts};

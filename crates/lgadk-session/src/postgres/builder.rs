@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lgadk_core::{Clock, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT, Error, Result, SystemClock};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 use super::error::PgFailure;
+use super::pool::{AcquireError, ConnPool};
 use super::schema;
 use super::statements::Statements;
 use super::{Inner, PostgresStore};
@@ -160,18 +161,18 @@ impl PostgresStoreBuilder {
         if let Some(capacity) = self.statement_cache_capacity {
             options = options.statement_cache_capacity(capacity);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .min_connections(0)
-            .acquire_timeout(self.acquire_timeout)
-            // A ping before every acquire would double the round trips; a broken connection
-            // fails its call instead, which is sent again when that is safe.
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let pool = ConnPool::new(options, self.max_connections, self.acquire_timeout);
         let migrate = async {
-            let mut conn =
-                pool.acquire().await.map_err(|err| Error::backend("postgres", "connect", PgFailure::Acquire(err)))?;
-            schema::migrate(&mut conn, &self.schema).await
+            let mut pooled = pool
+                .acquire(false)
+                .await
+                .map_err(|err| Error::backend("postgres", "connect", PgFailure::Acquire(err)))?;
+            let Some(conn) = pooled.conn() else {
+                return Err(Error::backend("postgres", "connect", PgFailure::Acquire(AcquireError::Closed)));
+            };
+            schema::migrate(conn, &self.schema).await?;
+            pooled.reuse();
+            Ok(())
         };
         // Migrating may wait for another process's migration (the advisory lock): bounded by
         // both timeouts together.

@@ -8,7 +8,7 @@ pub(crate) enum PgFailure {
     /// No pooled connection could be had (the server is down, refused, or every connection
     /// stayed busy past the acquire timeout); nothing was sent.
     #[error("no connection from the pool")]
-    Acquire(#[source] sqlx::Error),
+    Acquire(#[source] super::pool::AcquireError),
     /// The server answered with an error, or the connection failed while the statement ran.
     #[error("statement failed")]
     Statement(#[source] sqlx::Error),

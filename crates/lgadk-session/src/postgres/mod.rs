@@ -81,6 +81,7 @@
 mod builder;
 mod checkpointer;
 mod error;
+mod pool;
 mod schema;
 mod session;
 mod statements;
@@ -91,13 +92,14 @@ use std::time::Duration;
 
 use lgadk_core::{Clock, Error, Message, OpId, Outcome, Result};
 use serde::Serialize;
+use sqlx::Postgres;
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{PgPool, Postgres};
 
 pub use builder::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PostgresStoreBuilder,
 };
 use error::PgFailure;
+use pool::{AcquireError, ConnPool};
 use statements::Statements;
 
 /// Longest stored timeout (2^53 - 1 ms, about 285,000 years), so `last_active + timeout`
@@ -119,7 +121,7 @@ pub struct PostgresStore {
 }
 
 struct Inner {
-    pool: PgPool,
+    pool: ConnPool,
     schema: String,
     sql: Statements,
     clock: Arc<dyn Clock>,
@@ -132,7 +134,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema)
-            .field("pool_size", &self.inner.pool.size())
+            .field("idle_connections", &self.inner.pool.idle_count())
             .field("statement_timeout", &self.inner.statement_timeout)
             .field("metadata_limit", &self.inner.metadata_limit)
             .field("checkpoint_retention", &self.inner.checkpoint_retention)
@@ -187,9 +189,10 @@ impl PostgresStore {
         &self.inner.schema
     }
 
-    /// The connection pool (for operators: its size, or closing it on shutdown).
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+    /// Closes the idle connections and makes every later call fail with `Error::Backend`
+    /// (`NotApplied`); calls in flight finish first. For a clean shutdown.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
     }
 
     fn now(&self) -> i64 {
@@ -205,38 +208,50 @@ impl PostgresStore {
     /// `NotApplied` when no connection could be had or the server refused the statement;
     /// for a write, `Unknown` when no answer came within the statement timeout or the
     /// connection broke under it. Reads and repeatable writes whose connection broke are sent
-    /// once more on another connection.
+    /// once more on a new connection.
     async fn rows<'q>(&self, op: &'static str, effect: Effect, build: impl Fn() -> PgQuery<'q>) -> Result<Vec<PgRow>> {
-        let mut attempt = 0;
+        let pool = &self.inner.pool;
+        let mut fresh = false;
         loop {
-            attempt += 1;
-            let mut conn = self
-                .inner
-                .pool
-                .acquire()
-                .await
-                .map_err(|err| Error::backend("postgres", op, PgFailure::Acquire(err)))?;
-            let sent = tokio::time::timeout(self.inner.statement_timeout, build().fetch_all(&mut *conn)).await;
+            let mut pooled =
+                pool.acquire(fresh).await.map_err(|err| Error::backend("postgres", op, PgFailure::Acquire(err)))?;
+            let Some(conn) = pooled.conn() else {
+                return Err(Error::backend("postgres", op, PgFailure::Acquire(AcquireError::Closed)));
+            };
+            // Dropped mid-statement (a timeout here, or the caller's), `pooled` closes the
+            // connection instead of returning it to the pool.
+            let sent = tokio::time::timeout(self.inner.statement_timeout, build().fetch_all(conn)).await;
             let err = match sent {
-                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Ok(rows)) => {
+                    pooled.reuse();
+                    return Ok(rows);
+                }
                 Ok(Err(err)) => err,
                 Err(_) => {
-                    // The connection is mid-statement: it must not go back to the pool.
-                    conn.close_on_drop();
                     let failure = PgFailure::Timeout(self.inner.statement_timeout);
                     return Err(failed(op, effect, Outcome::Unknown, failure));
                 }
             };
+            if is_server_error(&err) && !is_connection_fatal(&err) {
+                // The server ran the statement (its own transaction) and rolled it back; the
+                // connection is fine.
+                pooled.reuse();
+                return Err(Error::backend("postgres", op, PgFailure::Statement(err)));
+            }
+            // The connection is gone, and the idle ones most likely with it.
+            drop(pooled);
+            pool.discard_idle();
             if is_server_error(&err) {
-                // The server ran the statement (its own transaction) and rolled it back.
-                if is_connection_fatal(&err) {
-                    conn.close_on_drop();
+                // Ended by the server (shutdown, terminated) before it ran the statement.
+                if effect != Effect::Write && !fresh {
+                    fresh = true;
+                    continue;
                 }
                 return Err(Error::backend("postgres", op, PgFailure::Statement(err)));
             }
-            conn.close_on_drop();
-            if effect != Effect::Write && attempt == 1 && is_connection_lost(&err) {
-                tracing::debug!(op, error = %err, "connection lost; sending once more on another");
+            if effect != Effect::Write && !fresh && is_connection_lost(&err) {
+                tracing::debug!(op, error = %err, "connection lost; sending once more on a new one");
+                fresh = true;
                 continue;
             }
             return Err(failed(op, effect, Outcome::Unknown, PgFailure::Statement(err)));
