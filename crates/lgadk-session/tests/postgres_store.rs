@@ -112,7 +112,7 @@ async fn schemas_isolate_stores() {
     b.create(NewSession::for_user(alice.clone()).with_id(id.clone())).await.unwrap();
     a.track_interaction(&id, Interaction::tokens(1, 2)).await.unwrap();
     assert_eq!(b.get(&id).await.unwrap().unwrap().stats.interactions, 0);
-    assert_eq!(a.list_user_sessions(&alice, Page::first(10)).await.unwrap().ids, [id.clone()]);
+    assert_eq!(a.list_user_sessions(&alice, Page::first(10)).await.unwrap().ids, std::slice::from_ref(&id));
     assert!(a.end(&id).await.unwrap());
     assert!(b.exists(&id).await.unwrap());
 }

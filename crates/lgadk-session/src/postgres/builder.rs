@@ -115,10 +115,13 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How many prepared statements each connection keeps (sqlx's default, 100, unless set).
-    /// `0` sends every statement unnamed: use it through a pooler in transaction mode that
-    /// does not track prepared statements (PgBouncer before 1.21, or with
-    /// `max_prepared_statements = 0`).
+    /// How many prepared statements each connection keeps (sqlx's default, 100, unless set:
+    /// more than the store's statements). `0` prepares nothing: each statement is sent as one simple query
+    /// with its values written in as literals (hex-encoded text, so no value can break out of
+    /// its literal), still one round trip per operation. Use `0` through a pooler in
+    /// transaction mode that does not track prepared statements (PgBouncer before 1.21, or
+    /// with `max_prepared_statements = 0`): there, a statement prepared in one transaction is
+    /// missing, or another client's, in the next.
     pub fn with_statement_cache_capacity(mut self, capacity: usize) -> Self {
         self.statement_cache_capacity = Some(capacity);
         self
@@ -190,6 +193,7 @@ impl PostgresStoreBuilder {
                 schema: self.schema,
                 clock: self.clock,
                 statement_timeout: self.statement_timeout,
+                prepare: self.statement_cache_capacity != Some(0),
                 metadata_limit: self.metadata_limit,
                 checkpoint_retention: self.checkpoint_retention,
             }),

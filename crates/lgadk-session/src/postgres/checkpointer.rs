@@ -105,7 +105,7 @@ impl PostgresStore {
         &self,
         op: &'static str,
         id: &SessionId,
-        build: impl Fn() -> super::PgQuery<'q> + Send + Sync,
+        build: impl Fn() -> super::Statement<'q> + Send + Sync,
     ) -> Result<Vec<Checkpoint>> {
         let rows = self.rows(op, Effect::Read, build).await?;
         let reader = Rows { op, effect: Effect::Read, id };

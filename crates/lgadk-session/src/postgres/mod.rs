@@ -126,6 +126,9 @@ struct Inner {
     sql: Statements,
     clock: Arc<dyn Clock>,
     statement_timeout: Duration,
+    /// Statements are prepared and cached per connection; otherwise sent as simple queries
+    /// with their values inline (statement cache capacity 0).
+    prepare: bool,
     metadata_limit: usize,
     checkpoint_retention: usize,
 }
@@ -170,12 +173,137 @@ fn clamp_i64(value: u128) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
-
-/// A query of one of the store's statements (shared text, nothing copied).
-fn query<'q>(text: &Arc<str>) -> PgQuery<'q> {
-    sqlx::query(sqlx::AssertSqlSafe(Arc::clone(text)))
+/// One of the store's statements with its parameters, sent either prepared (parameters bound)
+/// or, without the statement cache, as one simple query with the parameters written in as
+/// literals (see [`Statement::inline`]).
+#[derive(Clone)]
+struct Statement<'q> {
+    sql: Arc<str>,
+    params: Vec<Param<'q>>,
 }
+
+/// A statement's parameter.
+#[derive(Clone, Copy)]
+enum Param<'q> {
+    Text(Option<&'q str>),
+    Int(Option<i64>),
+    Bool(bool),
+    Texts(&'q [String]),
+}
+
+/// What can be bound to a [`Statement`].
+trait IntoParam<'q> {
+    fn into_param(self) -> Param<'q>;
+}
+
+impl<'q> IntoParam<'q> for &'q str {
+    fn into_param(self) -> Param<'q> {
+        Param::Text(Some(self))
+    }
+}
+
+impl<'q> IntoParam<'q> for Option<&'q str> {
+    fn into_param(self) -> Param<'q> {
+        Param::Text(self)
+    }
+}
+
+impl<'q> IntoParam<'q> for i64 {
+    fn into_param(self) -> Param<'q> {
+        Param::Int(Some(self))
+    }
+}
+
+impl<'q> IntoParam<'q> for Option<i64> {
+    fn into_param(self) -> Param<'q> {
+        Param::Int(self)
+    }
+}
+
+impl<'q> IntoParam<'q> for bool {
+    fn into_param(self) -> Param<'q> {
+        Param::Bool(self)
+    }
+}
+
+impl<'q> IntoParam<'q> for &'q Vec<String> {
+    fn into_param(self) -> Param<'q> {
+        Param::Texts(self)
+    }
+}
+
+/// A statement of the store (shared text, nothing copied), to bind parameters to.
+fn query<'q>(text: &Arc<str>) -> Statement<'q> {
+    Statement { sql: Arc::clone(text), params: Vec::new() }
+}
+
+impl<'q> Statement<'q> {
+    /// Binds the next parameter (`$1`, `$2`, … in order).
+    fn bind(mut self, value: impl IntoParam<'q>) -> Self {
+        self.params.push(value.into_param());
+        self
+    }
+
+    /// The statement for the extended protocol, prepared and cached per connection.
+    fn prepared(&self) -> PgQuery<'q> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&self.sql)));
+        for param in &self.params {
+            query = match *param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+                Param::Bool(flag) => query.bind(flag),
+                Param::Texts(texts) => query.bind(texts),
+            };
+        }
+        query
+    }
+
+    /// The statement as one simple query, each `$n` replaced by its value as a literal of
+    /// the type it is bound as: text as `convert_from(E'\\x<hex>'::bytea, 'UTF8')` (hex digits
+    /// only, so nothing a value holds can end the literal, whatever the server's string
+    /// settings), integers in decimal, `NULL`s typed. One round trip, nothing prepared:
+    /// what a pooler in transaction mode (PgBouncer) passes through unchanged.
+    fn inline(&self) -> String {
+        fn text(out: &mut String, value: &str) {
+            out.push_str("convert_from(E'\\\\x");
+            for byte in value.bytes() {
+                out.push_str(&format!("{byte:02x}"));
+            }
+            out.push_str("'::bytea, 'UTF8')");
+        }
+        let mut out = String::with_capacity(self.sql.len() + 64);
+        let mut rest = &*self.sql;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            let index: Option<usize> = rest[at + 1..at + 1 + digits].parse().ok();
+            match index.and_then(|n| n.checked_sub(1)).and_then(|n| self.params.get(n)) {
+                Some(Param::Text(Some(value))) => text(&mut out, value),
+                Some(Param::Text(None)) => out.push_str("NULL::text"),
+                Some(Param::Int(Some(value))) => out.push_str(&format!("CAST({value} AS bigint)")),
+                Some(Param::Int(None)) => out.push_str("NULL::bigint"),
+                Some(Param::Bool(value)) => out.push_str(if *value { "true" } else { "false" }),
+                Some(Param::Texts(values)) => {
+                    out.push_str("CAST(ARRAY[");
+                    for (i, value) in values.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        text(&mut out, value);
+                    }
+                    out.push_str("]::text[] AS text[])");
+                }
+                // Not a parameter (no statement has one): kept as written.
+                None => out.push_str(&rest[at..at + 1 + digits]),
+            }
+            rest = &rest[at + 1 + digits..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 impl PostgresStore {
     /// A builder for a store on the database at `url`
@@ -209,8 +337,15 @@ impl PostgresStore {
     /// for a write, `Unknown` when no answer came within the statement timeout or the
     /// connection broke under it. Reads and repeatable writes whose connection broke are sent
     /// once more on a new connection.
-    async fn rows<'q>(&self, op: &'static str, effect: Effect, build: impl Fn() -> PgQuery<'q>) -> Result<Vec<PgRow>> {
+    async fn rows<'q>(
+        &self,
+        op: &'static str,
+        effect: Effect,
+        build: impl Fn() -> Statement<'q>,
+    ) -> Result<Vec<PgRow>> {
         let pool = &self.inner.pool;
+        let statement = build();
+        let inline = (!self.inner.prepare).then(|| statement.inline());
         let mut fresh = false;
         loop {
             let mut pooled =
@@ -220,7 +355,13 @@ impl PostgresStore {
             };
             // Dropped mid-statement (a timeout here, or the caller's), `pooled` closes the
             // connection instead of returning it to the pool.
-            let sent = tokio::time::timeout(self.inner.statement_timeout, build().fetch_all(conn)).await;
+            let fetch = async {
+                match &inline {
+                    Some(sql) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.as_str())).fetch_all(conn).await,
+                    None => statement.prepared().fetch_all(conn).await,
+                }
+            };
+            let sent = tokio::time::timeout(self.inner.statement_timeout, fetch).await;
             let err = match sent {
                 Ok(Ok(rows)) => {
                     pooled.reuse();
@@ -389,5 +530,26 @@ mod decode {
         pub(crate) fn messages(&self, bodies: &[String]) -> Result<Vec<Message>> {
             bodies.iter().map(|body| self.json(body, "a logged message")).collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_values_are_hex_literals_of_their_type() {
+        let texts = vec!["a".to_owned(), "'); DROP TABLE t; --".to_owned()];
+        let sql: Arc<str> = "SELECT $1, $2, $3, $4, $5, $6, $10, $1".into();
+        let statement =
+            query(&sql).bind("it's").bind(None::<&str>).bind(-7i64).bind(None::<i64>).bind(true).bind(&texts);
+        let inline = statement.inline();
+        assert_eq!(
+            inline,
+            "SELECT convert_from(E'\\\\x69742773'::bytea, 'UTF8'), NULL::text, CAST(-7 AS bigint), NULL::bigint, true, \
+             CAST(ARRAY[convert_from(E'\\\\x61'::bytea, 'UTF8'),convert_from(E'\\\\x27293b2044524f50205441424c4520743b202d2d'::bytea, 'UTF8')]::text[] AS text[]), \
+             $10, convert_from(E'\\\\x69742773'::bytea, 'UTF8')"
+        );
+        assert!(!inline.contains("DROP"), "values never appear as text");
     }
 }

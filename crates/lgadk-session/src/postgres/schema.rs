@@ -251,19 +251,17 @@ $$;
 pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()> {
     let failed = |source: sqlx::Error| Error::backend("postgres", "migrate", PgFailure::Statement(source));
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failed)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('lgadk.migrate.' || $1, 0))")
-        .bind(schema)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?;
+    // Simple queries only, nothing prepared: this runs through poolers in transaction mode
+    // too. The schema name is checked (`[a-z_][a-z0-9_]*`), so it is written in as is.
     let setup = format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema}; \
+        "SELECT pg_advisory_xact_lock(hashtextextended('lgadk.migrate.{schema}', 0)); \
+         CREATE SCHEMA IF NOT EXISTS {schema}; \
          CREATE TABLE IF NOT EXISTS {schema}.lgadk_migrations \
          (version bigint PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
     );
     sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *tx).await.map_err(failed)?;
     let found: i64 =
-        sqlx::query(AssertSqlSafe(format!("SELECT COALESCE(max(version), 0) FROM {schema}.lgadk_migrations")))
+        sqlx::raw_sql(AssertSqlSafe(format!("SELECT COALESCE(max(version), 0) FROM {schema}.lgadk_migrations")))
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| row.try_get(0))
@@ -279,16 +277,28 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()>
     for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
         let sql = migration.sql.replace("{s}", schema);
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await.map_err(failed)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {schema}.lgadk_migrations (version, description) VALUES ($1, $2)"
-        )))
-        .bind(migration.version)
-        .bind(migration.description)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?;
+        // The description is a constant of this file, without quotes.
+        let record = format!(
+            "INSERT INTO {schema}.lgadk_migrations (version, description) VALUES ({}, '{}')",
+            migration.version, migration.description
+        );
+        sqlx::raw_sql(AssertSqlSafe(record)).execute(&mut *tx).await.map_err(failed)?;
         tracing::info!(schema, version = migration.version, "applied lgadk migration");
     }
     tx.commit().await.map_err(failed)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_quote_free() {
+        for (n, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, n as i64 + 1);
+            assert!(!migration.description.contains('\''), "written into SQL as a literal");
+            assert!(migration.sql.contains("{s}."), "schema-qualified");
+        }
+    }
 }

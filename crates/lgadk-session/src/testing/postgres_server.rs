@@ -447,3 +447,124 @@ fn fastrand_u32() -> u32 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
 }
+
+/// A `pgbouncer` in transaction mode in front of a [`PostgresServer`], on its own free
+/// loopback port, run as the `postgres` OS user when the test runs as root (it refuses root),
+/// stopped by pid on drop. Pool size 10 per database; `extra_float_digits` and `options` are
+/// ignored as startup parameters, as PgBouncer deployments usually configure.
+pub struct PgBouncer {
+    dir: TempDir,
+    port: u16,
+    upstream: u16,
+    process: Option<Supervised>,
+}
+
+impl fmt::Debug for PgBouncer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBouncer")
+            .field("port", &self.port)
+            .field("upstream", &self.upstream)
+            .field("pid", &self.process.as_ref().map(Supervised::pid))
+            .finish()
+    }
+}
+
+fn pgbouncer_binary() -> Option<PathBuf> {
+    match env::var_os("LGADK_PGBOUNCER") {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)).filter(|path| path.is_file()),
+        _ => on_path("pgbouncer").or_else(|| Some(PathBuf::from("/usr/sbin/pgbouncer")).filter(|path| path.is_file())),
+    }
+}
+
+impl PgBouncer {
+    /// Starts `pgbouncer` (transaction pooling) in front of `server`.
+    ///
+    /// `None` (after printing `SKIPPED: …`) when `pgbouncer` is not installed, unless `CI` is
+    /// set, in which case it panics. Panics when an installed one will not start.
+    pub fn start(server: &PostgresServer) -> Option<Self> {
+        let binary = pgbouncer_binary().or_else(|| missing("pgbouncer", "LGADK_PGBOUNCER"))?;
+        let root = is_root();
+        let dir = owned_tempdir("lgadk-pgbouncer-", root);
+        let mut last_error = String::new();
+        for _ in 0..8 {
+            let port = free_port();
+            let ini = dir.path().join("pgbouncer.ini");
+            let users = dir.path().join("userlist.txt");
+            let config = format!(
+                "[databases]\n\
+                 postgres = host=127.0.0.1 port={upstream} dbname=postgres user={USER}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = trust\n\
+                 auth_file = {users}\n\
+                 pool_mode = transaction\n\
+                 default_pool_size = 10\n\
+                 max_client_conn = 1000\n\
+                 ignore_startup_parameters = extra_float_digits,options\n\
+                 admin_users = {USER}\n",
+                upstream = server.port(),
+                users = users.display(),
+            );
+            fs::write(&ini, config).expect("write pgbouncer.ini");
+            fs::write(&users, format!("\"{USER}\" \"\"\n")).expect("write userlist.txt");
+            if root {
+                let _ = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status();
+            }
+            let log = dir.path().join("pgbouncer.log");
+            let process = match Supervised::spawn(&binary, &[ini.display().to_string()], &log, None, root) {
+                Ok(process) => process,
+                Err(err) => {
+                    last_error = err;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            loop {
+                if !process.running() {
+                    last_error = fs::read_to_string(&log).unwrap_or_default();
+                    process.stop();
+                    break;
+                }
+                let ready = Command::new(server.bin_dir().join("pg_isready"))
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "-d", "postgres", "-t", "1"])
+                    .status()
+                    .is_ok_and(|status| status.success());
+                if ready {
+                    return Some(Self { dir, port, upstream: server.port(), process: Some(process) });
+                }
+                if started.elapsed() > START_TIMEOUT {
+                    last_error = fs::read_to_string(&log).unwrap_or_default();
+                    process.stop();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("pgbouncer would not start: {last_error}");
+    }
+
+    /// `postgres://lgadk@127.0.0.1:<port>/postgres`, through the pooler.
+    pub fn url(&self) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop();
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The shared conformance suite against a `PostgresStore` through PgBouncer in transaction
+//! mode, with the prepared-statement cache off: one PostgreSQL and one `pgbouncer` per test
+//! process, a schema per scenario.
+#![cfg(all(feature = "postgres", feature = "testing"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure is a panic")]
+
+use std::sync::{Arc, OnceLock};
+
+use lgadk_core::ManualClock;
+use lgadk_core::testing::StoreFixture;
+use lgadk_session::PostgresStore;
+use lgadk_session::testing::{PgBouncer, PostgresServer, unique_schema};
+
+const METADATA_LIMIT: usize = 1024;
+const RETENTION: usize = 3;
+
+/// The process's server and pooler (started once; both stop when the process ends).
+fn pooler() -> Option<&'static (PostgresServer, PgBouncer)> {
+    static POOLER: OnceLock<Option<(PostgresServer, PgBouncer)>> = OnceLock::new();
+    POOLER
+        .get_or_init(|| {
+            let server = PostgresServer::start()?;
+            let bouncer = PgBouncer::start(&server)?;
+            Some((server, bouncer))
+        })
+        .as_ref()
+}
+
+async fn fixture() -> Option<StoreFixture> {
+    let (_, bouncer) = pooler()?;
+    let clock = ManualClock::starting_now();
+    let store = PostgresStore::builder(bouncer.url())
+        .with_schema(unique_schema("bounced"))
+        .with_statement_cache_capacity(0)
+        .with_max_connections(8)
+        .with_clock(clock.clone())
+        .with_metadata_limit(METADATA_LIMIT)
+        .with_checkpoint_retention(RETENTION)
+        .connect()
+        .await
+        .expect("connect through pgbouncer");
+    let store = Arc::new(store);
+    Some(StoreFixture {
+        store: Arc::<PostgresStore>::clone(&store),
+        checkpointer: Arc::<PostgresStore>::clone(&store),
+        turns: store,
+        clock,
+        metadata_limit: METADATA_LIMIT,
+        checkpoint_retention: RETENTION,
+        keep_alive: Box::new(()),
+    })
+}
+
+lgadk_core::session_store_conformance!(fixture);
