@@ -185,6 +185,22 @@ pub struct PostgresOptions {
     pub settings: Vec<String>,
 }
 
+impl PostgresOptions {
+    /// With `fsync`, `synchronous_commit` and `full_page_writes` on.
+    #[must_use]
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// With one more `name=value` setting.
+    #[must_use]
+    pub fn setting(mut self, setting: impl Into<String>) -> Self {
+        self.settings.push(setting.into());
+        self
+    }
+}
+
 /// A PostgreSQL cluster owned by a test: `initdb` into a temporary directory, then `postgres`
 /// on a free loopback port with its socket in that directory, run as the `postgres` OS user
 /// when the test runs as root; stopped with SIGQUIT (by pid) on drop, and also when the test
