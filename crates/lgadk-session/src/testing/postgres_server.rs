@@ -34,8 +34,8 @@ fn on_path(name: &str) -> Option<PathBuf> {
     env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
-/// The directory of `initdb` and `postgres`: `$LGADK_PG_BIN`, `pg_config --bindir`, or where
-/// `initdb` is on `PATH`.
+/// The directory of `initdb` and `postgres`: `$LGADK_PG_BIN`, `pg_config --bindir`, where
+/// `initdb` is on `PATH`, or the newest of Debian's `/usr/lib/postgresql/<version>/bin`.
 fn bin_dir() -> Option<PathBuf> {
     if let Some(dir) = env::var_os("LGADK_PG_BIN").filter(|dir| !dir.is_empty()) {
         return Some(PathBuf::from(dir)).filter(|dir| dir.join("postgres").is_file());
