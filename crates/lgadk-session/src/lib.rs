@@ -1,4 +1,5 @@
-//! Sessions for lgadk: a [`SessionManager`] over an in-memory store (the default) or Redis.
+//! Sessions for lgadk: a [`SessionManager`] over an in-memory store (the default), Redis or
+//! PostgreSQL.
 //!
 //! A session belongs to a user, remembers what each conversation cost (interactions, tokens,
 //! response time), carries the user's metadata, and expires after an idle timeout. The same

@@ -56,7 +56,7 @@
 //! a call whose op id is there changes nothing and answers as the first one did.
 //!
 //! # Failures
-//! A failed call is `Error::Backend` with an [`Outcome`](lgadk_core::Outcome): `NotApplied`
+//! A failed call is `Error::Backend` with an [`Outcome`]: `NotApplied`
 //! when no connection could be had within the acquire timeout (nothing was sent), when the
 //! server answered with an error (the statement, its own transaction, was rolled back), and
 //! for every read; `Unknown` when a write was sent and no answer came within the statement

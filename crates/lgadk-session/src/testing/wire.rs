@@ -21,7 +21,7 @@ pub struct WireCounts {
 /// A TCP proxy on a free loopback port in front of a PostgreSQL server (or pooler) that
 /// forwards every byte and counts the frontend messages clients send (see [`WireCounts`]).
 ///
-/// Connect a store to [`url`](Self::url) instead of the server's, then read
+/// Connect a store to [`url_for`](Self::url_for) the server's URL, then read
 /// [`take`](Self::take) around the calls to measure. The count is what went over the wire,
 /// so it cannot be flattered by the client library: a statement prepared before it is
 /// executed shows as a second round trip.
