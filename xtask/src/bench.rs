@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{cargo, project_root};
 
 /// The bench groups in report order (each is a `[[bench]]` of the root package).
-const GROUPS: [&str; 4] = ["session_concurrency", "session_scale", "redis_store", "graph_overhead"];
+const GROUPS: [&str; 5] = ["session_concurrency", "session_scale", "redis_store", "postgres_store", "graph_overhead"];
 
 /// The group the peer script writes.
 const PEERS: &str = "peers";
