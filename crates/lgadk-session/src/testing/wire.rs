@@ -88,6 +88,9 @@ impl Drop for WireCounter {
 /// Copies server → client on a thread and client → server here, counting the client's
 /// messages.
 fn relay(mut client: TcpStream, mut server: TcpStream, counts: &Mutex<WireCounts>) {
+    // Small messages go out at once, as the client and server send them (no Nagle delay).
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone()) else { return };
     let back = thread::spawn(move || {
         let _ = io::copy(&mut from_server, &mut to_client);
