@@ -241,3 +241,32 @@ async fn session_manager_postgres_connects() {
     assert_eq!(sessions.get_session(&id).await.unwrap().unwrap().stats.total_tokens_out, 4);
     assert_eq!(server.psql("SELECT count(*) FROM lgadk.sessions"), "1");
 }
+
+/// U+0000: graph states and logged messages keep it (stored as `json` text); metadata, stored
+/// as `jsonb`, cannot hold it, so such a write fails as a backend error that applied nothing
+/// and the stored metadata stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_round_trip_in_states_and_fail_cleanly_in_metadata() {
+    let Some(database) = TestDatabase::shared() else { return };
+    for prepare in [true, false] {
+        let mut builder = PostgresStore::builder(database.url()).with_schema(unique_schema("nul"));
+        if !prepare {
+            builder = builder.with_statement_cache_capacity(0);
+        }
+        let store = builder.connect().await.unwrap();
+        let id =
+            store.create(NewSession::default().with_metadata(lgadk_core::metadata! {"k" => "v"})).await.unwrap().id;
+        let cp = NewCheckpoint {
+            state: json!({"text": "a\u{0}b"}),
+            messages: vec![Message::user("nul \u{0} here")],
+            ..Default::default()
+        };
+        store.put(&id, cp, 0).await.unwrap();
+        assert_eq!(store.latest(&id).await.unwrap().unwrap().state, json!({"text": "a\u{0}b"}));
+        assert_eq!(store.messages(&id, 0..1).await.unwrap()[0].content, "nul \u{0} here");
+
+        let err = store.update_metadata(&id, MetadataUpdate::Merge(lgadk_core::metadata! {"k" => "x\u{0}"})).await;
+        assert!(matches!(err, Err(Error::Backend { outcome: Outcome::NotApplied, .. })), "{err:?}");
+        assert_eq!(store.get(&id).await.unwrap().unwrap().metadata["k"], "v");
+    }
+}
