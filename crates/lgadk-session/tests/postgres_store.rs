@@ -270,3 +270,20 @@ async fn nul_characters_round_trip_in_states_and_fail_cleanly_in_metadata() {
         assert_eq!(store.get(&id).await.unwrap().unwrap().metadata["k"], "v");
     }
 }
+
+/// With migrations off, `connect` changes nothing: it refuses a schema that is missing or not
+/// migrated, and connects to one a migrating connect prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_migrations_off_connect_only_checks_the_schema() {
+    let Some(database) = TestDatabase::shared() else { return };
+    let schema = unique_schema("nomigrate");
+    let refused = PostgresStore::builder(database.url()).with_schema(&schema).with_migrations(false).connect().await;
+    assert!(matches!(refused, Err(Error::Backend { outcome: Outcome::NotApplied, .. })), "{refused:?}");
+    if let Some(found) = psql(&format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'")) {
+        assert_eq!(found, "0", "nothing was created");
+    }
+    drop(store_on(database.url(), &schema, ManualClock::starting_now()).await);
+    let store =
+        PostgresStore::builder(database.url()).with_schema(&schema).with_migrations(false).connect().await.unwrap();
+    assert!(store.create(NewSession::default()).await.is_ok());
+}

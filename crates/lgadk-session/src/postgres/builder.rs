@@ -49,6 +49,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     statement_timeout: Duration,
     statement_cache_capacity: Option<usize>,
+    migrate: bool,
     metadata_limit: usize,
     checkpoint_retention: usize,
     clock: Arc<dyn Clock>,
@@ -63,6 +64,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("migrate", &self.migrate)
             .field("metadata_limit", &self.metadata_limit)
             .field("checkpoint_retention", &self.checkpoint_retention)
             .field("clock", &self.clock)
@@ -79,6 +81,7 @@ impl PostgresStoreBuilder {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             statement_cache_capacity: None,
+            migrate: true,
             metadata_limit: DEFAULT_METADATA_LIMIT,
             checkpoint_retention: DEFAULT_CHECKPOINT_RETENTION,
             clock: Arc::new(SystemClock),
@@ -127,6 +130,15 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Whether [`connect`](Self::connect) applies the migrations the schema lacks (default:
+    /// yes). Off, it only checks that the schema is at the version this lgadk needs and fails
+    /// otherwise, so an application role without DDL rights can connect to a schema that a
+    /// deploy step (a connect with migrations on, by its owner) migrated.
+    pub fn with_migrations(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
     /// Largest serialized metadata per session, in bytes (default 64 KiB).
     pub fn with_metadata_limit(mut self, bytes: usize) -> Self {
         self.metadata_limit = bytes;
@@ -153,7 +165,8 @@ impl PostgresStoreBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`] for a malformed URL or schema name (nothing is sent);
     /// [`Error::Backend`] when the database cannot be reached within the acquire timeout, or a
-    /// migration fails (then none of the pending ones is applied).
+    /// migration fails (then none of the pending ones is applied), or, with migrations off, the
+    /// schema is not at the version this lgadk needs.
     pub async fn connect(self) -> Result<PostgresStore> {
         check_schema(&self.schema)?;
         let mut options = PgConnectOptions::from_str(&self.url)
@@ -173,7 +186,11 @@ impl PostgresStoreBuilder {
             let Some(conn) = pooled.conn() else {
                 return Err(Error::backend("postgres", "connect", PgFailure::Acquire(AcquireError::Closed)));
             };
-            schema::migrate(conn, &self.schema).await?;
+            if self.migrate {
+                schema::migrate(conn, &self.schema).await?;
+            } else {
+                schema::check(conn, &self.schema).await?;
+            }
             pooled.reuse();
             Ok(())
         };

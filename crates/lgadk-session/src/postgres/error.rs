@@ -32,4 +32,7 @@ pub(crate) enum PgFailure {
     /// The schema in the database is newer than this version of lgadk knows.
     #[error("schema `{schema}` is at migration {found}; this lgadk knows up to {known}")]
     SchemaTooNew { schema: String, found: i64, known: i64 },
+    /// Migrations are off and the schema is not at the version this lgadk needs.
+    #[error("schema `{schema}` is at migration {found}; this lgadk needs {known} (connect once with migrations on)")]
+    SchemaMismatch { schema: String, found: i64, known: i64 },
 }

@@ -246,6 +246,24 @@ END
 $$;
 "#;
 
+/// Checks, without changing anything, that the schema has exactly the migrations this version
+/// knows (for stores built with migrations off).
+pub(crate) async fn check(conn: &mut PgConnection, schema: &str) -> Result<()> {
+    let failed = |source: sqlx::Error| Error::backend("postgres", "connect", PgFailure::Statement(source));
+    let found: i64 =
+        sqlx::raw_sql(AssertSqlSafe(format!("SELECT COALESCE(max(version), 0) FROM {schema}.lgadk_migrations")))
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(failed)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if found != known {
+        let failure = PgFailure::SchemaMismatch { schema: schema.to_owned(), found, known };
+        return Err(Error::backend("postgres", "connect", failure));
+    }
+    Ok(())
+}
+
 /// Applies the migrations this version knows and the schema lacks, in one transaction under
 /// an advisory lock (see the module docs). `conn` must not be in a transaction.
 pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()> {
@@ -253,9 +271,14 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()>
     let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(failed)?;
     // Simple queries only, nothing prepared: this runs through poolers in transaction mode
     // too. The schema name is checked (`[a-z_][a-z0-9_]*`), so it is written in as is.
+    // The schema is created only when missing: `CREATE SCHEMA IF NOT EXISTS` checks the
+    // database's CREATE privilege even when the schema exists, which an application role that
+    // owns only its schema lacks.
     let setup = format!(
         "SELECT pg_advisory_xact_lock(hashtextextended('lgadk.migrate.{schema}', 0)); \
-         CREATE SCHEMA IF NOT EXISTS {schema}; \
+         DO $lgadk$ BEGIN \
+         IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{schema}') THEN CREATE SCHEMA {schema}; END IF; \
+         END $lgadk$; \
          CREATE TABLE IF NOT EXISTS {schema}.lgadk_migrations \
          (version bigint PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
     );
