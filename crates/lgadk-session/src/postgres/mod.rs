@@ -44,10 +44,20 @@
 //! `commit_turn`.
 //!
 //! No statement depends on state left by another one on the same connection (no `SET`, no
-//! temporary tables, no session advisory locks), so the store works through PgBouncer in
-//! transaction mode. Prepared statements are cached per connection by default; through a
-//! pooler that does not track them, turn the cache off with
-//! [`PostgresStoreBuilder::with_statement_cache_capacity`]`(0)`.
+//! temporary tables, no session advisory locks; the migrations' lock is transaction-scoped), so
+//! the store works through PgBouncer in transaction mode. Statements are prepared and cached
+//! per connection by default (one round trip each once prepared). Through a pooler that does
+//! not track prepared statements, turn the cache off with
+//! [`PostgresStoreBuilder::with_statement_cache_capacity`]`(0)`: each statement then goes as
+//! one simple query with its values written in as hex-encoded literals, still one round trip.
+//! (sqlx's own unprepared path parses in one round trip and executes in the next, which a
+//! transaction-mode pooler may send to two different server connections.)
+//!
+//! | operation | statements (round trips, statement prepared) |
+//! |---|---|
+//! | every `SessionStore`, `Checkpointer` and `TurnStore` call | 1 |
+//! | `purge_expired` | 1 per 256 sessions come due (1 when none is) |
+//! | `connect` | a few, in one transaction: lock, schema check, pending migrations |
 //!
 //! # Operation ids
 //! `create`, `track_interaction`, checkpoint `put` and `commit_turn` take the [`OpId`] of their
@@ -61,9 +71,10 @@
 //! server answered with an error (the statement, its own transaction, was rolled back), and
 //! for every read; `Unknown` when a write was sent and no answer came within the statement
 //! timeout, or the connection broke while it was in flight. A connection that failed that way
-//! is closed, not returned to the pool. A call whose connection broke is sent once more, on
-//! another connection, when that cannot apply it twice: reads, `touch`, and writes with an op
-//! id. Stored data that does not decode (a metadata value, a checkpoint, a logged message) is
+//! is closed, not returned to the pool, and so are the idle ones (a server restart or
+//! `pg_terminate_backend` ends them all); so is a connection whose caller stopped waiting
+//! mid-statement. A call whose connection broke is sent once more, on a new connection, when
+//! that cannot apply it twice: reads, `touch`, `end`, and writes with an op id. Stored data that does not decode (a metadata value, a checkpoint, a logged message) is
 //! `Error::Corrupt` naming the session.
 //!
 //! # Expiry and purge
