@@ -74,8 +74,9 @@
 //! is closed, not returned to the pool, and so are the idle ones (a server restart or
 //! `pg_terminate_backend` ends them all); so is a connection whose caller stopped waiting
 //! mid-statement. A call whose connection broke is sent once more, on a new connection, when
-//! that cannot apply it twice: reads, `touch`, `end`, and writes with an op id. Stored data that does not decode (a metadata value, a checkpoint, a logged message) is
-//! `Error::Corrupt` naming the session.
+//! that cannot apply it twice: reads, `touch`, `end`, checkpointer `delete`, `purge_expired`,
+//! and writes with an op id. Stored data that does not decode (a metadata value, a checkpoint,
+//! a logged message) is `Error::Corrupt` naming the session.
 //!
 //! # Expiry and purge
 //! Each session is filed for purge under its first deadline (`filed_deadline_ms`, indexed);
