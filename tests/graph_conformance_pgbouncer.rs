@@ -3,29 +3,15 @@
 //! per scenario, every manager with its own pool.
 #![cfg(feature = "postgres")]
 
-use std::sync::OnceLock;
-
 use lgadk::SessionManager;
 use lgadk::graph::testing::GraphFixture;
 use lgadk::session::PostgresStore;
-use lgadk::session::testing::{PgBouncer, PostgresServer, unique_schema};
+use lgadk::session::testing::{TestPooler, unique_schema};
 
 const RETENTION: usize = 3;
 
-/// The process's server and pooler (started once; both stop when the process ends).
-fn pooler() -> Option<&'static (PostgresServer, PgBouncer)> {
-    static POOLER: OnceLock<Option<(PostgresServer, PgBouncer)>> = OnceLock::new();
-    POOLER
-        .get_or_init(|| {
-            let server = PostgresServer::start()?;
-            let bouncer = PgBouncer::start(&server)?;
-            Some((server, bouncer))
-        })
-        .as_ref()
-}
-
 async fn fixture() -> Option<GraphFixture> {
-    let url = pooler()?.1.url();
+    let url = TestPooler::shared()?.pgbouncer.url();
     let schema = unique_schema("graph_bounced");
     Some(GraphFixture::new(RETENTION, (), move || {
         let (url, schema) = (url.clone(), schema.clone());

@@ -43,7 +43,7 @@ mod wire;
 pub use monitor::{Monitor, MonitoredCommand, ScriptCall};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres_server::{PgBouncer, PostgresOptions, PostgresServer, TestDatabase, unique_schema};
+pub use postgres_server::{PgBouncer, PostgresOptions, PostgresServer, TestDatabase, TestPooler, unique_schema};
 pub use redis_server::{RedisCluster, RedisServer};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

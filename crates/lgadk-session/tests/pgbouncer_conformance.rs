@@ -4,30 +4,18 @@
 #![cfg(all(feature = "postgres", feature = "testing"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure is a panic")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use lgadk_core::ManualClock;
 use lgadk_core::testing::StoreFixture;
 use lgadk_session::PostgresStore;
-use lgadk_session::testing::{PgBouncer, PostgresServer, unique_schema};
+use lgadk_session::testing::{TestPooler, unique_schema};
 
 const METADATA_LIMIT: usize = 1024;
 const RETENTION: usize = 3;
 
-/// The process's server and pooler (started once; both stop when the process ends).
-fn pooler() -> Option<&'static (PostgresServer, PgBouncer)> {
-    static POOLER: OnceLock<Option<(PostgresServer, PgBouncer)>> = OnceLock::new();
-    POOLER
-        .get_or_init(|| {
-            let server = PostgresServer::start()?;
-            let bouncer = PgBouncer::start(&server)?;
-            Some((server, bouncer))
-        })
-        .as_ref()
-}
-
 async fn fixture() -> Option<StoreFixture> {
-    let (_, bouncer) = pooler()?;
+    let bouncer = &TestPooler::shared()?.pgbouncer;
     let clock = ManualClock::starting_now();
     let store = PostgresStore::builder(bouncer.url())
         .with_schema(unique_schema("bounced"))

@@ -287,3 +287,26 @@ async fn with_migrations_off_connect_only_checks_the_schema() {
         PostgresStore::builder(database.url()).with_schema(&schema).with_migrations(false).connect().await.unwrap();
     assert!(store.create(NewSession::default()).await.is_ok());
 }
+
+/// Regression: the harness stopped `pgbouncer` with SIGQUIT, which it ignores, so every
+/// per-process pooler outlived its test process. Dropped, a pooler and a server are gone at
+/// once, their directories with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_servers_and_poolers_stop_at_once() {
+    use lgadk_session::testing::PgBouncer;
+    let Some(server) = PostgresServer::start() else { return };
+    let Some(bouncer) = PgBouncer::start(&server) else { return };
+    let running = |pid: u32| {
+        std::process::Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
+    };
+    let (server_pid, bouncer_pid) = (server.pid().unwrap(), bouncer.pid().unwrap());
+    let dir = server.dir().to_owned();
+    assert!(running(server_pid) && running(bouncer_pid));
+    let started = std::time::Instant::now();
+    drop(bouncer);
+    drop(server);
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+    assert!(!running(bouncer_pid), "pgbouncer still runs");
+    assert!(!running(server_pid), "postgres still runs");
+    assert!(!dir.exists(), "its directory is removed");
+}

@@ -94,16 +94,35 @@ pub(super) fn owned_tempdir(prefix: &str, root: bool) -> TempDir {
     dir
 }
 
-/// The shell that runs a server in the background and stops it (SIGQUIT, then waits) when its
-/// standard input closes: when the test drops the server, or when the test process ends in any
-/// way, so no server outlives its test binary. `$1` is the log file, `$2` a directory to remove
-/// once the process has stopped (`""` for none); the server's pid is the first line it prints.
-pub(super) const SUPERVISOR: &str = r#"log=$1; cleanup=$2; shift 2; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; cat >/dev/null; kill -QUIT "$pid" 2>/dev/null; wait "$pid"; if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
+/// The shell that runs a server in the background and stops it (with its stop signal, then
+/// waits) when its standard input closes: when the test drops the server, or when the test
+/// process ends in any way, so no server outlives its test binary. `$1` is the log file, `$2` a
+/// directory to remove once the process has stopped (`""` for none), `$3` the stop signal; the
+/// server's pid is the first line it prints.
+pub(super) const SUPERVISOR: &str = r#"log=$1; cleanup=$2; sig=$3; shift 3; "$@" >>"$log" 2>&1 & pid=$!; echo "$pid"; cat >/dev/null; kill -s "$sig" "$pid" 2>/dev/null; wait "$pid"; if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi"#;
+
+/// The signal that stops a process at once: SIGQUIT for `postgres` (an immediate stop, like
+/// `pg_ctl -m immediate`), SIGTERM for `pgbouncer` (which ignores SIGQUIT).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum StopSignal {
+    Quit,
+    Term,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Quit => "QUIT",
+            Self::Term => "TERM",
+        }
+    }
+}
 
 /// A supervised background process: the supervisor shell and the process's pid.
 pub(super) struct Supervised {
     shell: Child,
     pid: u32,
+    stop: StopSignal,
 }
 
 impl Supervised {
@@ -114,6 +133,7 @@ impl Supervised {
         args: &[String],
         log: &Path,
         cleanup: Option<&Path>,
+        stop: StopSignal,
         root: bool,
     ) -> Result<Self, String> {
         let sh = PathBuf::from("/bin/sh");
@@ -124,6 +144,7 @@ impl Supervised {
             .arg("sh")
             .arg(log)
             .arg(cleanup.unwrap_or(Path::new("")))
+            .arg(stop.name())
             .arg(program)
             .args(args);
         let mut shell = command
@@ -137,7 +158,7 @@ impl Supervised {
             BufReader::new(out).read_line(&mut line).map_err(|err| format!("no pid from the supervisor: {err}"))?;
         }
         let pid = line.trim().parse().map_err(|_| format!("no pid from the supervisor: {line:?}"))?;
-        Ok(Self { shell, pid })
+        Ok(Self { shell, pid, stop })
     }
 
     pub(super) fn pid(&self) -> u32 {
@@ -158,10 +179,10 @@ impl Supervised {
         let _ = Command::new("kill").arg(signal).arg(self.pid.to_string()).stderr(Stdio::null()).status();
     }
 
-    /// Stops the process with SIGQUIT (an immediate stop: no checkpoint, like a crash) and
-    /// waits for it and its supervisor.
+    /// Stops the process with its stop signal (for `postgres` an immediate stop: no
+    /// checkpoint, like a crash) and waits for it and its supervisor.
     pub(super) fn stop(mut self) {
-        self.signal("-QUIT");
+        self.signal(&format!("-{}", self.stop.name()));
         drop(self.shell.stdin.take());
         let _ = self.shell.wait();
         let started = Instant::now();
@@ -308,7 +329,7 @@ impl PostgresServer {
         }
         let log = self.log_path();
         let cleanup = self.cleanup_on_exit.then(|| self.dir.path());
-        let process = Supervised::spawn(&self.bin.join("postgres"), &args, &log, cleanup, self.root)?;
+        let process = Supervised::spawn(&self.bin.join("postgres"), &args, &log, cleanup, StopSignal::Quit, self.root)?;
         let started = Instant::now();
         loop {
             if !process.running() {
@@ -451,6 +472,33 @@ impl TestDatabase {
     }
 }
 
+/// PostgreSQL with PgBouncer in front, started once per test process (both stopped, and their
+/// directories removed, when the process ends), for tests of the store through a pooler in
+/// transaction mode.
+#[derive(Debug)]
+pub struct TestPooler {
+    /// The server behind the pooler.
+    pub server: PostgresServer,
+    /// The pooler; connect through [`PgBouncer::url`].
+    pub pgbouncer: PgBouncer,
+}
+
+impl TestPooler {
+    /// The process's server and pooler, started on first use.
+    ///
+    /// `None` or a panic as for [`PostgresServer::start`] and [`PgBouncer::start`].
+    pub fn shared() -> Option<&'static Self> {
+        static SHARED: OnceLock<Option<TestPooler>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let server = PostgresServer::launch(PostgresOptions::default(), true)?;
+                let pgbouncer = PgBouncer::launch(&server, true)?;
+                Some(Self { server, pgbouncer })
+            })
+            .as_ref()
+    }
+}
+
 /// A schema name no other test of any process uses: `<prefix>_<pid>_<n>_<random>`, so tests
 /// sharing a database (or `LGADK_TEST_DATABASE_URL`) never see each other's data.
 pub fn unique_schema(prefix: &str) -> String {
@@ -498,6 +546,10 @@ impl PgBouncer {
     /// `None` (after printing `SKIPPED: …`) when `pgbouncer` is not installed, unless `CI` is
     /// set, in which case it panics. Panics when an installed one will not start.
     pub fn start(server: &PostgresServer) -> Option<Self> {
+        Self::launch(server, false)
+    }
+
+    fn launch(server: &PostgresServer, cleanup_on_exit: bool) -> Option<Self> {
         let binary = pgbouncer_binary().or_else(|| missing("pgbouncer", "LGADK_PGBOUNCER"))?;
         let root = is_root();
         let dir = owned_tempdir("lgadk-pgbouncer-", root);
@@ -529,7 +581,10 @@ impl PgBouncer {
                 let _ = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status();
             }
             let log = dir.path().join("pgbouncer.log");
-            let process = match Supervised::spawn(&binary, &[ini.display().to_string()], &log, None, root) {
+            let cleanup = cleanup_on_exit.then(|| dir.path());
+            let spawned =
+                Supervised::spawn(&binary, &[ini.display().to_string()], &log, cleanup, StopSignal::Term, root);
+            let process = match spawned {
                 Ok(process) => process,
                 Err(err) => {
                     last_error = err;
@@ -569,6 +624,11 @@ impl PgBouncer {
     /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
     }
 
     /// Its log so far.
