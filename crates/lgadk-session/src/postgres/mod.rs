@@ -85,6 +85,23 @@
 //! share the work), deletes the expired ones and re-files the others under their current
 //! deadline, in one statement per batch: its cost follows what came due.
 //!
+//! # Operating it
+//! - **Run a reaper.** Expired sessions are absent at once, but only
+//!   [`SessionManager::spawn_reaper`](crate::SessionManager::spawn_reaper) (`purge_expired`)
+//!   deletes their rows; run it in one or a few processes (purges share the work through
+//!   `SKIP LOCKED`).
+//! - **Connections.** Each store opens up to its pool size (default 10) and keeps them; size the
+//!   pools of the fleet under the server's `max_connections`, or put PgBouncer in front
+//!   (transaction mode, statement cache 0). A call waits at most the acquire timeout for a
+//!   connection, and a statement at most the statement timeout.
+//! - **Migrations.** `connect` migrates by default; where the application's role may not run
+//!   DDL, migrate once with the owner and connect with
+//!   [`with_migrations(false)`](PostgresStoreBuilder::with_migrations).
+//! - **Durability** is the server's: with `synchronous_commit = on` (the default) an
+//!   acknowledged write survives a crash of the server (the `postgres_faults` test stops it
+//!   with SIGQUIT, `fsync` on, and finds every acknowledged interaction); with it `off`, a crash
+//!   can lose the last few hundred milliseconds of acknowledged writes, never part of one.
+//!
 //! # Limits
 //! `jsonb` cannot hold the character U+0000: metadata containing it fails with
 //! `Error::Backend` (`NotApplied`). Graph states and logged messages are stored as `json` text
