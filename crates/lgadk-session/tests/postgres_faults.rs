@@ -209,3 +209,55 @@ async fn unanswered_writes_are_unknown_and_their_repeat_applies_once() {
     let again = store.track_interaction(&id, turn).await.unwrap();
     assert_eq!(again.total_tokens_out, 6, "a later repeat changes nothing");
 }
+
+/// Connections ended while idle (`pg_terminate_backend`): with the idle check, the store pings
+/// a connection idle past it and replaces it before a write goes out, so the write succeeds;
+/// without it, a write without an op id sent on the ended connection has an unknown outcome
+/// (the server may end a connection after committing), and the next call works on a new
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_ended_while_idle_are_replaced_before_a_write() {
+    use lgadk_core::MetadataUpdate;
+    let Some(server) = PostgresServer::start() else { return };
+    for (schema, check) in [("checked", Duration::from_millis(100)), ("unchecked", Duration::MAX)] {
+        let store = PostgresStore::builder(server.url())
+            .with_schema(schema)
+            .with_max_connections(1)
+            .with_idle_check(check)
+            .connect()
+            .await
+            .unwrap();
+        let id = session(&store).await;
+        server.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lgadk'");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let merge = || MetadataUpdate::Merge(lgadk_core::metadata! {"k" => 1});
+        let written = store.update_metadata(&id, merge()).await;
+        if schema == "checked" {
+            assert!(written.is_ok(), "{written:?}");
+        } else {
+            assert!(matches!(written, Err(Error::Backend { outcome: Outcome::Unknown, .. })), "{written:?}");
+            assert!(store.update_metadata(&id, merge()).await.is_ok(), "the next call uses a new connection");
+        }
+    }
+}
+
+/// A server that closes idle connections itself (`idle_session_timeout`) says so: a write sent
+/// on such a connection never ran, so it is sent again on a new one and succeeds, even without
+/// an op id and without the idle check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_connections_the_server_closed_for_idleness_are_sent_again() {
+    use lgadk_core::MetadataUpdate;
+    let options = PostgresOptions::default().setting("idle_session_timeout=300ms");
+    let Some(server) = PostgresServer::start_with(options) else { return };
+    let store = PostgresStore::builder(server.url())
+        .with_schema("idle")
+        .with_max_connections(1)
+        .with_idle_check(Duration::MAX)
+        .connect()
+        .await
+        .unwrap();
+    let id = session(&store).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let merged = store.update_metadata(&id, MetadataUpdate::Merge(lgadk_core::metadata! {"k" => 1})).await.unwrap();
+    assert_eq!(merged["k"], 1);
+}

@@ -9,7 +9,7 @@ use lgadk_core::{Clock, DEFAULT_CHECKPOINT_RETENTION, DEFAULT_METADATA_LIMIT, Er
 use sqlx::postgres::PgConnectOptions;
 
 use super::error::PgFailure;
-use super::pool::{AcquireError, ConnPool};
+use super::pool::{AcquireError, ConnPool, DEFAULT_IDLE_CHECK};
 use super::schema;
 use super::statements::Statements;
 use super::{Inner, PostgresStore};
@@ -49,6 +49,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Duration,
     statement_timeout: Duration,
     statement_cache_capacity: Option<usize>,
+    idle_check: Duration,
     migrate: bool,
     metadata_limit: usize,
     checkpoint_retention: usize,
@@ -64,6 +65,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("idle_check", &self.idle_check)
             .field("migrate", &self.migrate)
             .field("metadata_limit", &self.metadata_limit)
             .field("checkpoint_retention", &self.checkpoint_retention)
@@ -81,6 +83,7 @@ impl PostgresStoreBuilder {
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             statement_cache_capacity: None,
+            idle_check: DEFAULT_IDLE_CHECK,
             migrate: true,
             metadata_limit: DEFAULT_METADATA_LIMIT,
             checkpoint_retention: DEFAULT_CHECKPOINT_RETENTION,
@@ -127,6 +130,16 @@ impl PostgresStoreBuilder {
     /// missing, or another client's, in the next.
     pub fn with_statement_cache_capacity(mut self, capacity: usize) -> Self {
         self.statement_cache_capacity = Some(capacity);
+        self
+    }
+
+    /// How long a pooled connection may sit idle before it is pinged (one round trip) ahead of
+    /// its next call (default 10 s). Set it below the shortest idle limit on the way to the
+    /// server (`idle_session_timeout`, a pooler's `server_idle_timeout`, a firewall): a write
+    /// sent on a connection closed meanwhile fails with `Outcome::Unknown` unless it carries
+    /// an op id. `Duration::MAX` never pings.
+    pub fn with_idle_check(mut self, idle: Duration) -> Self {
+        self.idle_check = idle;
         self
     }
 
@@ -177,7 +190,7 @@ impl PostgresStoreBuilder {
         if let Some(capacity) = self.statement_cache_capacity {
             options = options.statement_cache_capacity(capacity);
         }
-        let pool = ConnPool::new(options, self.max_connections, self.acquire_timeout);
+        let pool = ConnPool::new(options, self.max_connections, self.acquire_timeout, self.idle_check);
         let migrate = async {
             let mut pooled = pool
                 .acquire(false)

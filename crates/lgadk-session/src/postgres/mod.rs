@@ -66,17 +66,23 @@
 //! a call whose op id is there changes nothing and answers as the first one did.
 //!
 //! # Failures
-//! A failed call is `Error::Backend` with an [`Outcome`]: `NotApplied`
-//! when no connection could be had within the acquire timeout (nothing was sent), when the
-//! server answered with an error (the statement, its own transaction, was rolled back), and
-//! for every read; `Unknown` when a write was sent and no answer came within the statement
-//! timeout, or the connection broke while it was in flight. A connection that failed that way
-//! is closed, not returned to the pool, and so are the idle ones (a server restart or
-//! `pg_terminate_backend` ends them all); so is a connection whose caller stopped waiting
-//! mid-statement. A call whose connection broke is sent once more, on a new connection, when
-//! that cannot apply it twice: reads, `touch`, `end`, checkpointer `delete`, `purge_expired`,
-//! and writes with an op id. Stored data that does not decode (a metadata value, a checkpoint,
-//! a logged message) is `Error::Corrupt` naming the session.
+//! A failed call is `Error::Backend` with an [`Outcome`]: `NotApplied` when no connection
+//! could be had within the acquire timeout (nothing was sent), when the server answered with
+//! an error that leaves the connection open (the statement, its own transaction, was rolled
+//! back), and for every read; `Unknown` when a write was sent and no answer came within the
+//! statement timeout, or the connection broke or was ended by the server while the write was
+//! in flight (a server may end it after committing, before answering). A connection that
+//! failed that way is closed, not returned to the pool, and so are the idle ones (a server
+//! restart or `pg_terminate_backend` ends them all); so is a connection whose caller stopped
+//! waiting mid-statement. A call whose connection broke is sent once more, on a new
+//! connection, when that cannot apply it twice: reads, `touch`, `end`, checkpointer `delete`,
+//! `purge_expired`, and writes with an op id; any call, when the server had closed the
+//! connection for being idle (`idle_session_timeout`: the call never ran). A connection idle
+//! for longer than the idle check
+//! ([`PostgresStoreBuilder::with_idle_check`], 10 s) is pinged before it is used, so one that
+//! a server or a firewall closed meanwhile costs a round trip, not a failed call. Stored data
+//! that does not decode (a metadata value, a checkpoint, a logged message) is `Error::Corrupt`
+//! naming the session.
 //!
 //! # Expiry and purge
 //! Each session is filed for purge under its first deadline (`filed_deadline_ms`, indexed);
@@ -128,6 +134,7 @@ pub use builder::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PostgresStoreBuilder,
 };
 use error::PgFailure;
+pub use pool::DEFAULT_IDLE_CHECK;
 use pool::{AcquireError, ConnPool};
 use statements::Statements;
 
@@ -408,23 +415,21 @@ impl PostgresStore {
                 pooled.reuse();
                 return Err(Error::backend("postgres", op, PgFailure::Statement(err)));
             }
-            // The connection is gone, and the idle ones most likely with it.
+            // The connection is gone, and the idle ones most likely with it. A server that
+            // ends a connection (shutdown, `pg_terminate_backend`) may do so after committing
+            // the statement, before its answer: a write's outcome is unknown either way, unless
+            // the server ended it for being idle (then the statement never ran).
             drop(pooled);
             pool.discard_idle();
-            if is_server_error(&err) {
-                // Ended by the server (shutdown, terminated) before it ran the statement.
-                if effect != Effect::Write && !fresh {
-                    fresh = true;
-                    continue;
-                }
-                return Err(Error::backend("postgres", op, PgFailure::Statement(err)));
-            }
-            if effect != Effect::Write && !fresh && is_connection_lost(&err) {
+            let never_ran = is_idle_termination(&err);
+            if !fresh && (never_ran || (effect != Effect::Write && (is_server_error(&err) || is_connection_lost(&err))))
+            {
                 tracing::debug!(op, error = %err, "connection lost; sending once more on a new one");
                 fresh = true;
                 continue;
             }
-            return Err(failed(op, effect, Outcome::Unknown, PgFailure::Statement(err)));
+            let outcome = if never_ran { Outcome::NotApplied } else { Outcome::Unknown };
+            return Err(failed(op, effect, outcome, PgFailure::Statement(err)));
         }
     }
 
@@ -453,6 +458,12 @@ fn is_connection_fatal(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+}
+
+/// The server closed the connection because it sat idle (`idle_session_timeout`): whatever was
+/// sent on it afterwards never ran.
+fn is_idle_termination(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "57P05")
 }
 
 /// The connection broke (rather than the statement failing).

@@ -7,10 +7,14 @@
 //! one whose statement failed with the connection, timed out, or whose caller went away
 //! mid-statement is dropped (closing its socket) instead. A connection that died while idle
 //! (server restart, `pg_terminate_backend`) fails its next statement, which then drops every
-//! idle connection, since they most likely died with it.
+//! idle connection, since they most likely died with it. A connection that sat idle for the
+//! idle check or longer (default [`DEFAULT_IDLE_CHECK`]: long enough that a server's
+//! `idle_session_timeout`, a pooler or a firewall may have closed it) is pinged before it is
+//! lent, one round trip spent only after a quiet spell; one that fails the ping is dropped and
+//! the next one tried.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -29,24 +33,36 @@ pub(crate) enum AcquireError {
     Closed,
 }
 
+/// Idle this long or longer, a connection is pinged before it is lent, unless configured
+/// otherwise.
+pub const DEFAULT_IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// An idle connection and when it was returned.
+struct Idle {
+    conn: PgConnection,
+    since: Instant,
+}
+
 pub(crate) struct ConnPool {
     options: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
     acquire_timeout: Duration,
+    idle_check: Duration,
 }
 
 impl ConnPool {
-    pub(crate) fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
+    pub(crate) fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration, idle_check: Duration) -> Self {
         Self {
             options,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX).max(1)),
             acquire_timeout,
+            idle_check,
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<PgConnection>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -59,7 +75,16 @@ impl ConnPool {
     pub(crate) async fn acquire(&self, fresh: bool) -> Result<Pooled<'_>, AcquireError> {
         let get = async {
             let permit = self.permits.acquire().await.map_err(|_| AcquireError::Closed)?;
-            let reused = if fresh { None } else { self.idle().pop() };
+            let mut reused = None;
+            loop {
+                // The lock is released before any await.
+                let next = if fresh { None } else { self.idle().pop() };
+                let Some(Idle { mut conn, since }) = next else { break };
+                if since.elapsed() < self.idle_check || sqlx::Connection::ping(&mut conn).await.is_ok() {
+                    reused = Some(conn);
+                    break;
+                }
+            }
             let conn = match reused {
                 Some(conn) => conn,
                 None => <PgConnection as sqlx::Connection>::connect_with(&self.options)
@@ -84,7 +109,7 @@ impl ConnPool {
     pub(crate) async fn close(&self) {
         self.permits.close();
         let idle = std::mem::take(&mut *self.idle());
-        for conn in idle {
+        for Idle { conn, .. } in idle {
             let _ = sqlx::Connection::close(conn).await;
         }
     }
@@ -115,7 +140,7 @@ impl Drop for Pooled<'_> {
         if let Some(conn) = self.conn.take()
             && self.reusable
         {
-            self.pool.idle().push(conn);
+            self.pool.idle().push(Idle { conn, since: Instant::now() });
         }
     }
 }
