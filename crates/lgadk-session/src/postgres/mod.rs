@@ -583,6 +583,16 @@ mod decode {
     }
 }
 
+/// A turn's breakdown by agent as `lgadk_add_agents` takes it: JSON
+/// `[[agent, tokens in, tokens out, µs], ...]` (`[]` for none).
+pub(crate) fn agent_shares(agents: &[lgadk_core::AgentShare]) -> String {
+    let rows: Vec<(&str, u64, u64, u64)> = agents
+        .iter()
+        .map(|a| (a.agent.as_str(), a.tokens_in, a.tokens_out, u64::try_from(a.time.as_micros()).unwrap_or(u64::MAX)))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,14 +612,4 @@ mod tests {
         );
         assert!(!inline.contains("DROP"), "values never appear as text");
     }
-}
-
-/// A turn's breakdown by agent as `lgadk_add_agents` takes it: JSON
-/// `[[agent, tokens in, tokens out, µs], ...]` (`[]` for none).
-pub(crate) fn agent_shares(agents: &[lgadk_core::AgentShare]) -> String {
-    let rows: Vec<(&str, u64, u64, u64)> = agents
-        .iter()
-        .map(|a| (a.agent.as_str(), a.tokens_in, a.tokens_out, u64::try_from(a.time.as_micros()).unwrap_or(u64::MAX)))
-        .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
