@@ -8,6 +8,7 @@
 //! cargo run --example enhanced_session_management -- --model ollama/llama3
 //! OPENAI_BASE_URL=http://localhost:8000/v1 cargo run --example enhanced_session_management -- --model openai/<served model>
 //! cargo run --example enhanced_session_management -- --backend redis --redis-url redis://127.0.0.1:6390
+//! cargo run --example enhanced_session_management --features postgres -- --backend postgres --database-url postgres://app@127.0.0.1:5433/app
 //! RUST_LOG=lgadk=debug cargo run --example enhanced_session_management   # the spans, on stderr
 //! ```
 //!
@@ -73,6 +74,7 @@ struct Args {
     model: String,
     backend: String,
     redis_url: Option<String>,
+    database_url: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -81,8 +83,7 @@ enum Command {
     Run(Args),
 }
 
-const USAGE: &str =
-    "usage: enhanced_session_management [--model <provider/model>] [--backend memory|redis] [--redis-url <url>]";
+const USAGE: &str = "usage: enhanced_session_management [--model <provider/model>] [--backend memory|redis|postgres] [--redis-url <url>] [--database-url <url>]";
 
 /// The `--help` text: options, the model providers `get_model` knows, the environment
 /// variables and the session backends.
@@ -96,8 +97,11 @@ analytics, a metadata merge, and the sessions ended at the end (also when a turn
 
 Options:
   --model <provider/model>  the model to answer with (default: offline)
-  --backend memory|redis    where sessions live (default: memory)
+  --backend memory|redis|postgres
+                            where sessions live (default: memory)
   --redis-url <url>         the Redis server for --backend redis (default: $LGADK_REDIS_URL)
+  --database-url <url>      the PostgreSQL database for --backend postgres
+                            (default: $LGADK_DATABASE_URL)
   -h, --help                print this help
 
 Model providers ({providers}):
@@ -113,17 +117,22 @@ Environment variables:
   OLLAMA_HOST       where ollama/<model> connects (default: http://localhost:11434)
   LGADK_REDIS_URL   the Redis URL for --backend redis when --redis-url is not given,
                     e.g. redis://127.0.0.1:6379/0
+  LGADK_DATABASE_URL  the PostgreSQL URL for --backend postgres when --database-url is
+                    not given, e.g. postgres://app@127.0.0.1:5432/app
   RUST_LOG          tracing filter for the spans on stderr, e.g. RUST_LOG=lgadk=debug
 
 Session backends:
   memory   in this process; everything is gone when it exits
   redis    shared through Redis (lgadk built with the `redis` feature, a default one)
+  postgres shared through PostgreSQL, tables in schema `lgadk` (lgadk built with the
+           `postgres` feature)
 "
     )
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Command, String> {
-    let mut parsed = Args { model: "offline".to_owned(), backend: "memory".to_owned(), redis_url: None };
+    let mut parsed =
+        Args { model: "offline".to_owned(), backend: "memory".to_owned(), redis_url: None, database_url: None };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -131,6 +140,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> std::result::Result<Com
             "--model" => parsed.model = value()?,
             "--backend" => parsed.backend = value()?,
             "--redis-url" => parsed.redis_url = Some(value()?),
+            "--database-url" => parsed.database_url = Some(value()?),
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -142,7 +152,8 @@ async fn session_manager(args: &Args) -> std::result::Result<SessionManager, Str
     match args.backend.as_str() {
         "memory" => Ok(SessionManager::in_memory()),
         "redis" => redis_manager(args).await,
-        other => Err(format!("unknown backend `{other}`: use memory or redis")),
+        "postgres" => postgres_manager(args).await,
+        other => Err(format!("unknown backend `{other}`: use memory, redis or postgres")),
     }
 }
 
@@ -159,6 +170,22 @@ async fn redis_manager(args: &Args) -> std::result::Result<SessionManager, Strin
 #[cfg(not(feature = "redis"))]
 async fn redis_manager(_: &Args) -> std::result::Result<SessionManager, String> {
     Err("this build has no Redis support: build lgadk with its `redis` feature".to_owned())
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_manager(args: &Args) -> std::result::Result<SessionManager, String> {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("LGADK_DATABASE_URL").ok().filter(|url| !url.trim().is_empty()))
+        .ok_or("--backend postgres needs --database-url <url> (or LGADK_DATABASE_URL)")?;
+    // The URL may carry a password: it is not repeated in the error.
+    SessionManager::postgres(&url).await.map_err(|err| format!("cannot use PostgreSQL: {}", chain(&err)))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_manager(_: &Args) -> std::result::Result<SessionManager, String> {
+    Err("this build has no PostgreSQL support: build lgadk with its `postgres` feature".to_owned())
 }
 
 /// The error with its causes, `outer: inner: …`.

@@ -48,6 +48,8 @@
 //! | `openai` | yes | `OpenAiModel`: OpenAI and any OpenAI-compatible server |
 //! | `redis` | yes | `RedisStore` and `SessionManager::redis` |
 //! | `redis-cluster` | no | `RedisStore::cluster_builder`: the same store on a Redis Cluster |
+//! | `postgres` | no | `PostgresStore` and `SessionManager::postgres` |
+//! | `postgres-tls` | no | TLS to PostgreSQL (rustls), chosen with `sslmode` in the URL |
 
 #[doc(inline)]
 pub use lgadk_core as core;

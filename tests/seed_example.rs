@@ -83,8 +83,10 @@ async fn help_prints_providers_env_vars_and_backends_to_stdout_and_succeeds() {
             "OPENAI_API_KEY",
             "OPENAI_BASE_URL",
             "LGADK_REDIS_URL",
-            "--backend memory|redis",
+            "LGADK_DATABASE_URL",
+            "--backend memory|redis|postgres",
             "--redis-url",
+            "--database-url",
             "--model",
         ] {
             assert!(out.contains(needed), "--help does not mention {needed}:\n{out}");

@@ -119,3 +119,10 @@ async fn seed_scenario_on_redis_gives_exact_figures() {
     let Some(server) = lgadk::session::testing::RedisServer::start() else { return };
     seed_scenario(SessionManager::redis(&server.url()).await.unwrap()).await;
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn seed_scenario_on_postgres_gives_exact_figures() {
+    let Some(server) = lgadk::session::testing::PostgresServer::start() else { return };
+    seed_scenario(SessionManager::postgres(&server.url()).await.unwrap()).await;
+}

@@ -9,6 +9,11 @@
   timed turn on its own thread copied from a template with `update_state`), and the per-node
   cost of a 100-node chain and of 50 layers of a 10-way conditional router (100 nodes run per
   invoke, no checkpointer).
+- LangGraph + `PostgresSaver` (langgraph-checkpoint-postgres over psycopg), mirroring
+  `postgres_store`'s graph turn: turn 1 of a new thread and turn 100 of a thread, the same
+  one-node zero-cost graph, on a throwaway PostgreSQL started the way the Rust bench starts
+  its own (`initdb`, a free loopback port, `fsync` off; as the `postgres` user when run as
+  root). Skipped, with a note, where PostgreSQL is not installed.
 - Google ADK's `InMemorySessionService`, mirroring `session_concurrency` (10k sessions of 100
   users): `create_session` for 10k distinct users, `get_session`, and `append_event` (one
   event carrying the turn's token counts: what `track_interaction` records) at 1 and 2 OS
@@ -29,8 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
+import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -56,6 +67,7 @@ TURN_ROWS = {
 LGADK_TURN = ("graph_overhead", "turn", "graph turn")
 LGADK_NODE = ("graph_overhead", "per_node", "graph")
 LGADK_STORE_SERIES = "SessionManager"
+LGADK_PG_TURN = ("postgres_store", "graph_turn", "PostgresStore")
 # lgadk's graph cache capacity (`DEFAULT_CACHE_CAPACITY`): its first-turn row runs on a graph
 # that has served this many sessions, so the saver here holds as many threads.
 SERVED_THREADS = 1024
@@ -164,6 +176,104 @@ def langgraph_turns(out: Out, quick: bool) -> None:
             if "cache off" in row:
                 workload += " (lgadk cache off)"
             out.line("compare", workload, group, lg_table, row, lg_series, table, peer_row, series)
+
+
+def postgres_bin_dir() -> str | None:
+    """Where `initdb` and `pg_ctl` are, as the Rust harness looks for them."""
+    candidates = [os.environ.get("LGADK_PG_BIN", "")]
+    try:
+        candidates.append(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip())
+    except OSError:
+        pass
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for directory in candidates:
+        if directory and os.path.isfile(os.path.join(directory, "initdb")):
+            return directory
+    return None
+
+
+class ThrowawayPostgres:
+    """`initdb` into a temporary directory, `pg_ctl start` on a free loopback port (never
+    5432), stopped immediately and removed on exit."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        self.root = os.geteuid() == 0
+        self.dir = tempfile.mkdtemp(prefix="lgadk-peer-pg-")
+        if self.root:
+            shutil.chown(self.dir, "postgres")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.data = os.path.join(self.dir, "data")
+
+    def run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if self.root else []
+        subprocess.run(prefix + list(args), check=True, capture_output=True)
+
+    def __enter__(self) -> str:
+        self.run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U", "lgadk", "-E", "UTF8",
+                 "--locale=C", "--no-sync")
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        self.run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", options, "-l",
+                 os.path.join(self.dir, "log"), "-w", "start")
+        return f"postgresql://lgadk@127.0.0.1:{self.port}/postgres"
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            self.run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def langgraph_postgres(out: Out, quick: bool) -> None:
+    bindir = postgres_bin_dir()
+    if bindir is None:
+        out.line("note", "LangGraph + PostgresSaver not run: PostgreSQL (initdb) not found.")
+        return
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg import Connection
+
+    series = f"LangGraph {version('langgraph')} + PostgresSaver {version('langgraph-checkpoint-postgres')}"
+    table = "langgraph/postgres_turn"
+    out.line(
+        "table",
+        table,
+        "LangGraph + PostgresSaver: one turn of a one-node graph (zero-cost model), median",
+        "time",
+        "rows: the turn's place in its thread; one connection (autocommit, as its docs set it up)",
+    )
+    samples = 5 if quick else 20
+    with ThrowawayPostgres(bindir) as url, Connection.connect(url, autocommit=True, prepare_threshold=0) as conn:
+        saver = PostgresSaver(conn)
+        saver.setup()
+        graph = StateGraph(State)
+        graph.add_node("model", zero_cost_model)
+        graph.add_edge(START, "model")
+        graph.add_edge("model", END)
+        graph = graph.compile(checkpointer=saver)
+        warm = str(uuid.uuid4())
+        graph.invoke({"input": "hello"}, thread(warm))
+        graph.invoke({"input": "again"}, thread(warm))
+        first, hundredth = [], []
+        for _ in range(samples):
+            tid = str(uuid.uuid4())
+            start = time.perf_counter_ns()
+            graph.invoke({"input": "turn 1"}, thread(tid))
+            first.append(time.perf_counter_ns() - start)
+            for n in range(2, 100):
+                graph.invoke({"input": f"turn {n}"}, thread(tid))
+            start = time.perf_counter_ns()
+            graph.invoke({"input": "turn 100"}, thread(tid))
+            hundredth.append(time.perf_counter_ns() - start)
+    group, lg_table, lg_series = LGADK_PG_TURN
+    for row, lg_row, values in (
+        ("turn 1 (new thread)", "turn 1 (creates the session)", first),
+        ("turn 100", "turn 100", hundredth),
+    ):
+        out.result(table, row, series, statistics.median(values))
+        out.line("compare", f"graph turn on PostgreSQL, {row}", group, lg_table, lg_row, lg_series, table, row, series)
 
 
 def chain_graph(nodes: int):
@@ -348,7 +458,10 @@ def main() -> int:
     out.line(
         "meta",
         "packages",
-        ", ".join(f"{p} {version(p)}" for p in ("langgraph", "langgraph-checkpoint", "langchain-core", "google-adk")),
+        ", ".join(
+            f"{p} {version(p)}"
+            for p in ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-postgres", "langchain-core", "google-adk")
+        ),
     )
     out.line(
         "note",
@@ -358,6 +471,7 @@ def main() -> int:
     started = time.perf_counter()
     langgraph_turns(out, args.quick)
     langgraph_nodes(out, args.quick)
+    langgraph_postgres(out, args.quick)
     adk_store(out, args.quick)
     out.line("meta", "seconds", f"{time.perf_counter() - started:.1f}")
     with open(args.out, "w", encoding="utf-8") as file:

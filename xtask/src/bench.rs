@@ -32,15 +32,18 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{cargo, project_root};
 
 /// The bench groups in report order (each is a `[[bench]]` of the root package).
-const GROUPS: [&str; 5] = ["session_concurrency", "session_scale", "redis_store", "graph_overhead", "tool_loop"];
+const GROUPS: [&str; 6] =
+    ["session_concurrency", "session_scale", "redis_store", "postgres_store", "graph_overhead", "tool_loop"];
 
 /// The group the peer script writes.
 const PEERS: &str = "peers";
 
 /// Goals on lgadk ÷ peer: (lgadk group, table, row or `*`, at least).
-const PEER_GOALS: [(&str, &str, &str, f64); 2] = [
+const PEER_GOALS: [(&str, &str, &str, f64); 3] = [
     ("graph_overhead", "turn", "first turn (new session, cache full)", 100.0),
     ("graph_overhead", "per_node", "*", 100.0),
+    // A warm graph turn on PostgreSQL against LangGraph's PostgresSaver.
+    ("postgres_store", "graph_turn", "turn 100", 6.0),
 ];
 
 /// What the command line asked for.

@@ -84,6 +84,7 @@ fn lint() -> Result<()> {
         ("lgadk-core", "--no-default-features"),
         ("lgadk-session", "--no-default-features"),
         ("lgadk-session", "--features=redis"),
+        ("lgadk-session", "--features=postgres"),
         ("lgadk-llm", "--no-default-features"),
         ("lgadk-graph", "--no-default-features"),
         // The graph suite on its own: the workspace run turns lgadk-core's `testing` on for it.
@@ -117,6 +118,7 @@ fn core_dependency_guard() -> Result<()> {
 /// doc tests, plus a compile of the benches.
 fn test() -> Result<()> {
     ensure_redis_server()?;
+    ensure_postgres()?;
     if has_nextest() {
         cargo(&["nextest", "run", "--locked", "--workspace", "--all-features", "--no-fail-fast"])?;
     } else {
@@ -139,6 +141,53 @@ fn ensure_redis_server() -> Result<()> {
         return Ok(());
     }
     eprintln!("redis-server not found: installing it with apt-get");
+    apt_install(&["redis-server"], "the Redis tests")
+}
+
+/// The PostgreSQL tests start their own clusters (`initdb`, `postgres`) and a `pgbouncer` in
+/// front of one: installs Debian's `postgresql` and `pgbouncer` when they are missing.
+fn ensure_postgres() -> Result<()> {
+    let mut missing = Vec::new();
+    if postgres_bin_dir().is_none() {
+        missing.push("postgresql");
+    }
+    let pgbouncer = env::var_os("LGADK_PGBOUNCER").unwrap_or_else(|| "pgbouncer".into());
+    if !runs(&pgbouncer) && !Path::new("/usr/sbin/pgbouncer").is_file() {
+        missing.push("pgbouncer");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("{} not found: installing with apt-get", missing.join(" and "));
+    apt_install(&missing, "the PostgreSQL tests")
+}
+
+/// Where `initdb` and `postgres` are: `LGADK_PG_BIN`, `pg_config --bindir`, or Debian's
+/// `/usr/lib/postgresql/<version>/bin` (as the test harness looks for them).
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = env::var_os("LGADK_PG_BIN").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir)).filter(|dir| has_server(dir));
+    }
+    let from_config = Command::new("pg_config").arg("--bindir").output().ok().filter(|out| out.status.success());
+    if let Some(out) = from_config {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_server(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+        .filter(|dir| has_server(dir))
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// Installs Debian packages (as root, or through sudo); a failure is fatal under `CI` and
+/// otherwise leaves `needed_by` to print SKIPPED.
+fn apt_install(packages: &[&str], needed_by: &str) -> Result<()> {
     let is_root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.starts_with(b"0"));
     let apt = |args: &[&str]| -> Result<()> {
         let (program, args): (&str, Vec<&str>) =
@@ -148,12 +197,13 @@ fn ensure_redis_server() -> Result<()> {
         ensure!(status.success(), "`{program} {}` failed: {status}", args.join(" "));
         Ok(())
     };
-    let installed = apt(&["update", "-q"]).and_then(|()| apt(&["install", "-y", "-q", "redis-server"]));
+    let install = [&["install", "-y", "-q"][..], packages].concat();
+    let installed = apt(&["update", "-q"]).and_then(|()| apt(&install));
     if let Err(err) = installed {
         if env::var_os("CI").is_some() {
-            bail!("redis-server is required in CI and could not be installed: {err:#}");
+            bail!("{} is required in CI and could not be installed: {err:#}", packages.join(", "));
         }
-        eprintln!("SKIPPED: redis-server could not be installed ({err:#}); the Redis tests will say SKIPPED");
+        eprintln!("SKIPPED: {} could not be installed ({err:#}); {needed_by} will say SKIPPED", packages.join(", "));
     }
     Ok(())
 }

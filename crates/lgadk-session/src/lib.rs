@@ -1,4 +1,5 @@
-//! Sessions for lgadk: a [`SessionManager`] over an in-memory store (the default) or Redis.
+//! Sessions for lgadk: a [`SessionManager`] over an in-memory store (the default), Redis or
+//! PostgreSQL.
 //!
 //! A session belongs to a user, remembers what each conversation cost (interactions, tokens,
 //! response time), carries the user's metadata, and expires after an idle timeout. The same
@@ -36,10 +37,15 @@
 //! |---|---|---|
 //! | `redis` | no | `RedisStore` and `SessionManager::redis`: sessions shared by a fleet through plain Redis 6+ / Valkey |
 //! | `redis-cluster` | no | the same `RedisStore` on a Redis Cluster |
-//! | `testing` | no | test support: a harness that runs its own `redis-server` on a free loopback port |
+//! | `postgres` | no | `PostgresStore` and `SessionManager::postgres`: sessions, checkpoints and the message log in PostgreSQL (sqlx, plain TCP) |
+//! | `postgres-tls` | no | TLS to PostgreSQL (rustls), chosen with `sslmode` in the URL |
+//! | `testing` | no | test support: harnesses that run their own `redis-server` (and, with `postgres`, PostgreSQL and PgBouncer) on free loopback ports |
 
 mod manager;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "testing")]
@@ -54,5 +60,7 @@ pub use manager::{
     SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};

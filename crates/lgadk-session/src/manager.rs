@@ -308,6 +308,19 @@ impl SessionManager {
         Ok(Self::new(crate::redis::RedisStore::builder(url).connect().await?))
     }
 
+    /// A manager over a PostgreSQL store at `url` (e.g. `postgres://app@127.0.0.1:5432/app`)
+    /// with default settings (schema `lgadk`, migrated on connect); use
+    /// [`PostgresStore::builder`](crate::PostgresStore::builder) for more control.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a malformed URL, `Backend` when the database cannot be reached or
+    /// a migration fails.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn postgres(url: &str) -> Result<Self> {
+        Ok(Self::new(crate::postgres::PostgresStore::builder(url).connect().await?))
+    }
+
     /// The session store behind this manager, as a plain trait object (calling through it
     /// costs one dynamic call per operation).
     pub fn store(&self) -> &dyn SessionStore {

@@ -79,9 +79,9 @@
 //! # }
 //! ```
 
-mod group;
+pub mod group;
 mod model_node;
-mod team;
+pub mod team;
 mod tool_node;
 
 use std::sync::Arc;

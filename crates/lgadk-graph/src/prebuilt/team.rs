@@ -18,7 +18,7 @@
 //! - **At most [`Team::with_max_handoffs`] handoffs per turn** (default
 //!   [`DEFAULT_MAX_HANDOFFS`]); then, as [`HandoffLimitPolicy`] says, the handoff is refused
 //!   and the model answers itself, or the turn fails with
-//!   [`Error::HandoffLimit`](lgadk_core::Error::HandoffLimit). Never a silent loop.
+//!   [`Error::HandoffLimit`]. Never a silent loop.
 //! - **What the receiving agent sees** of the history before the handoff is the handoff's
 //!   [`HistoryView`]: everything (default), the last N messages (never starting inside a tool
 //!   call's results), or only the task it was given.

@@ -48,7 +48,9 @@ use tokio::sync::Notify;
 
 use crate::{CompiledGraph, GraphBuilder, RunEvent, RunOptions, RunRequest, StateGraph};
 
+mod team;
 mod tools;
+pub use team::*;
 pub use tools::*;
 
 type Connect = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<SessionManager>> + Send>> + Send + Sync>;
@@ -128,6 +130,14 @@ macro_rules! __graph_scenarios {
             tool_loop_trace_is_seen_by_the_next_turn_in_another_process,
             tool_approvals_resume_in_another_process_and_never_rerun_a_call,
             team_next_turn_starts_with_the_agent_that_holds_the_conversation,
+            the_receiving_agent_answers_in_the_same_turn_and_keeps_the_conversation,
+            other_calls_of_a_handoff_message_run_and_keep_their_results,
+            handoffs_per_turn_are_capped_with_an_answer_or_an_error,
+            a_handoff_view_limits_what_the_receiving_agent_sees,
+            a_supervisor_routes_each_step_and_reads_the_workers_answers,
+            round_robin_runs_to_the_round_limit_and_continues_next_turn,
+            a_condition_on_the_last_answer_ends_the_turn_and_one_participant_may_speak_twice,
+            a_model_picks_the_speaker_and_an_unknown_name_falls_back_to_round_robin,
         }
     };
 }
@@ -834,6 +844,7 @@ mod completeness {
         let mut listed = crate::__graph_scenarios!(names).to_vec();
         let mut defined = lgadk_core::testing::scenario_names(include_str!("mod.rs"));
         defined.extend(lgadk_core::testing::scenario_names(include_str!("tools.rs")));
+        defined.extend(lgadk_core::testing::scenario_names(include_str!("team.rs")));
         assert!(defined.len() >= 9, "the parser found the scenarios: {defined:?}");
         listed.sort_unstable();
         defined.sort_unstable();

@@ -17,7 +17,7 @@ const BUS_OFFSET: u16 = 10_000;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether the `CI` environment variable asks for no skipped tests.
-fn is_ci() -> bool {
+pub(super) fn is_ci() -> bool {
     env::var("CI").is_ok_and(|value| !value.is_empty() && value != "0" && value != "false")
 }
 
