@@ -162,15 +162,24 @@ $$;
 
 -- Adds a turn's breakdown by agent (`[[agent, tokens in, tokens out, µs], ...]`, each agent
 -- once) to `current` ({agent: [interactions, tokens in, tokens out, µs]}), saturating.
+-- PL/pgSQL, so its plan is cached per connection; callers skip it for an empty breakdown.
 CREATE FUNCTION {s}.lgadk_add_agents(current jsonb, shares jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT current || COALESCE((
-        SELECT jsonb_object_agg(e->>0, jsonb_build_array(
-            {s}.lgadk_add(COALESCE((current->(e->>0)->>0)::bigint, 0), 1),
-            {s}.lgadk_add(COALESCE((current->(e->>0)->>1)::bigint, 0), (e->>1)::bigint),
-            {s}.lgadk_add(COALESCE((current->(e->>0)->>2)::bigint, 0), (e->>2)::bigint),
-            {s}.lgadk_add(COALESCE((current->(e->>0)->>3)::bigint, 0), (e->>3)::bigint)))
-        FROM jsonb_array_elements(shares) AS e), '{}'::jsonb)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    e jsonb;
+    was jsonb;
+    result jsonb := current;
+BEGIN
+    FOR e IN SELECT value FROM jsonb_array_elements(shares) LOOP
+        was := COALESCE(result->(e->>0), '[0, 0, 0, 0]'::jsonb);
+        result := result || jsonb_build_object(e->>0, jsonb_build_array(
+            {s}.lgadk_add((was->>0)::bigint, 1),
+            {s}.lgadk_add((was->>1)::bigint, (e->>1)::bigint),
+            {s}.lgadk_add((was->>2)::bigint, (e->>2)::bigint),
+            {s}.lgadk_add((was->>3)::bigint, (e->>3)::bigint)));
+    END LOOP;
+    RETURN result;
+END
 $$;
 
 -- Checkpoint put and turn commit: the checkpoint compare-and-set with its messages and
@@ -253,7 +262,8 @@ BEGIN
         tokens_in = CASE WHEN counted THEN {s}.lgadk_add(s.tokens_in, p_tokens_in) ELSE s.tokens_in END,
         tokens_out = CASE WHEN counted THEN {s}.lgadk_add(s.tokens_out, p_tokens_out) ELSE s.tokens_out END,
         response_us = CASE WHEN counted THEN {s}.lgadk_add(s.response_us, p_response_us) ELSE s.response_us END,
-        agents = CASE WHEN counted THEN {s}.lgadk_add_agents(s.agents, p_agents) ELSE s.agents END,
+        agents = CASE WHEN counted AND p_agents <> '[]'::jsonb THEN {s}.lgadk_add_agents(s.agents, p_agents)
+                      ELSE s.agents END,
         metadata = CASE WHEN p_merge IS NULL THEN s.metadata ELSE s.metadata || p_merge END,
         metadata_sizes = CASE WHEN p_merge IS NULL THEN s.metadata_sizes ELSE sizes END,
         last_active_ms = CASE WHEN p_track OR p_merge IS NOT NULL THEN GREATEST(s.last_active_ms, p_now)

@@ -51,7 +51,8 @@ impl Statements {
              tokens_out = CASE WHEN $6 <> '' AND $6 = ANY (s.ops) THEN s.tokens_out ELSE {s}.lgadk_add(s.tokens_out, $4) END, \
              response_us = CASE WHEN $6 <> '' AND $6 = ANY (s.ops) THEN s.response_us ELSE {s}.lgadk_add(s.response_us, $5) END, \
              last_active_ms = CASE WHEN $6 <> '' AND $6 = ANY (s.ops) THEN s.last_active_ms ELSE GREATEST(s.last_active_ms, $2) END, \
-             agents = CASE WHEN $6 <> '' AND $6 = ANY (s.ops) THEN s.agents ELSE {s}.lgadk_add_agents(s.agents, $7::jsonb) END, \
+             agents = CASE WHEN ($6 <> '' AND $6 = ANY (s.ops)) OR $7::jsonb = '[]'::jsonb THEN s.agents \
+                 ELSE {s}.lgadk_add_agents(s.agents, $7::jsonb) END, \
              ops = CASE WHEN $6 <> '' AND $6 = ANY (s.ops) THEN s.ops ELSE {s}.lgadk_remember(s.ops, $6) END \
              WHERE s.id = $1 AND {live} \
              RETURNING s.interactions, s.tokens_in, s.tokens_out, s.response_us, s.agents::text";
