@@ -42,6 +42,34 @@ pub struct StoreFixture {
     pub keep_alive: Box<dyn Any + Send + Sync>,
 }
 
+impl StoreFixture {
+    /// A fixture on `store`, used as the session store, the checkpointer and the turn store,
+    /// with the `clock` it was built with and its metadata limit and checkpoint retention.
+    pub fn new<T: TurnStore>(
+        store: Arc<T>,
+        clock: ManualClock,
+        metadata_limit: usize,
+        checkpoint_retention: usize,
+    ) -> Self {
+        Self {
+            store: Arc::<T>::clone(&store),
+            checkpointer: Arc::<T>::clone(&store),
+            turns: store,
+            clock,
+            metadata_limit,
+            checkpoint_retention,
+            keep_alive: Box::new(()),
+        }
+    }
+
+    /// Keeps `guard` (a server) alive as long as the fixture.
+    #[must_use]
+    pub fn with_keep_alive(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.keep_alive = Box::new(guard);
+        self
+    }
+}
+
 impl std::fmt::Debug for StoreFixture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreFixture")

@@ -13,15 +13,7 @@ async fn fixture() -> Option<StoreFixture> {
         .with_metadata_limit(1024)
         .with_checkpoint_retention(3)
         .build();
-    Some(StoreFixture {
-        store: Arc::new(store.clone()),
-        checkpointer: Arc::new(store.clone()),
-        turns: Arc::new(store),
-        clock,
-        metadata_limit: 1024,
-        checkpoint_retention: 3,
-        keep_alive: Box::new(()),
-    })
+    Some(StoreFixture::new(Arc::new(store), clock, 1024, 3))
 }
 
 lgadk_core::session_store_conformance!(fixture);

@@ -26,16 +26,7 @@ async fn fixture() -> Option<StoreFixture> {
         .connect()
         .await
         .expect("connect to the test database");
-    let store = Arc::new(store);
-    Some(StoreFixture {
-        store: Arc::<PostgresStore>::clone(&store),
-        checkpointer: Arc::<PostgresStore>::clone(&store),
-        turns: store,
-        clock,
-        metadata_limit: METADATA_LIMIT,
-        checkpoint_retention: RETENTION,
-        keep_alive: Box::new(()),
-    })
+    Some(StoreFixture::new(Arc::new(store), clock, METADATA_LIMIT, RETENTION))
 }
 
 lgadk_core::session_store_conformance!(fixture);

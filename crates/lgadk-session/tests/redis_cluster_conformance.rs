@@ -25,16 +25,7 @@ async fn fixture() -> Option<StoreFixture> {
         .await
         .expect("connect to the test cluster");
     assert!(store.is_cluster());
-    let store = Arc::new(store);
-    Some(StoreFixture {
-        store: Arc::<RedisStore>::clone(&store),
-        checkpointer: Arc::<RedisStore>::clone(&store),
-        turns: store,
-        clock,
-        metadata_limit: METADATA_LIMIT,
-        checkpoint_retention: RETENTION,
-        keep_alive: Box::new(cluster),
-    })
+    Some(StoreFixture::new(Arc::new(store), clock, METADATA_LIMIT, RETENTION).with_keep_alive(cluster))
 }
 
 lgadk_core::session_store_conformance!(fixture);

@@ -24,16 +24,7 @@ async fn fixture() -> Option<StoreFixture> {
         .connect()
         .await
         .expect("connect to the test server");
-    let store = Arc::new(store);
-    Some(StoreFixture {
-        store: Arc::<RedisStore>::clone(&store),
-        checkpointer: Arc::<RedisStore>::clone(&store),
-        turns: store,
-        clock,
-        metadata_limit: METADATA_LIMIT,
-        checkpoint_retention: RETENTION,
-        keep_alive: Box::new(server),
-    })
+    Some(StoreFixture::new(Arc::new(store), clock, METADATA_LIMIT, RETENTION).with_keep_alive(server))
 }
 
 lgadk_core::session_store_conformance!(fixture);
