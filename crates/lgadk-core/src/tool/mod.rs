@@ -35,15 +35,12 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,9 +48,14 @@ use crate::agent::{AgentEvent, EventSink, RunContext};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::id::{SessionId, UserId};
-use crate::message::Message;
 use crate::model::ToolSpec;
 use crate::session::Metadata;
+
+mod approval;
+mod function;
+
+pub use approval::{ApprovalDecision, ApprovalDecisions, ApprovalRequest, PendingApproval, ToolBatch};
+pub use function::{FunctionTool, schema_for};
 
 /// What a tool returns: text, or JSON that is serialized for the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,127 +326,6 @@ impl<T: Tool + ?Sized> Tool for Arc<T> {
     }
 }
 
-type ToolFuture = Pin<Box<dyn Future<Output = std::result::Result<ToolOutput, ToolError>> + Send + 'static>>;
-type ToolFn = Arc<dyn Fn(Value, ToolContext) -> ToolFuture + Send + Sync>;
-
-/// A tool made of an async function whose argument type derives `Deserialize` and
-/// `schemars::JsonSchema`: the schema is generated from the type (doc comments become field
-/// descriptions), and arguments that do not deserialize become
-/// [`ToolError::InvalidArguments`] naming the field. See the [module docs](self) for an example.
-#[derive(Clone)]
-pub struct FunctionTool {
-    spec: ToolSpec,
-    approval: bool,
-    call: ToolFn,
-}
-
-impl fmt::Debug for FunctionTool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FunctionTool").field("spec", &self.spec).field("approval", &self.approval).finish()
-    }
-}
-
-impl FunctionTool {
-    /// A tool named `name` that deserializes its arguments into `A` and calls `f`.
-    ///
-    /// `f` returns anything that converts into a [`ToolOutput`] (text, a JSON value) or an
-    /// error whose text the model reads.
-    pub fn new<A, F, Fut, O, E>(name: impl Into<String>, description: impl Into<String>, f: F) -> Self
-    where
-        A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
-        F: Fn(A, ToolContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<O, E>> + Send + 'static,
-        O: Into<ToolOutput>,
-        E: fmt::Display,
-    {
-        let name = name.into();
-        let spec = ToolSpec::new(name.clone(), description, schema_for::<A>());
-        let f = Arc::new(f);
-        let call: ToolFn = Arc::new(move |arguments, ctx| {
-            let args = parse_arguments::<A>(&name, arguments);
-            let f = Arc::clone(&f);
-            Box::pin(async move {
-                let out = f(args?, ctx).await;
-                out.map(Into::into).map_err(ToolError::failed)
-            })
-        });
-        Self { spec, approval: false, call }
-    }
-
-    /// Makes every call wait for a reviewer's approval.
-    #[must_use]
-    pub fn requiring_approval(mut self) -> Self {
-        self.approval = true;
-        self
-    }
-
-    /// Words that, in a user's message, make the offline model call this tool (see
-    /// [`ToolSpec::keywords`]).
-    #[must_use]
-    pub fn with_keywords<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keywords: I) -> Self {
-        self.spec.keywords = keywords.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Declares the schema strict ([`ToolSpec::strict`]).
-    #[must_use]
-    pub fn strict(mut self) -> Self {
-        self.spec = self.spec.strict();
-        self
-    }
-}
-
-#[async_trait]
-impl Tool for FunctionTool {
-    fn spec(&self) -> &ToolSpec {
-        &self.spec
-    }
-
-    fn requires_approval(&self) -> bool {
-        self.approval
-    }
-
-    async fn call(&self, arguments: Value, ctx: ToolContext) -> std::result::Result<ToolOutput, ToolError> {
-        (self.call)(arguments, ctx).await
-    }
-}
-
-/// The JSON Schema of `A`, inlined (no `$defs` unless `A` is recursive), without `$schema`
-/// and `title`, as chat-completions APIs take it.
-pub fn schema_for<A: schemars::JsonSchema>() -> Value {
-    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
-        s.inline_subschemas = true;
-        s.meta_schema = None;
-    });
-    let mut schema = settings.into_generator().into_root_schema_for::<A>().to_value();
-    if let Value::Object(map) = &mut schema {
-        map.remove("title");
-    }
-    schema
-}
-
-/// Deserializes a tool's arguments, naming the offending field on failure.
-fn parse_arguments<A: DeserializeOwned>(tool: &str, arguments: Value) -> std::result::Result<A, ToolError> {
-    serde_path_to_error::deserialize(arguments).map_err(|err| {
-        let path = err.path().to_string();
-        let field = (path != ".").then_some(path);
-        let inner = err.into_inner().to_string();
-        // serde_json appends a position that means nothing for a value already parsed.
-        let reason = match inner.find(" at line ") {
-            Some(at) => inner[..at].to_owned(),
-            None => inner,
-        };
-        let field = field.or_else(|| missing_field(&reason));
-        ToolError::InvalidArguments { tool: tool.to_owned(), field, reason }
-    })
-}
-
-/// The field a "missing field `x`" message names.
-fn missing_field(reason: &str) -> Option<String> {
-    let rest = reason.strip_prefix("missing field `")?;
-    rest.find('`').map(|end| rest[..end].to_owned())
-}
-
 /// Checks `arguments` against the top level of `schema`: an object when the schema says so,
 /// every required field present, and each present field of the declared primitive type.
 /// Deeper checks are the tool's.
@@ -625,127 +506,6 @@ impl ToolSet {
     }
 }
 
-/// A tool call waiting for a reviewer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingApproval {
-    /// The call's id: decisions name it.
-    pub call_id: String,
-    /// The tool.
-    pub name: String,
-    /// The arguments the model gave.
-    pub arguments: Value,
-}
-
-/// The value of the interrupt the tool loop raises when calls need approval: every call of the
-/// model's message that waits, at once. Read it from [`Error::Interrupted`]'s `value` with
-/// [`ApprovalRequest::from_interrupt`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "tool_approval")]
-pub struct ApprovalRequest {
-    /// The waiting calls, in the order the model made them.
-    pub pending: Vec<PendingApproval>,
-}
-
-impl ApprovalRequest {
-    /// The approval request an interrupt carries, if it is one.
-    pub fn from_interrupt(err: &Error) -> Option<Self> {
-        match err {
-            Error::Interrupted { value: Some(value), .. } => Self::deserialize(value).ok(),
-            _ => None,
-        }
-    }
-}
-
-/// A reviewer's decision on one call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
-pub enum ApprovalDecision {
-    /// Run the call as the model made it.
-    Approve,
-    /// Do not run it; the model reads `reason`.
-    Reject {
-        /// Why, for the model.
-        reason: String,
-    },
-    /// Run it with these arguments instead; the model is told they were changed.
-    Edit {
-        /// The arguments to run with.
-        arguments: Value,
-    },
-}
-
-/// Decisions for the pending calls of one batch, by call id: the value to resume with.
-///
-/// ```
-/// use lgadk_core::serde_json::json;
-/// use lgadk_core::tool::ApprovalDecisions;
-///
-/// let decisions = ApprovalDecisions::new().approve("call_1").reject("call_2", "not today");
-/// assert_eq!(
-///     decisions.into_value(),
-///     json!({"call_1": {"decision": "approve"}, "call_2": {"decision": "reject", "reason": "not today"}})
-/// );
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ApprovalDecisions(pub BTreeMap<String, ApprovalDecision>);
-
-impl ApprovalDecisions {
-    /// No decisions yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Approves call `call_id`.
-    #[must_use]
-    pub fn approve(self, call_id: impl Into<String>) -> Self {
-        self.decide(call_id, ApprovalDecision::Approve)
-    }
-
-    /// Rejects call `call_id`, telling the model `reason`.
-    #[must_use]
-    pub fn reject(self, call_id: impl Into<String>, reason: impl Into<String>) -> Self {
-        self.decide(call_id, ApprovalDecision::Reject { reason: reason.into() })
-    }
-
-    /// Runs call `call_id` with `arguments` instead of the model's.
-    #[must_use]
-    pub fn edit(self, call_id: impl Into<String>, arguments: Value) -> Self {
-        self.decide(call_id, ApprovalDecision::Edit { arguments })
-    }
-
-    /// Records `decision` for call `call_id`.
-    #[must_use]
-    pub fn decide(mut self, call_id: impl Into<String>, decision: ApprovalDecision) -> Self {
-        self.0.insert(call_id.into(), decision);
-        self
-    }
-
-    /// The decisions as the resume value.
-    pub fn into_value(self) -> Value {
-        serde_json::to_value(self.0).unwrap_or_default()
-    }
-}
-
-impl From<ApprovalDecisions> for Value {
-    fn from(decisions: ApprovalDecisions) -> Self {
-        decisions.into_value()
-    }
-}
-
-/// A model message's tool calls that have not all finished: what ran already and what waits
-/// for approval. The tool loop keeps it in the run's state while it is interrupted, so a
-/// resume — in this process or another — runs only what is left and never a call twice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ToolBatch {
-    /// The ids of all the message's calls, in order.
-    pub call_ids: Vec<String>,
-    /// Results of the calls that finished (tool messages).
-    pub finished: Vec<Message>,
-    /// Calls waiting for a decision.
-    pub awaiting: Vec<PendingApproval>,
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -769,7 +529,7 @@ mod tests {
 
     #[test]
     fn the_schema_comes_from_the_argument_type() {
-        let spec = note_tool().spec;
+        let spec = note_tool().spec().clone();
         assert_eq!(spec.parameters["type"], "object");
         assert_eq!(spec.parameters["properties"]["title"]["description"], "Title of the note.");
         assert_eq!(spec.parameters["required"], json!(["title", "tags"]));
