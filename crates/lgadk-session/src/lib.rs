@@ -61,8 +61,10 @@ pub use manager::{
     SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use memory_store::redis::{RedisMemoryStore, RedisMemoryStoreBuilder};
 pub use memory_store::{InMemoryMemoryStore, InMemoryMemoryStoreBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresStore, PostgresStoreBuilder};
+pub use postgres::{PostgresMemoryStore, PostgresMemoryStoreBuilder, PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
