@@ -7,6 +7,10 @@
 //! behind Redis changes one constructor and nothing else. Every backend passes the shared
 //! conformance suite of `lgadk-core` (feature `testing`).
 //!
+//! The crate also holds the backends of long-term memory ([`memory_store`]): an
+//! [`InMemoryMemoryStore`], and with the features below a `RedisMemoryStore` and a
+//! `PostgresMemoryStore` built on the session store's connection.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> lgadk_core::Result<()> {
