@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use lgadk_core::memory::{ListRequest, MemoryKey, MemoryStore, Namespace, SearchRequest};
+use lgadk_core::memory::{ListRequest, MemoryKey, MemoryStore, Namespace, NamespaceRequest, SearchRequest};
 use lgadk_core::serde_json::json;
 use lgadk_core::{Error, ManualClock};
 use lgadk_session::testing::{PostgresServer, WireCounter, WireCounts};
@@ -47,6 +47,8 @@ async fn every_operation_is_one_statement_in_one_round_trip() {
             let request = SearchRequest::under(space.clone()).with_filter(json!({"kind": "pref"})).with_query("pref");
             assert_eq!(memory.search(request).await.unwrap().len(), 1);
             counts.push(("search", wire.take()));
+            assert_eq!(memory.list_namespaces(NamespaceRequest::under(None)).await.unwrap(), vec![space.clone()]);
+            counts.push(("list_namespaces", wire.take()));
             memory.delete(&space, &key("k")).await.unwrap();
             counts.push(("delete", wire.take()));
             memory.purge_expired().await.unwrap();
@@ -58,7 +60,7 @@ async fn every_operation_is_one_statement_in_one_round_trip() {
                 }
             }
         }
-        assert_eq!(measured, 6);
+        assert_eq!(measured, 7);
     }
 }
 

@@ -21,7 +21,8 @@
 //! Each is one statement, one round trip, with the store's clock as a parameter:
 //! `put` is an upsert that keeps `created_ms` unless the old row had expired; `get`, `delete`
 //! and `list` (a keyset page on the primary key, stepping over expired rows) read or remove by
-//! key; `purge_expired` deletes 256 expired rows per statement (`FOR UPDATE SKIP LOCKED`, so
+//! key; `list_namespaces` reads the distinct namespaces under the prefix (not the items);
+//! `purge_expired` deletes 256 expired rows per statement (`FOR UPDATE SKIP LOCKED`, so
 //! purges from several processes share the work).
 //!
 //! `search` selects the live rows under the prefix that contain the filter (`value @>
@@ -44,8 +45,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lgadk_core::clock::from_ms;
 use lgadk_core::memory::{
-    Candidate, EmbedFields, Embedder, ItemCursor, ItemPage, ListRequest, MemoryItem, MemoryKey, MemoryStore, Namespace,
-    SearchRequest, check_value, expires_at, rank,
+    Candidate, EmbedFields, Embedder, ItemCursor, ItemPage, ListRequest, MAX_PAGE_LIMIT, MemoryItem, MemoryKey,
+    MemoryStore, Namespace, NamespaceRequest, SearchRequest, check_value, expires_at, rank,
 };
 use lgadk_core::serde_json::Value;
 use lgadk_core::{Clock, Error, Result};
@@ -87,6 +88,7 @@ struct Statements {
     delete: Arc<str>,
     list: Arc<str>,
     search: Arc<str>,
+    namespaces: Arc<str>,
     purge: Arc<str>,
 }
 
@@ -121,6 +123,11 @@ impl Statements {
                  AND (m.expires_ms IS NULL OR $3 <= m.expires_ms) \
                  AND ($4::jsonb IS NULL OR m.value @> $4::jsonb) ORDER BY m.namespace, m.key"
             )),
+            namespaces: text(
+                "SELECT DISTINCT m.namespace FROM {s}.memory_items m \
+                 WHERE m.namespace >= $1 AND ($2::text IS NULL OR m.namespace < $2::text) \
+                 AND (m.expires_ms IS NULL OR $3 <= m.expires_ms) ORDER BY m.namespace",
+            ),
             purge: text(
                 "WITH due AS (SELECT m.namespace, m.key FROM {s}.memory_items m WHERE m.expires_ms < $1 \
                  ORDER BY m.expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED), \
@@ -441,6 +448,38 @@ impl MemoryStore for PostgresMemoryStore {
                 candidates.push(Candidate { item, embedding });
             }
             Ok(rank(candidates, &request, query_vector.as_deref()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One statement reading the distinct namespaces (not the items) under the prefix.
+    async fn list_namespaces(&self, request: NamespaceRequest) -> Result<Vec<Namespace>> {
+        let span = memory_span!("list_namespaces", BACKEND, SpanPrefix(request.prefix.as_ref()));
+        async move {
+            let lower = request.prefix.as_ref().map(namespace_text).unwrap_or_default();
+            let upper = request.prefix.as_ref().map(upper_bound);
+            let now = self.now_ms();
+            let rows = self
+                .inner
+                .store
+                .rows("memory_namespaces", Effect::Read, || {
+                    query(&self.sql().namespaces).bind(lower.as_str()).bind(upper.as_deref()).bind(now)
+                })
+                .await?;
+            let mut found: Vec<Namespace> = Vec::new();
+            for row in &rows {
+                let text: String = column("memory_namespaces", row, 0)?;
+                let namespace = Namespace::new(text.split('\u{1f}')).map_err(|err| corrupt(&text, "", err))?;
+                let namespace = match request.max_depth {
+                    Some(depth) => namespace.truncated(depth),
+                    None => namespace,
+                };
+                if found.last() != Some(&namespace) {
+                    found.push(namespace);
+                }
+            }
+            Ok(found.into_iter().skip(request.offset).take(request.limit.clamp(1, MAX_PAGE_LIMIT)).collect())
         }
         .instrument(span)
         .await
