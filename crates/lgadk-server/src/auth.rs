@@ -40,7 +40,7 @@ struct Key {
 /// ```
 /// use lgadk_server::ApiKeys;
 ///
-/// let keys = ApiKeys::parse("# key user [admin]\nk-alice-1 alice\nk-ops-1 ops admin\n")?;
+/// let keys = ApiKeys::parse("# key user [admin]\nalice-key-1 alice\nops-key-001 ops admin\n")?;
 /// assert_eq!(keys.len(), 2);
 /// # Ok::<(), lgadk_core::Error>(())
 /// ```

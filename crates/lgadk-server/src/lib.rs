@@ -2,7 +2,7 @@
 //! `langgraph-sdk` (Python) and `@langchain/langgraph-sdk` (JS), and the UIs built on them.
 //!
 //! A thread is an lgadk session, owned by the user whose API key created it; a thread's state
-//! and history are the session's checkpoints; a run is one turn of a [`CompiledGraph`]
+//! and history are the session's checkpoints; a run is one turn of a [`CompiledGraph`](lgadk_graph::CompiledGraph)
 //! (`command.resume` continues an interrupted one), run on a task of its own, in order per
 //! thread, and streamed over SSE in LangGraph's stream modes (`values`, `updates`, `messages`,
 //! `messages-tuple`, `custom`). Messages go over the wire as LangChain message dicts.

@@ -199,6 +199,23 @@ impl RunRecord {
         self.changed.subscribe()
     }
 
+    /// Drops the token-level parts of an ended run (what a run has most of) once no more than
+    /// `followers` streams follow it; streams that join later get the other parts.
+    pub(crate) fn trim_unless_followed(&self, followers: usize) {
+        if self.changed.receiver_count() > followers {
+            return;
+        }
+        let mut progress = lock(&self.progress);
+        if !progress.done {
+            return;
+        }
+        for part in &mut progress.parts {
+            if part.as_ref().is_some_and(|p| matches!(p.mode, Some(Mode::Messages | Mode::MessagesTuple))) {
+                *part = None;
+            }
+        }
+    }
+
     fn push(&self, part: Arc<Part>) {
         let mut progress = lock(&self.progress);
         progress.parts.push(Some(part));
@@ -446,14 +463,9 @@ impl RunRegistry {
             progress.result = Some(result);
             progress.error = error;
             progress.done = true;
-            // Token-level parts are what a run has most of; followers that join later get the rest.
-            for part in &mut progress.parts {
-                if part.as_ref().is_some_and(|p| matches!(p.mode, Some(Mode::Messages | Mode::MessagesTuple))) {
-                    *part = None;
-                }
-            }
         }
         run.changed.send_modify(|n| *n += 1);
+        run.trim_unless_followed(0);
         self.metrics.run_finished(status.as_str(), took, tokens.0, tokens.1);
         tracing::info!(status = status.as_str(), took_ms = took.as_millis(), "run ended");
     }

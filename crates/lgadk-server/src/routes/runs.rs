@@ -495,6 +495,8 @@ impl Drop for Follow {
             tracing::info!(run.id = %self.run.run_id, "stream closed by the client; cancelling the run");
             self.run.cancel.cancel();
         }
+        // This stream's own receiver still counts.
+        self.run.trim_unless_followed(1);
     }
 }
 
