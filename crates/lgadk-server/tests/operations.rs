@@ -120,7 +120,7 @@ async fn every_response_carries_a_request_id() {
 /// in order (metadata first, SSE ids increasing, tokens adding up to the saved answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_streams_complete_in_order() {
-    const STREAMS: usize = 200;
+    const STREAMS: usize = 1000;
     let server = TestServer::start(
         SessionManager::in_memory(),
         None,

@@ -142,6 +142,23 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// Listens on `bind` with a backlog for many clients connecting at once (`TcpListener::bind`
+/// asks for 1024 pending connections; a burst of a thousand streams overflows it).
+async fn listen(bind: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for address in tokio::net::lookup_host(bind).await? {
+        let socket =
+            if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address).and_then(|()| socket.listen(4096)) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the address resolves to nothing")))
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let bind = or_env(args.bind.clone(), "LGADK_BIND").unwrap_or_else(|| "127.0.0.1:2024".to_owned());
     let backend = or_env(args.backend.clone(), "LGADK_BACKEND").unwrap_or_else(|| "memory".to_owned());
@@ -175,8 +192,7 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     }
     let server = builder.build().map_err(|err| chain(&err))?;
-    let listener =
-        tokio::net::TcpListener::bind(&bind).await.map_err(|err| format!("cannot listen on {bind}: {err}"))?;
+    let listener = listen(&bind).await.map_err(|err| format!("cannot listen on {bind}: {err}"))?;
     let local = listener.local_addr().map_or(bind, |addr| addr.to_string());
     tracing::info!(address = %local, backend = %backend, model = %model_spec, "lgadk-server listening on http://{local}");
     server.serve(listener, shutdown_signal()).await.map_err(|err| chain(&err))

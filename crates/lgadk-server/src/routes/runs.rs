@@ -445,35 +445,40 @@ pub(super) async fn join(
     Ok(Json(run.result().map_or(Value::Null, |(values, _)| values)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct JoinParams {
-    #[serde(default)]
-    stream_mode: Option<String>,
-    #[serde(default)]
-    cancel_on_disconnect: Option<bool>,
-}
-
 /// `GET /threads/{thread_id}/runs/{run_id}/stream`: follows a run's stream from its start, or
-/// after the SSE `Last-Event-ID` the client sends when it reconnects.
+/// after the SSE `Last-Event-ID` the client sends when it reconnects. `stream_mode` may be
+/// repeated or comma-separated; empty means the run's own modes.
 pub(super) async fn join_stream(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     Path((raw, run_id)): Path<(String, String)>,
-    Query(params): Query<JoinParams>,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let run = owned_run(&state, &principal, &raw, &run_id).await?;
-    let filter = match params.stream_mode.as_deref() {
-        Some(names) => Some(modes(Some(&Value::Array(names.split(',').map(|n| Value::from(n.trim())).collect())))?),
-        None => None,
-    };
+    let mut names = Vec::new();
+    let mut cancel_on_disconnect = false;
+    for (key, value) in &params {
+        match key.as_str() {
+            "stream_mode" => names.extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(Value::from)),
+            "cancel_on_disconnect" => {
+                cancel_on_disconnect = match value.as_str() {
+                    "true" | "True" | "1" => true,
+                    "" | "false" | "False" | "0" => false,
+                    _ => return Err(ApiError::invalid("cancel_on_disconnect", "expected true or false")),
+                }
+            }
+            _ => {}
+        }
+    }
+    let filter = if names.is_empty() { None } else { Some(modes(Some(&Value::Array(names)))?) };
     let from = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         Some(id) => {
             id.trim().parse::<usize>().map_err(|_| ApiError::invalid("Last-Event-ID", "expected an event id"))? + 1
         }
         None => 0,
     };
-    Ok(sse(&state, run, filter, from, params.cancel_on_disconnect.unwrap_or(false)))
+    Ok(sse(&state, run, filter, from, cancel_on_disconnect))
 }
 
 /// What an SSE response follows: the run, where it is in its parts, which modes it sends.

@@ -169,6 +169,38 @@ pub async fn create_join_get_list(server: &TestServer) {
     let events = super::parse_sse(&response.text().await.unwrap());
     assert_eq!(events.first().unwrap().event, "metadata");
     assert_eq!(events.last().unwrap().event, "values");
+    // The query shapes langgraph-sdk sends: an empty mode (None), repeated modes, a reconnect.
+    for query in [
+        "stream_mode=&cancel_on_disconnect=false",
+        "stream_mode=values&stream_mode=updates",
+        "stream_mode=values,updates",
+    ] {
+        let response = server
+            .client
+            .get(server.url(&format!("/threads/{thread}/runs/{run_id}/stream?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let events = super::parse_sse(&response.text().await.unwrap());
+        assert_eq!(events.last().unwrap().event, "values", "{query}");
+    }
+    let response = server
+        .client
+        .get(server.url(&format!("/threads/{thread}/runs/{run_id}/stream")))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    let events = super::parse_sse(&response.text().await.unwrap());
+    assert_ne!(events[0].event, "metadata", "a reconnect resumes after the last event it saw");
+    let response = server
+        .client
+        .get(server.url(&format!("/threads/{thread}/runs/{run_id}/stream?stream_mode=debug")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
     assert_eq!(server.get(&format!("/threads/{thread}"), None).await.1["status"], "idle");
 }
 
