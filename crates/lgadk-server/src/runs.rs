@@ -341,8 +341,9 @@ impl RunRegistry {
         tokio::spawn(
             async move {
                 registry.drive(&run, assistant.as_ref(), input, previous).await;
-                registry.finish(&run);
+                // Done first, so that `finish` sees whether this was the thread's last run.
                 let _ = done_tx.send(true);
+                registry.finish(&run);
             }
             .instrument(span),
         );
@@ -493,13 +494,9 @@ impl RunRegistry {
                 }
             }
         }
-        // The thread's queue is empty once its last run ended.
+        // The thread's queue is empty once the last run queued on it is done.
         if table.tails.get(&run.thread_id).is_some_and(|tail| *tail.borrow()) {
-            let idle =
-                table.by_thread.get(&run.thread_id).is_none_or(|runs| runs.iter().all(|r| !r.status().is_active()));
-            if idle {
-                table.tails.remove(&run.thread_id);
-            }
+            table.tails.remove(&run.thread_id);
         }
     }
 
@@ -641,5 +638,69 @@ impl StreamedMessage {
                 run.push(Part::new(Some(Mode::MessagesTuple), "messages", &json!([message, meta])));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code: a failure is a panic")]
+
+    use async_trait::async_trait;
+    use lgadk_core::{Result, Usage};
+    use lgadk_session::SessionManager;
+
+    use super::*;
+    use crate::assistant::{Finished, Saved, Steps};
+
+    /// Finishes every run at once.
+    struct Instant(SessionManager);
+
+    #[async_trait]
+    impl Assistant for Instant {
+        fn sessions(&self) -> &SessionManager {
+            &self.0
+        }
+
+        fn start(&self, _: TurnInput, _: CancelToken) -> Steps {
+            let done = Finished { values: json!({}), new_messages: Vec::new(), usage: Usage::default() };
+            Box::pin(futures_util::stream::once(async move { Ok(Step::Finished(Box::new(done))) }))
+        }
+
+        async fn history(&self, _: &SessionId, _: usize) -> Result<Vec<Saved>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Regression: the "last run done" signal of a thread was kept for ever, one per thread
+    /// that ever ran.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_threads_queue_and_counts_are_forgotten_once_its_runs_are_done() {
+        let registry = Arc::new(RunRegistry::new(Limits::default(), Metrics::new()));
+        let assistant: Arc<dyn Assistant> = Arc::new(Instant(SessionManager::in_memory()));
+        let thread = SessionId::parse("t-1").unwrap();
+        let mut runs = Vec::new();
+        for n in 0..3 {
+            let new = NewRun {
+                thread_id: thread.clone(),
+                assistant_id: "instant".into(),
+                assistant: Arc::clone(&assistant),
+                user: UserId::parse("u").unwrap(),
+                input: TurnInput::Resume { thread: thread.clone(), value: json!(n) },
+                metadata: json!({}),
+                multitask: Multitask::Enqueue,
+                modes: vec![Mode::Values],
+            };
+            runs.push(registry.start(new).unwrap());
+        }
+        for run in &runs {
+            run.finished().await;
+            assert_eq!(run.status(), Status::Success);
+        }
+        let mut active = registry.active.subscribe();
+        active.wait_for(|n| *n == 0).await.unwrap();
+        let table = lock(&registry.table);
+        assert!(table.tails.is_empty(), "no queue left behind");
+        assert!(table.active_by_user.is_empty());
+        assert_eq!(table.by_thread[&thread].len(), 3, "the finished runs are kept for listing");
     }
 }

@@ -32,3 +32,29 @@ on_redis!(
     cancel_saves_nothing,
     stateless_wait,
 );
+
+/// `/ready` reaches the backend: 200 while Redis answers, 503 once it is gone, 200 again
+/// after it is back; `/ok` answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_backend() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let sessions = SessionManager::redis(&redis.url()).await.expect("redis answers");
+    let server = TestServer::start(sessions, None, Limits::default()).await;
+    let (status, ready) = server.get("/ready", None).await;
+    assert_eq!((status, &ready["backend"]), (200, &serde_json::json!("redis")));
+    redis.kill();
+    let (status, body) = server.get("/ready", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["detail"].is_string());
+    assert_eq!(server.get("/ok", None).await.0, 200);
+    redis.restart();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = server.get("/ready", None).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+}
