@@ -98,7 +98,7 @@ pub(crate) fn input_text(input: &Value) -> Result<String, ApiError> {
     let messages = match input {
         Value::Object(map) => match map.get("messages") {
             Some(Value::Array(messages)) => messages.as_slice(),
-            Some(Value::Object(_) | Value::String(_)) => std::slice::from_ref(&map["messages"]),
+            Some(one @ (Value::Object(_) | Value::String(_))) => std::slice::from_ref(one),
             Some(_) => return Err(ApiError::invalid("input.messages", "expected a list of messages")),
             None => return Err(ApiError::invalid("input.messages", "missing: the run needs a user message")),
         },

@@ -58,3 +58,24 @@ async fn readiness_follows_the_backend() {
     }
     assert_eq!(status, 200);
 }
+
+/// A request the backend holds up is answered 504 at the request timeout, and the thread it
+/// read is intact afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_up_by_the_backend_times_out_with_504() {
+    let Some(redis) = RedisServer::start() else { return };
+    let sessions = SessionManager::redis(&redis.url()).await.expect("redis answers");
+    let limits = Limits::default().with_request_timeout(std::time::Duration::from_millis(200));
+    let server = TestServer::start(sessions, None, limits).await;
+    let thread = server.thread(None).await;
+    redis.pause();
+    let started = std::time::Instant::now();
+    let (status, body) = server.get(&format!("/threads/{thread}"), None).await;
+    let took = started.elapsed();
+    redis.resume();
+    assert_eq!(status, 504, "{body}");
+    assert!(body["detail"].is_string());
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    let (status, _) = server.get(&format!("/threads/{thread}"), None).await;
+    assert_eq!(status, 200);
+}

@@ -29,6 +29,10 @@ pub async fn threads_lifecycle(server: &TestServer) {
     assert_eq!(status, 200, "{created}");
     assert_eq!((created["thread_id"].as_str(), created["status"].as_str()), (Some(id.as_str()), Some("idle")));
     assert_eq!(created["values"], json!({}));
+    let (status, ttl) = server.post("/threads", None, json!({"ttl": {"ttl": 30, "strategy": "delete"}})).await;
+    assert_eq!(status, 200, "{ttl}");
+    let (status, ttl) = server.post("/threads", None, json!({"ttl": {"ttl": 30, "strategy": "keep"}})).await;
+    assert_eq!((status, ttl["detail"].as_str().unwrap().contains("ttl.strategy")), (422, true));
     let (status, again) = server.post("/threads", None, json!({"thread_id": id})).await;
     assert_eq!(status, 409, "{again}");
     let (status, same) = server.post("/threads", None, json!({"thread_id": id, "if_exists": "do_nothing"})).await;
