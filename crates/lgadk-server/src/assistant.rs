@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use futures_core::Stream;
+use futures_util::StreamExt as _;
 use lgadk_core::{
     CancelToken, ChatModel, ChatState, Error, GraphError, GraphState, Message, Metadata, Result, Role, SessionId, Usage,
 };
@@ -138,13 +139,28 @@ impl<S: GraphState> Assistant for GraphAssistant<S> {
                 let graph = self.graph.clone();
                 let name = self.name.clone();
                 let run = async move {
+                    // The nodes that run again, for the `updates` of the run: a resumed turn
+                    // reports no node events of its own.
+                    let nodes = match graph.history(&thread, 1).await {
+                        Ok(saved) => saved.into_iter().next().map(|s| s.next).unwrap_or_default(),
+                        Err(err) => return vec![Err(err)],
+                    };
                     let resume = graph.resume(&thread, value);
-                    tokio::select! {
-                        result = resume => result.map(|r| finished(&thread, &*r.state, r.usage)),
-                        () = cancel.cancelled() => Err(GraphError::Cancelled { graph: name }.into()),
+                    let result = tokio::select! {
+                        result = resume => result,
+                        () = cancel.cancelled() => return vec![Err(GraphError::Cancelled { graph: name }.into())],
+                    };
+                    match result {
+                        Ok(response) => {
+                            let mut steps: Vec<Result<Step>> =
+                                nodes.into_iter().map(|node| Ok(Step::NodeFinished { node })).collect();
+                            steps.push(Ok(finished(&thread, &*response.state, response.usage)));
+                            steps
+                        }
+                        Err(err) => vec![Err(err)],
                     }
                 };
-                Box::pin(futures_util::stream::once(run))
+                Box::pin(futures_util::stream::once(run).flat_map(futures_util::stream::iter))
             }
         }
     }

@@ -3,7 +3,8 @@
 //! whose errors name the field.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use lgadk_core::{GraphState, Message, Role, SessionId, Usage};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -151,6 +152,45 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
             .await
             .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Query parameters whose errors answer 422 with `{"detail": ...}` naming the parameter.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequestParts<St> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, rejection.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose errors (text that is not UTF-8, say) answer with `{"detail": ...}`.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, St: Send + Sync> FromRequestParts<St> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        }
+    }
+}
+
+/// A boolean query flag as clients send it: `true`/`false`, `1`/`0`, `True`/`False`.
+pub(crate) fn flag(field: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(str::trim) {
+        None | Some("" | "false" | "False" | "0") => Ok(false),
+        Some("true" | "True" | "1") => Ok(true),
+        Some(_) => Err(ApiError::invalid(field, "expected true or false")),
     }
 }
 

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::server::AppState;
-use crate::wire::JsonBody;
+use crate::wire::{JsonBody, Path};
 
 /// An assistant as LangGraph describes one.
 fn describe(state: &AppState, name: &str) -> Value {

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::StreamGuard;
 use crate::runs::{Mode, Multitask, NewRun, Part, RunRecord};
 use crate::server::AppState;
-use crate::wire::{self, JsonBody};
+use crate::wire::{self, JsonBody, Path, Query};
 
 #[derive(Debug, Default, Deserialize)]
 struct Command {
@@ -409,7 +409,7 @@ pub(super) async fn list(
 #[derive(Debug, Deserialize)]
 pub(super) struct CancelParams {
     #[serde(default)]
-    wait: Option<bool>,
+    wait: Option<String>,
     #[serde(default)]
     action: Option<String>,
 }
@@ -427,7 +427,7 @@ pub(super) async fn cancel(
     }
     let run = owned_run(&state, &principal, &raw, &run_id).await?;
     run.cancel.cancel();
-    if params.wait == Some(true) {
+    if wire::flag("wait", params.wait.as_deref())? {
         run.finished().await;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -461,13 +461,7 @@ pub(super) async fn join_stream(
     for (key, value) in &params {
         match key.as_str() {
             "stream_mode" => names.extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(Value::from)),
-            "cancel_on_disconnect" => {
-                cancel_on_disconnect = match value.as_str() {
-                    "true" | "True" | "1" => true,
-                    "" | "false" | "False" | "0" => false,
-                    _ => return Err(ApiError::invalid("cancel_on_disconnect", "expected true or false")),
-                }
-            }
+            "cancel_on_disconnect" => cancel_on_disconnect = wire::flag("cancel_on_disconnect", Some(value))?,
             _ => {}
         }
     }

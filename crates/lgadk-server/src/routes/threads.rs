@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::runs::Status;
 use crate::server::AppState;
-use crate::wire::JsonBody;
+use crate::wire::{JsonBody, Path, Query};
 
 /// Parses a thread id from a path or body; a malformed one is a 422 naming `field`.
 pub(super) fn thread_id(raw: &str, field: &str) -> ApiResult<SessionId> {

@@ -228,6 +228,8 @@ pub async fn interrupt_then_resume(server: &TestServer) {
     assert_eq!(status, 200);
     let last = events.iter().rfind(|e| e.event == "values").unwrap();
     assert_eq!(last.data["output"], "approved: \"yes\"");
+    let update = events.iter().find(|e| e.event == "updates").unwrap();
+    assert_eq!(update.data["approve"]["messages"].as_array().unwrap().last().unwrap()["type"], "ai");
     let (_, thread_json) = server.get(&format!("/threads/{thread}"), None).await;
     assert_eq!(thread_json["status"], "idle");
     // Resuming a thread that is not interrupted fails the run.
@@ -267,8 +269,14 @@ pub async fn cancel_saves_nothing(server: &TestServer) {
     let (_, run) = server.post(&runs, None, json!({"assistant_id": "slow", "input": user_input("doomed")})).await;
     let run_id = run["run_id"].as_str().unwrap();
     tokio::time::sleep(SLOW / 4).await;
-    let (status, _) = server.post(&format!("{runs}/{run_id}/cancel?wait=true"), None, json!({})).await;
+    // langgraph-sdk sends `wait=1&action=interrupt`.
+    let (status, _) = server.post(&format!("{runs}/{run_id}/cancel?wait=1&action=interrupt"), None, json!({})).await;
     assert_eq!(status, 204);
+    let (status, body) = server.post(&format!("{runs}/{run_id}/cancel?wait=maybe"), None, json!({})).await;
+    assert_eq!((status, body["detail"].as_str().unwrap().contains("wait")), (422, true));
+    let (status, body) = server.get(&format!("{runs}?limit=many"), None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
     assert_eq!(server.get(&format!("{runs}/{run_id}"), None).await.1["status"], "interrupted");
     let (_, state) = server.get(&format!("/threads/{thread}/state"), None).await;
     assert_eq!(state["values"], json!({}), "nothing of the cancelled turn was saved");
