@@ -1,4 +1,5 @@
 //! The API matrix over real HTTP on Redis (a redis-server of the test's own on a free port).
+#![cfg(feature = "redis")]
 
 mod common;
 

@@ -160,3 +160,47 @@ async fn many_concurrent_streams_complete_in_order() {
         assert_eq!(values["messages"][1]["content"].as_str().unwrap(), tokens);
     }
 }
+
+/// `/metrics` counts requests by route pattern and status, finished runs, their latency and
+/// tokens, and shows no run or stream left active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_runs_and_tokens() {
+    let server = TestServer::memory().await;
+    let thread = server.thread(None).await;
+    let (status, _) = server
+        .post(
+            &format!("/threads/{thread}/runs/wait"),
+            None,
+            json!({"assistant_id": "agent", "input": user_input("count me")}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .stream(
+            &format!("/threads/{thread}/runs/stream"),
+            None,
+            json!({"assistant_id": "agent", "input": user_input("and me")}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/threads/not%20an%20id", None).await.0, 422);
+    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = |prefix: &str| {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} in {text}")).to_owned()
+    };
+    let value = |prefix: &str| line(prefix).rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    assert_eq!(
+        value(r#"lgadk_server_http_requests_total{method="POST",route="/threads/{thread_id}/runs/wait",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"lgadk_server_http_requests_total{method="GET",route="/threads/{thread_id}",status="422"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"lgadk_server_runs_total{status="success"}"#), 2.0);
+    assert_eq!(value("lgadk_server_run_duration_seconds_count"), 2.0);
+    assert!(value(r#"lgadk_server_tokens_total{direction="in"}"#) > 0.0);
+    assert!(value(r#"lgadk_server_tokens_total{direction="out"}"#) > 0.0);
+    assert_eq!(value("lgadk_server_active_runs"), 0.0);
+    assert_eq!(value("lgadk_server_active_streams"), 0.0);
+}
