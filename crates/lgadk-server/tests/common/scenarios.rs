@@ -139,6 +139,10 @@ pub async fn wait_state_history_analytics(server: &TestServer) {
     let (_, thread_json) = server.get(&format!("/threads/{thread}"), None).await;
     assert_eq!(thread_json["values"]["messages"].as_array().unwrap().len(), 4);
     assert_eq!(thread_json["metadata"]["graph_id"], "agent");
+    let (status, mine) = server.get("/users/me/analytics", None).await;
+    assert_eq!(status, 200);
+    assert_eq!((mine["threads"].as_u64(), mine["interactions"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(mine["total_tokens_in"], analytics["total_tokens_in"]);
 }
 
 /// A background run: create answers at once with the run; join waits for its values; get
@@ -288,4 +292,18 @@ pub async fn stateless_wait(server: &TestServer) {
         server.post("/runs/wait", None, json!({"assistant_id": "agent", "input": user_input("hi")})).await;
     assert_eq!(status, 200, "{values}");
     assert_eq!(values["messages"].as_array().unwrap().len(), 2);
+    // Its thread is deleted once the run is done.
+    let mut left = json!(null);
+    for _ in 0..50 {
+        left = server.post("/threads/search", None, json!({})).await.1;
+        if left == json!([]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, json!([]));
+    let keep = json!({"assistant_id": "agent", "input": user_input("keep"), "on_completion": "keep"});
+    assert_eq!(server.post("/runs/wait", None, keep).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(server.post("/threads/search", None, json!({})).await.1.as_array().unwrap().len(), 1);
 }
