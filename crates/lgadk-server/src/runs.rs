@@ -19,6 +19,7 @@ use crate::assistant::{self, Assistant, Step, TurnInput};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::server::Limits;
+use crate::wire;
 
 /// A stream mode a run reports in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,6 +373,11 @@ impl RunRegistry {
         run.set_status(Status::Running);
         let started = Instant::now();
         let thread = run.thread_id.clone();
+        if let TurnInput::Message { text, .. } = &input
+            && run.wants(Mode::Values)
+        {
+            self.input_values(run, assistant, text).await;
+        }
         let mut steps = assistant.start(input.clone(), run.cancel.clone());
         let mut finished_nodes: Vec<String> = Vec::new();
         let mut streamed = StreamedMessage::default();
@@ -438,6 +444,24 @@ impl RunRegistry {
             reason: "the run ended without a result".to_owned(),
         });
         self.failed(run, &err, started.elapsed());
+    }
+
+    /// The first `values` event of a turn, as LangGraph sends it: the thread's values with
+    /// the user's message added. One read of the latest checkpoint, only for `values` streams.
+    async fn input_values(&self, run: &RunRecord, assistant: &dyn Assistant, text: &str) {
+        let mut values = match assistant.history(&run.thread_id, 1).await {
+            Ok(saved) => saved.into_iter().next().map_or_else(|| json!({}), |s| s.values),
+            // The run reads the thread itself and reports what fails.
+            Err(_) => return,
+        };
+        let Value::Object(map) = &mut values else { return };
+        let messages = map.entry("messages").or_insert_with(|| json!([]));
+        if let Value::Array(list) = messages {
+            let human = lgadk_core::Message::user(text);
+            let id = wire::message_id(&run.thread_id, list.len());
+            list.push(wire::message_to_langchain(&human, &id, None));
+        }
+        run.push(Part::new(Some(Mode::Values), "values", &values));
     }
 
     fn failed(&self, run: &RunRecord, err: &Error, took: Duration) {

@@ -74,7 +74,12 @@ pub async fn stream_modes(server: &TestServer) {
     assert_eq!(status, 200);
     assert_eq!(events[0].event, "metadata");
     assert!(events[0].data["run_id"].is_string());
+    // The first values carry the input (the user's message), the last the turn's result.
+    let first = events.iter().find(|e| e.event == "values").unwrap();
+    assert_eq!(first.data["messages"].as_array().unwrap().len(), 1, "{:?}", first.data);
+    assert_eq!(first.data["messages"][0]["type"], "human");
     let values = events.iter().rfind(|e| e.event == "values").unwrap();
+    assert_eq!(values.data["messages"][0]["id"], first.data["messages"][0]["id"], "one message, one id");
     let messages = values.data["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!((messages[0]["type"].as_str(), messages[1]["type"].as_str()), (Some("human"), Some("ai")));
