@@ -16,8 +16,11 @@ use tracing::field;
 
 use crate::tokens;
 
+mod embedder;
 mod responder;
 mod tools;
+
+pub use embedder::{DEFAULT_LEXICAL_DIMENSIONS, LexicalEmbedder};
 
 use responder::compose_reply;
 
