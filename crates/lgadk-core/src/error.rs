@@ -37,6 +37,18 @@ pub enum Error {
         /// Which rule the id broke.
         reason: &'static str,
     },
+    /// A memory namespace failed validation; nothing was written.
+    #[error("invalid memory namespace: {reason}")]
+    InvalidNamespace {
+        /// Which rule the namespace broke.
+        reason: &'static str,
+    },
+    /// A memory key failed validation; nothing was written.
+    #[error("invalid memory key: {reason}")]
+    InvalidMemoryKey {
+        /// Which rule the key broke.
+        reason: &'static str,
+    },
     /// Metadata would exceed the configured limit once serialized; nothing was written.
     #[error("metadata is {size} bytes; the limit is {limit}")]
     MetadataTooLarge {
@@ -87,6 +99,17 @@ pub enum Error {
     Corrupt {
         /// The session whose data is damaged.
         id: SessionId,
+        /// What failed to decode.
+        #[source]
+        source: BoxError,
+    },
+    /// A stored memory item does not decode.
+    #[error("stored memory item `{key}` in namespace `{namespace}` does not decode")]
+    CorruptMemory {
+        /// The item's namespace, as stored (segments joined by `/`).
+        namespace: String,
+        /// The item's key, as stored.
+        key: String,
         /// What failed to decode.
         #[source]
         source: BoxError,

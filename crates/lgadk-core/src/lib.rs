@@ -1,8 +1,8 @@
 //! The contracts of lgadk: traits and plain data shared by every other crate.
 //!
-//! `lgadk-core` defines what a session store, a checkpointer, a chat model and an agent must
-//! do, the records they exchange, and the one [`Error`] type every crate
-//! returns. It does no I/O and starts no runtime, so a backend or provider crate depends on it
+//! `lgadk-core` defines what a session store, a checkpointer, a long-term memory store, a chat
+//! model, an embedder and an agent must do, the records they exchange, and the one [`Error`]
+//! type every crate returns. It does no I/O and starts no runtime, so a backend or provider crate depends on it
 //! without pulling anything else in. Applications usually use the `SessionManager` of
 //! `lgadk-session` rather than these traits directly.
 //!
@@ -34,6 +34,7 @@ pub mod context;
 pub mod error;
 pub mod id;
 pub mod json;
+pub mod memory;
 pub mod message;
 pub mod model;
 pub mod op;
@@ -65,6 +66,8 @@ pub use context::{
 pub use error::{BoxError, Error, GraphError, ModelErrorKind, Outcome, Result};
 #[doc(inline)]
 pub use id::{IntoOptionalUserId, IntoSessionId, IntoUserId, SessionId, UserId};
+#[doc(inline)]
+pub use memory::{Embedder, MemoryItem, MemoryKey, MemoryStore, Namespace};
 #[doc(inline)]
 pub use message::{Message, Role, ToolCall};
 #[doc(inline)]
