@@ -82,7 +82,9 @@ mod tool_choice;
 #[doc(inline)]
 pub use agent::ChatAgent;
 #[doc(inline)]
-pub use offline::{DEFAULT_LEXICAL_DIMENSIONS, LexicalEmbedder, OFFLINE_LABEL, OfflineModel, ScriptedReply};
+pub use offline::{
+    DEFAULT_LEXICAL_DIMENSIONS, LEXICAL_EMBEDDER_ID, LexicalEmbedder, OFFLINE_LABEL, OfflineModel, ScriptedReply,
+};
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 #[doc(inline)]
@@ -91,6 +93,6 @@ pub use openai::{
     OpenAiEmbedderBuilder, OpenAiModel, OpenAiModelBuilder, RetryPolicy,
 };
 #[doc(inline)]
-pub use registry::{ModelRegistry, ModelSpec, OLLAMA_BASE_URL, ProviderFn, get_model, register_provider};
+pub use registry::{ModelRegistry, ModelSpec, OLLAMA_BASE_URL, ProviderFn, get_embedder, get_model, register_provider};
 #[doc(inline)]
 pub use template::PromptTemplate;

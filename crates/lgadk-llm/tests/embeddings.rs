@@ -9,6 +9,7 @@ use std::error::Error as _;
 use std::time::{Duration, Instant};
 
 use common::{Reply, TestServer, embeddings, test_vector};
+use lgadk_core::memory::Embedder;
 use lgadk_core::{Error, ModelErrorKind};
 use lgadk_llm::{OpenAiEmbedder, OpenAiEmbedderBuilder, RetryPolicy};
 use serde_json::json;
@@ -42,10 +43,10 @@ fn model_error(err: &Error) -> (Option<u16>, ModelErrorKind) {
 #[tokio::test]
 async fn texts_are_sent_in_batches_and_come_back_in_order() {
     let server = TestServer::start(|_, request| embeddings(request, 8)).await;
-    let embedder = builder(&server).with_batch_size(2).build().unwrap();
+    let embedder = builder(&server).with_model_dimensions(8).with_batch_size(2).build().unwrap();
     let input = texts(&["window seat", "vegetarian meals", "aisle seat", "no onions", "late checkout"]);
 
-    let vectors = embedder.embed_texts(&input).await.unwrap();
+    let vectors = embedder.embed(input.clone()).await.unwrap();
 
     let expected: Vec<Vec<f32>> = input.iter().map(|t| test_vector(t, 8)).collect();
     assert_eq!(vectors, expected, "one vector per text, in the texts' order though the server lists them reversed");
@@ -69,8 +70,8 @@ async fn texts_are_sent_in_batches_and_come_back_in_order() {
 async fn dimensions_are_asked_for_and_checked() {
     let server = TestServer::start(|_, request| embeddings(request, 8)).await;
     let embedder = builder(&server).with_dimensions(16).build().unwrap();
-    assert_eq!(embedder.dimensions(), Some(16));
-    let vectors = embedder.embed_texts(&texts(&["prefers tea"])).await.unwrap();
+    assert_eq!((embedder.dimensions(), embedder.requested_dimensions()), (16, Some(16)));
+    let vectors = embedder.embed(texts(&["prefers tea"])).await.unwrap();
     assert_eq!(vectors, vec![test_vector("prefers tea", 16)]);
     assert_eq!(server.requests()[0].body["dimensions"], 16);
 
@@ -81,17 +82,17 @@ async fn dimensions_are_asked_for_and_checked() {
         embeddings(&plain, 8)
     })
     .await;
-    let err = builder(&ignoring).with_dimensions(16).build().unwrap().embed_texts(&texts(&["x"])).await.unwrap_err();
+    let err = builder(&ignoring).with_dimensions(16).build().unwrap().embed(texts(&["x"])).await.unwrap_err();
     assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
     assert!(err.source().unwrap().to_string().contains("has 8 values, expected 16"), "{err:#}");
 }
 
 #[tokio::test]
 async fn nothing_is_sent_for_no_texts_and_empty_texts_are_refused_before_sending() {
-    let server = TestServer::start(|_, request| embeddings(request, 4)).await;
-    let embedder = builder(&server).build().unwrap();
-    assert!(embedder.embed_texts(&[]).await.unwrap().is_empty());
-    let err = embedder.embed_texts(&texts(&["fine", "  "])).await.unwrap_err();
+    let server = TestServer::start(|_, request| embeddings(request, 8)).await;
+    let embedder = builder(&server).with_model_dimensions(8).build().unwrap();
+    assert!(embedder.embed(Vec::new()).await.unwrap().is_empty());
+    let err = embedder.embed(texts(&["fine", "  "])).await.unwrap_err();
     assert!(matches!(&err, Error::InvalidConfig { reason } if reason.contains("text 1")), "{err}");
     assert_eq!(server.request_count(), 0);
 }
@@ -99,7 +100,7 @@ async fn nothing_is_sent_for_no_texts_and_empty_texts_are_refused_before_sending
 #[tokio::test]
 async fn unauthorized_is_an_authentication_error_and_not_retried() {
     let server = TestServer::always(Reply::error(401, "Incorrect API key provided")).await;
-    let err = builder(&server).build().unwrap().embed_texts(&texts(&["hello"])).await.unwrap_err();
+    let err = builder(&server).with_model_dimensions(8).build().unwrap().embed(texts(&["hello"])).await.unwrap_err();
     assert_eq!(model_error(&err), (Some(401), ModelErrorKind::Authentication));
     assert!(!err.is_retryable());
     assert_eq!(server.request_count(), 1);
@@ -113,23 +114,26 @@ async fn rate_limits_are_retried_after_the_wait_the_server_asks_for() {
             Reply::api_error(429, "Rate limit reached", Some("requests"), Some("rate_limit_exceeded"))
                 .with_header("Retry-After", "1")
         } else {
-            embeddings(request, 4)
+            embeddings(request, 8)
         }
     })
     .await;
     // Retry-After asks for 1 s; the cap shortens it to 150 ms, far above the 10 ms backoff.
-    let embedder = builder(&server).with_retry(fast_retry().with_max_retry_after(Duration::from_millis(150))).build();
+    let embedder = builder(&server)
+        .with_model_dimensions(8)
+        .with_retry(fast_retry().with_max_retry_after(Duration::from_millis(150)))
+        .build();
     let started = Instant::now();
-    let vectors = embedder.unwrap().embed_texts(&texts(&["hello"])).await.unwrap();
+    let vectors = embedder.unwrap().embed(texts(&["hello"])).await.unwrap();
     let elapsed = started.elapsed();
-    assert_eq!(vectors, vec![test_vector("hello", 4)]);
+    assert_eq!(vectors, vec![test_vector("hello", 8)]);
     assert_eq!(server.request_count(), 2);
     assert!(elapsed >= Duration::from_millis(150), "Retry-After was not honoured: {elapsed:?}");
 
     // Without retries left the limit is reported, with the wait the server asked for.
     let limited = TestServer::always(Reply::error(429, "slow down").with_header("Retry-After", "2")).await;
-    let err = builder(&limited).with_retry(RetryPolicy::none()).build().unwrap();
-    let err = err.embed_texts(&texts(&["hello"])).await.unwrap_err();
+    let err = builder(&limited).with_model_dimensions(8).with_retry(RetryPolicy::none()).build().unwrap();
+    let err = err.embed(texts(&["hello"])).await.unwrap_err();
     let expected = ModelErrorKind::RateLimited { retry_after: Some(Duration::from_secs(2)) };
     assert_eq!(model_error(&err), (Some(429), expected));
     assert!(err.is_retryable());
@@ -139,8 +143,9 @@ async fn rate_limits_are_retried_after_the_wait_the_server_asks_for() {
 #[tokio::test]
 async fn server_errors_are_retried_as_configured() {
     let server = TestServer::always(Reply::raw(503, "text/plain", "overloaded")).await;
-    let embedder = builder(&server).with_retry(fast_retry().with_max_retries(2)).build().unwrap();
-    let err = embedder.embed_texts(&texts(&["hello"])).await.unwrap_err();
+    let embedder =
+        builder(&server).with_model_dimensions(8).with_retry(fast_retry().with_max_retries(2)).build().unwrap();
+    let err = embedder.embed(texts(&["hello"])).await.unwrap_err();
     assert_eq!(model_error(&err), (Some(503), ModelErrorKind::ServerError));
     assert_eq!(server.request_count(), 3, "1 attempt + 2 retries");
 }
@@ -148,7 +153,7 @@ async fn server_errors_are_retried_as_configured() {
 #[tokio::test]
 async fn a_malformed_body_is_a_typed_decode_error() {
     let server = TestServer::always(Reply::raw(200, "application/json", "{\"object\": \"list\", \"da")).await;
-    let err = builder(&server).build().unwrap().embed_texts(&texts(&["hello"])).await.unwrap_err();
+    let err = builder(&server).with_model_dimensions(8).build().unwrap().embed(texts(&["hello"])).await.unwrap_err();
     assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
     assert_eq!(server.request_count(), 1, "a malformed answer is not retried");
     assert!(err.source().unwrap().to_string().contains("does not decode"), "{err:#}");
@@ -162,10 +167,16 @@ async fn a_wrong_number_of_vectors_is_refused_whole() {
         let mut fewer = request.clone();
         let input = fewer.body["input"].as_array_mut().unwrap();
         input.pop();
-        embeddings(&fewer, 4)
+        embeddings(&fewer, 8)
     })
     .await;
-    let err = builder(&server).build().unwrap().embed_texts(&texts(&["a b", "c d", "e f"])).await.unwrap_err();
+    let err = builder(&server)
+        .with_model_dimensions(8)
+        .build()
+        .unwrap()
+        .embed(texts(&["a b", "c d", "e f"]))
+        .await
+        .unwrap_err();
     assert_eq!(model_error(&err), (None, ModelErrorKind::MalformedResponse));
     let detail = err.source().unwrap().to_string();
     assert!(detail.contains("3 texts were sent and 2 vectors came back"), "{detail}");
@@ -174,14 +185,15 @@ async fn a_wrong_number_of_vectors_is_refused_whole() {
 #[tokio::test]
 async fn the_servers_own_request_checks_pass() {
     // The harness refuses what OpenAI refuses; a request that breaks a rule gets its 400.
-    let server = TestServer::start(|_, request| embeddings(request, 4)).await;
+    let server = TestServer::start(|_, request| embeddings(request, 8)).await;
     let client = raw_post(&server, json!({"model": "m", "input": ["ok", ""]})).await;
     assert_eq!(client, 400);
     let client = raw_post(&server, json!({"model": "m", "input": "ok", "encoding_format": "base64"})).await;
     assert_eq!(client, 400);
     let embedder = builder(&server).with_dimensions(4).with_batch_size(2048).build().unwrap();
+    assert_eq!(embedder.dimensions(), 4);
     let many: Vec<String> = (0..2048).map(|i| format!("memory {i}")).collect();
-    assert_eq!(embedder.embed_texts(&many).await.unwrap().len(), 2048);
+    assert_eq!(embedder.embed(many).await.unwrap().len(), 2048);
 }
 
 /// POSTs `body` to the server's `/embeddings` with a raw HTTP/1.1 request; the status.
@@ -205,11 +217,15 @@ async fn raw_post(server: &TestServer, body: serde_json::Value) -> u16 {
 fn builder_validates_its_configuration() {
     let invalid = |b: OpenAiEmbedderBuilder| matches!(b.build(), Err(Error::InvalidConfig { .. }));
     let local = || OpenAiEmbedder::builder("m").with_base_url("http://127.0.0.1:9/v1");
+    let declared = || local().with_model_dimensions(8);
     assert!(invalid(OpenAiEmbedder::builder(" ").with_base_url("http://127.0.0.1:9/v1")));
     assert!(invalid(local().with_dimensions(0)));
-    assert!(invalid(local().with_batch_size(0)));
-    assert!(invalid(local().with_batch_size(2049)));
-    assert!(invalid(local().with_base_url("ftp://x")));
-    let ok = local().with_id("ollama/nomic").build().unwrap();
+    assert!(invalid(local()), "an unknown model's vector length must be declared");
+    assert!(invalid(local().with_dimensions(8).with_model_dimensions(16)));
+    assert_eq!(OpenAiEmbedder::builder("text-embedding-3-small").with_api_key("k").build().unwrap().dimensions(), 1536);
+    assert!(invalid(declared().with_batch_size(0)));
+    assert!(invalid(declared().with_batch_size(2049)));
+    assert!(invalid(declared().with_base_url("ftp://x")));
+    let ok = declared().with_id("ollama/nomic").build().unwrap();
     assert_eq!((ok.id(), ok.model(), ok.base_url()), ("ollama/nomic", "m", "http://127.0.0.1:9/v1"));
 }

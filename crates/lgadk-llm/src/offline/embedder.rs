@@ -1,6 +1,11 @@
 //! [`LexicalEmbedder`]: a deterministic, offline embedder built from the words of a text.
 
+use async_trait::async_trait;
+use lgadk_core::memory::Embedder;
 use lgadk_core::{Error, Result};
+
+/// The id a [`LexicalEmbedder`] reports.
+pub const LEXICAL_EMBEDDER_ID: &str = "offline/lexical";
 
 /// Default vector length of a [`LexicalEmbedder`].
 pub const DEFAULT_LEXICAL_DIMENSIONS: usize = 256;
@@ -44,6 +49,8 @@ const STOP_WORDS: &[&str] = &[
 ///    without words (empty, punctuation, only function words) gives the zero vector, which is
 ///    similar to nothing.
 ///
+/// It implements [`Embedder`], for memory stores:
+///
 /// ```
 /// use lgadk_llm::LexicalEmbedder;
 ///
@@ -81,11 +88,6 @@ impl LexicalEmbedder {
             });
         }
         Ok(Self { dimensions })
-    }
-
-    /// The length of every vector it makes.
-    pub fn dimensions(&self) -> usize {
-        self.dimensions
     }
 
     /// The vector of `text` (see the type's docs): unit length, or all zeros for a text
@@ -131,6 +133,23 @@ fn stem(word: &str) -> &str {
     match word.strip_suffix('s') {
         Some(stem) if word.chars().count() > 3 && !stem.ends_with('s') => stem,
         _ => word,
+    }
+}
+
+#[async_trait]
+impl Embedder for LexicalEmbedder {
+    /// [`LEXICAL_EMBEDDER_ID`].
+    fn id(&self) -> &str {
+        LEXICAL_EMBEDDER_ID
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// [`embed_text`](Self::embed_text) of each text; never fails.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|text| self.embed_text(text)).collect())
     }
 }
 

@@ -20,7 +20,7 @@ mod embedder;
 mod responder;
 mod tools;
 
-pub use embedder::{DEFAULT_LEXICAL_DIMENSIONS, LexicalEmbedder};
+pub use embedder::{DEFAULT_LEXICAL_DIMENSIONS, LEXICAL_EMBEDDER_ID, LexicalEmbedder};
 
 use responder::compose_reply;
 

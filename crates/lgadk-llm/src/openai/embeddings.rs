@@ -9,6 +9,8 @@ use async_openai::config::OpenAIConfig;
 use async_openai::types::embeddings::{
     CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput, EncodingFormat,
 };
+use async_trait::async_trait;
+use lgadk_core::memory::Embedder;
 use lgadk_core::{Error, Result};
 use tracing::{Instrument, field};
 
@@ -21,6 +23,16 @@ pub const DEFAULT_EMBEDDING_BATCH: usize = 128;
 /// OpenAI's largest batch: more inputs in one request are refused.
 const MAX_EMBEDDING_BATCH: usize = 2048;
 
+/// The vector lengths of OpenAI's embedding models, so they need no configuration.
+const KNOWN_DIMENSIONS: &[(&str, usize)] =
+    &[("text-embedding-3-small", 1536), ("text-embedding-3-large", 3072), ("text-embedding-ada-002", 1536)];
+
+/// The vector length of a model in [`KNOWN_DIMENSIONS`] (also when named `openai/<model>`).
+fn known_dimensions(model: &str) -> Option<usize> {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    KNOWN_DIMENSIONS.iter().find(|(known, _)| *known == name).map(|(_, d)| *d)
+}
+
 /// An embedding model served over the OpenAI embeddings API: OpenAI itself
 /// (`text-embedding-3-small`, …) or any compatible server (Ollama, vLLM, LM Studio, llama.cpp,
 /// LiteLLM) given its base URL.
@@ -28,9 +40,11 @@ const MAX_EMBEDDING_BATCH: usize = 2048;
 /// - Texts go out in batches of [`with_batch_size`](OpenAiEmbedderBuilder::with_batch_size)
 ///   (default [`DEFAULT_EMBEDDING_BATCH`]), one request per batch, in order; the vectors come back
 ///   in the order of the texts, whatever order the server lists them in.
-/// - [`with_dimensions`](OpenAiEmbedderBuilder::with_dimensions) asks the server for shorter
-///   vectors (the `dimensions` field, which `text-embedding-3` and later models honour) and
-///   checks that every vector has that length.
+/// - Every vector has [`dimensions`](Embedder::dimensions) values: OpenAI's models' own
+///   length, a length asked for with
+///   [`with_dimensions`](OpenAiEmbedderBuilder::with_dimensions) (sent as `dimensions`, which
+///   `text-embedding-3` and later models honour), or one declared for another model with
+///   [`with_model_dimensions`](OpenAiEmbedderBuilder::with_model_dimensions).
 /// - An answer that does not fit the request (a vector missing or extra, an index out of
 ///   place or repeated, vectors of different lengths, a value that is not finite) is
 ///   [`Error::Model`] with kind
@@ -44,11 +58,19 @@ const MAX_EMBEDDING_BATCH: usize = 2048;
 ///
 /// ```no_run
 /// # async fn demo() -> lgadk_core::Result<()> {
+/// use lgadk_core::memory::Embedder;
 /// use lgadk_llm::OpenAiEmbedder;
 ///
 /// let embedder = OpenAiEmbedder::builder("text-embedding-3-small").with_dimensions(256).build()?;
-/// let vectors = embedder.embed_texts(&["I prefer window seats".to_owned()]).await?;
+/// let vectors = embedder.embed(vec!["I prefer window seats".to_owned()]).await?;
 /// assert_eq!(vectors[0].len(), 256);
+///
+/// // A local model behind Ollama: its vector length is declared, nothing extra is sent.
+/// let local = OpenAiEmbedder::builder("nomic-embed-text")
+///     .with_id("ollama/nomic-embed-text")
+///     .with_base_url("http://localhost:11434/v1")
+///     .with_model_dimensions(768)
+///     .build()?;
 /// # Ok(())
 /// # }
 /// ```
@@ -59,7 +81,10 @@ pub struct OpenAiEmbedder {
     client: Client<OpenAIConfig>,
     timeout: Duration,
     retry: RetryPolicy,
-    dimensions: Option<u32>,
+    /// The length every vector has.
+    dimensions: usize,
+    /// Sent as `dimensions` (only when asked for with `with_dimensions`).
+    requested: Option<u32>,
     batch_size: usize,
 }
 
@@ -70,6 +95,7 @@ impl fmt::Debug for OpenAiEmbedder {
             .field("model", &self.model)
             .field("base_url", &self.base_url)
             .field("dimensions", &self.dimensions)
+            .field("requested", &self.requested)
             .field("batch_size", &self.batch_size)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
@@ -87,6 +113,7 @@ pub struct OpenAiEmbedderBuilder {
     connect_timeout: Duration,
     retry: RetryPolicy,
     dimensions: Option<u32>,
+    model_dimensions: Option<usize>,
     batch_size: usize,
     env: EnvLookup,
 }
@@ -99,6 +126,7 @@ impl fmt::Debug for OpenAiEmbedderBuilder {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("base_url", &self.base_url)
             .field("dimensions", &self.dimensions)
+            .field("model_dimensions", &self.model_dimensions)
             .field("batch_size", &self.batch_size)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -129,12 +157,21 @@ impl OpenAiEmbedderBuilder {
         self
     }
 
-    /// Asks for vectors of `dimensions` values (sent as `dimensions`; `text-embedding-3` and
-    /// later models shorten their vectors to it) and checks every vector has that length.
-    /// Default: the model's own length, whatever it is (the first answer tells).
+    /// Asks for vectors of `dimensions` values: sent as `dimensions`, which `text-embedding-3`
+    /// and later models honour by shortening their vectors (older models and many compatible
+    /// servers refuse the field). Every vector must then have that length.
     #[must_use]
     pub fn with_dimensions(mut self, dimensions: u32) -> Self {
         self.dimensions = Some(dimensions);
+        self
+    }
+
+    /// Declares the model's own vector length, without sending anything: for models this
+    /// crate does not know (it knows OpenAI's `text-embedding-3-small`, `-3-large` and
+    /// `ada-002`), e.g. 768 for Ollama's `nomic-embed-text`. Every vector must have that length.
+    #[must_use]
+    pub fn with_model_dimensions(mut self, dimensions: usize) -> Self {
+        self.model_dimensions = Some(dimensions);
         self
     }
 
@@ -179,9 +216,11 @@ impl OpenAiEmbedderBuilder {
     /// Builds the embedder; no request is sent.
     ///
     /// # Errors
-    /// - [`Error::InvalidConfig`] for an empty model name, `dimensions` 0, a batch size of 0
-    ///   or above 2048, a base URL that is not `http(s)`, or no API key (argument or
-    ///   `OPENAI_API_KEY`) when the base URL is OpenAI's.
+    /// - [`Error::InvalidConfig`] for an empty model name; a vector length that is 0, or
+    ///   unknown (neither asked for, declared, nor one of OpenAI's models), or declared
+    ///   differently from the one asked for; a batch size of 0 or above 2048; a base URL that
+    ///   is not `http(s)`; or no API key (argument or `OPENAI_API_KEY`) when the base URL is
+    ///   OpenAI's.
     /// - [`Error::Model`] if the HTTP client cannot be built.
     pub fn build(self) -> Result<OpenAiEmbedder> {
         let model = self.model.trim().to_owned();
@@ -189,8 +228,23 @@ impl OpenAiEmbedderBuilder {
         if model.is_empty() {
             return Err(Error::InvalidConfig { reason: format!("embedder `{id}` has an empty model name") });
         }
-        if self.dimensions == Some(0) {
-            return Err(Error::InvalidConfig { reason: format!("embedder `{id}` asks for 0 dimensions") });
+        let requested = self.dimensions.map(|d| d as usize);
+        let dimensions = match (requested, self.model_dimensions) {
+            (Some(asked), Some(declared)) if asked != declared => {
+                return Err(Error::InvalidConfig {
+                    reason: format!("embedder `{id}` asks for {asked} dimensions but declares {declared}"),
+                });
+            }
+            (Some(d), _) | (None, Some(d)) => d,
+            (None, None) => known_dimensions(&model).ok_or_else(|| Error::InvalidConfig {
+                reason: format!(
+                    "embedder `{id}`: the vector length of model `{model}` is unknown; declare it with \
+                     with_model_dimensions (or ask for one with with_dimensions)"
+                ),
+            })?,
+        };
+        if dimensions == 0 {
+            return Err(Error::InvalidConfig { reason: format!("embedder `{id}` has 0 dimensions") });
         }
         if !(1..=MAX_EMBEDDING_BATCH).contains(&self.batch_size) {
             return Err(Error::InvalidConfig {
@@ -208,7 +262,8 @@ impl OpenAiEmbedderBuilder {
             client,
             timeout: self.timeout,
             retry: self.retry,
-            dimensions: self.dimensions,
+            dimensions,
+            requested: self.dimensions,
             batch_size: self.batch_size,
         })
     }
@@ -226,6 +281,7 @@ impl OpenAiEmbedder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
             dimensions: None,
+            model_dimensions: None,
             batch_size: DEFAULT_EMBEDDING_BATCH,
             env: process_env(),
         }
@@ -240,11 +296,6 @@ impl OpenAiEmbedder {
         Self::builder(model).build()
     }
 
-    /// The embedder's id, as spans and errors report it (`openai/<model>` unless set).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The model name sent to the server.
     pub fn model(&self) -> &str {
         &self.model
@@ -255,19 +306,13 @@ impl OpenAiEmbedder {
         &self.base_url
     }
 
-    /// The vector length asked for, if one was set.
-    pub fn dimensions(&self) -> Option<u32> {
-        self.dimensions
+    /// The `dimensions` sent with each request, if asked for with
+    /// [`with_dimensions`](OpenAiEmbedderBuilder::with_dimensions).
+    pub fn requested_dimensions(&self) -> Option<u32> {
+        self.requested
     }
 
-    /// Embeds `texts`: one vector per text, in their order. No texts, no request.
-    ///
-    /// # Errors
-    /// - [`Error::InvalidConfig`] when a text is empty or only whitespace (the servers refuse
-    ///   them); nothing is sent.
-    /// - [`Error::Model`] when a request fails (after the policy's retries) or an answer does
-    ///   not fit its batch; the kinds are those of the [crate docs](crate#model-errors).
-    pub async fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    async fn embed_texts(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let span = tracing::info_span!(
             "model.embed",
             model = %self.id,
@@ -293,10 +338,8 @@ impl OpenAiEmbedder {
         }
         let mut vectors = Vec::with_capacity(texts.len());
         let mut tokens: u64 = 0;
-        // Every vector of the call has the length of the first one (or the one asked for).
-        let mut length = self.dimensions.map(|d| d as usize);
         for batch in texts.chunks(self.batch_size) {
-            let (batch_vectors, prompt_tokens) = self.embed_batch(batch, &mut length).await?;
+            let (batch_vectors, prompt_tokens) = self.embed_batch(batch).await?;
             tokens = tokens.saturating_add(u64::from(prompt_tokens));
             vectors.extend(batch_vectors);
         }
@@ -305,13 +348,13 @@ impl OpenAiEmbedder {
     }
 
     /// One request; the vectors in the order of `batch` and the prompt tokens reported.
-    async fn embed_batch(&self, batch: &[String], length: &mut Option<usize>) -> Result<(Vec<Vec<f32>>, u32)> {
+    async fn embed_batch(&self, batch: &[String]) -> Result<(Vec<Vec<f32>>, u32)> {
         let request = CreateEmbeddingRequest {
             model: self.model.clone(),
             input: EmbeddingInput::StringArray(batch.to_vec()),
             encoding_format: Some(EncodingFormat::Float),
             user: None,
-            dimensions: self.dimensions,
+            dimensions: self.requested,
         };
         let response = retry::with_retries(&self.retry, || {
             let request = request.clone();
@@ -325,18 +368,41 @@ impl OpenAiEmbedder {
         .await
         .map_err(|f| f.into_error(&self.id))?;
         let prompt_tokens = response.usage.prompt_tokens;
-        let vectors = in_order(response, batch.len(), length).map_err(|f| f.into_error(&self.id))?;
+        let vectors = in_order(response, batch.len(), self.dimensions).map_err(|f| f.into_error(&self.id))?;
         Ok((vectors, prompt_tokens))
     }
 }
 
+#[async_trait]
+impl Embedder for OpenAiEmbedder {
+    /// `openai/<model>` unless set with [`with_id`](OpenAiEmbedderBuilder::with_id).
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The length asked for, declared, or known for the model.
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Embeds `texts`: one vector per text, in their order, in batches. No texts, no request.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidConfig`] when a text is empty or only whitespace (the servers refuse
+    ///   them); nothing is sent.
+    /// - [`Error::Model`] when a request fails (after the policy's retries) or an answer does
+    ///   not fit its batch; the kinds are those of the [crate docs](crate#model-errors).
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.embed_texts(&texts).await
+    }
+}
+
 /// The vectors of `response` by their `index`, checked against the batch: exactly `expected`
-/// of them, each index once, all of one length (`length`, which the first vector sets when
-/// unset), every value finite.
+/// of them, each index once, each of `length` values, every value finite.
 fn in_order(
     response: CreateEmbeddingResponse,
     expected: usize,
-    length: &mut Option<usize>,
+    length: usize,
 ) -> Result<Vec<Vec<f32>>, ProviderFailure> {
     let bad = |reason: String| ProviderFailure::BadEmbeddings { reason };
     if response.data.len() != expected {
@@ -351,12 +417,8 @@ fn in_order(
         if slot.is_some() {
             return Err(bad(format!("vector index {index} came twice")));
         }
-        let want = *length.get_or_insert(item.embedding.len());
-        if item.embedding.len() != want {
-            return Err(bad(format!("vector {index} has {} values, expected {want}", item.embedding.len())));
-        }
-        if want == 0 {
-            return Err(bad(format!("vector {index} is empty")));
+        if item.embedding.len() != length {
+            return Err(bad(format!("vector {index} has {} values, expected {length}", item.embedding.len())));
         }
         if item.embedding.iter().any(|v| !v.is_finite()) {
             return Err(bad(format!("vector {index} holds a value that is not finite")));
@@ -394,19 +456,25 @@ mod tests {
 
     #[test]
     fn vectors_are_put_in_the_order_of_their_indexes() {
-        let got = in_order(response(&[(1, vec![2.0]), (0, vec![1.0])]), 2, &mut None).unwrap();
+        let got = in_order(response(&[(1, vec![2.0]), (0, vec![1.0])]), 2, 1).unwrap();
         assert_eq!(got, vec![vec![1.0], vec![2.0]]);
     }
 
     #[test]
     fn answers_that_do_not_fit_the_batch_are_refused() {
-        assert!(reason(in_order(response(&[(0, vec![1.0])]), 2, &mut None)).contains("2 texts were sent and 1"));
-        assert!(reason(in_order(response(&[(0, vec![1.0]), (0, vec![1.0])]), 2, &mut None)).contains("twice"));
-        assert!(reason(in_order(response(&[(0, vec![1.0]), (5, vec![1.0])]), 2, &mut None)).contains("out of range"));
-        let uneven = in_order(response(&[(0, vec![1.0]), (1, vec![1.0, 2.0])]), 2, &mut None);
-        assert!(reason(uneven).contains("has 2 values, expected 1"));
-        assert!(reason(in_order(response(&[(0, vec![1.0, 2.0])]), 1, &mut Some(3))).contains("expected 3"));
-        assert!(reason(in_order(response(&[(0, vec![f32::NAN])]), 1, &mut None)).contains("not finite"));
-        assert!(reason(in_order(response(&[(0, vec![])]), 1, &mut None)).contains("empty"));
+        assert!(reason(in_order(response(&[(0, vec![1.0])]), 2, 1)).contains("2 texts were sent and 1"));
+        assert!(reason(in_order(response(&[(0, vec![1.0]), (0, vec![1.0])]), 2, 1)).contains("twice"));
+        assert!(reason(in_order(response(&[(0, vec![1.0]), (5, vec![1.0])]), 2, 1)).contains("out of range"));
+        let uneven = in_order(response(&[(0, vec![1.0]), (1, vec![1.0, 2.0])]), 2, 1);
+        assert!(reason(uneven).contains("vector 1 has 2 values, expected 1"));
+        assert!(reason(in_order(response(&[(0, vec![f32::NAN])]), 1, 1)).contains("not finite"));
+        assert!(reason(in_order(response(&[(0, vec![])]), 1, 1)).contains("has 0 values"));
+    }
+
+    #[test]
+    fn openai_models_need_no_declared_length() {
+        assert_eq!(known_dimensions("text-embedding-3-small"), Some(1536));
+        assert_eq!(known_dimensions("openai/text-embedding-3-large"), Some(3072));
+        assert_eq!(known_dimensions("nomic-embed-text"), None);
     }
 }

@@ -433,7 +433,7 @@ pub(crate) fn check_embeddings_request(request: &Recorded) -> Option<Reply> {
         return None;
     }
     let body = &request.body;
-    if !body.get("model").and_then(Value::as_str).is_some_and(|m| !m.is_empty()) {
+    if body.get("model").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Some(invalid_request("you must provide a model parameter", "model", None));
     }
     let texts = match body.get("input") {
