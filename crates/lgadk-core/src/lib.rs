@@ -24,7 +24,7 @@
 //! # Feature flags
 //! | feature | default | adds |
 //! |---|---|---|
-//! | `testing` | no | [`testing`]: the conformance suite every session backend runs (not semver-stable) |
+//! | `testing` | no | [`testing`] and [`memory::testing`]: the conformance suites every session and memory backend runs (not semver-stable) |
 
 pub mod agent;
 pub mod cancel;

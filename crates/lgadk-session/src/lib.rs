@@ -43,6 +43,7 @@
 
 mod manager;
 mod memory;
+pub mod memory_store;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -60,6 +61,7 @@ pub use manager::{
     SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
+pub use memory_store::{InMemoryMemoryStore, InMemoryMemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]

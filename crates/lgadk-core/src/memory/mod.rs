@@ -30,6 +30,9 @@
 
 mod contract;
 mod search;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use contract::{
     DEFAULT_SEARCH_LIMIT, Embedder, ItemCursor, ItemPage, ListRequest, MAX_KEY_LEN, MAX_NAMESPACE_DEPTH,
