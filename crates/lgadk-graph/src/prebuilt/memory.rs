@@ -48,7 +48,7 @@ const MAX_TOPIC_LEN: usize = 64;
 /// use lgadk_core::serde_json::json;
 /// use lgadk_core::{ToolContext, ToolError, ToolSet, UserId};
 /// use lgadk_graph::prebuilt::MemoryTools;
-/// use lgadk_session::memory::InMemoryMemoryStore;
+/// use lgadk_session::InMemoryMemoryStore;
 ///
 /// let tools = MemoryTools::new().add_to(ToolSet::new())?;
 /// let store = Arc::new(InMemoryMemoryStore::new());
