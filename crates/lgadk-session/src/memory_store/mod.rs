@@ -4,14 +4,14 @@
 //! `lgadk-core`.
 //!
 //! Every backend works the same way around its storage:
-//! - the value is checked with [`check_value`](lgadk_core::memory::check_value) before
+//! - the value is checked with [`check_value`] before
 //!   anything is written, and a search's filter with
-//!   [`SearchRequest::check`](lgadk_core::memory::SearchRequest::check);
+//!   [`SearchRequest::check`];
 //! - a store built `with_embedder` embeds the value's text
-//!   ([`embedding_text`](lgadk_core::memory::embedding_text)) before it writes, and stores the
+//!   ([`embedding_text`]) before it writes, and stores the
 //!   vector with the item; a search with a query embeds the query once;
 //! - search reads the live items under the prefix (narrowed by the filter where the backend
-//!   can), then [`rank`](lgadk_core::memory::rank) filters, scores, orders and pages them, so
+//!   can), then [`rank`] filters, scores, orders and pages them, so
 //!   every backend ranks alike;
 //! - every call runs in a `memory.<op>` debug span (`memory.put`, `memory.get`,
 //!   `memory.delete`, `memory.list`, `memory.search`, `memory.purge_expired`) with the backend,
