@@ -33,6 +33,10 @@ use lgadk_core::serde_json::Value;
 use lgadk_core::{Clock, Result, SystemClock};
 use tracing::Instrument;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+
 /// A `memory.<op>` debug span for `backend`, with the namespace and key when given.
 macro_rules! memory_span {
     ($op:literal, $backend:expr) => {
@@ -50,6 +54,8 @@ macro_rules! memory_span {
         )
     };
 }
+#[cfg(feature = "redis")]
+pub(crate) use memory_span;
 
 /// A namespace prefix for a span: the prefix, or `*` for the whole store.
 pub(crate) struct SpanPrefix<'a>(pub(crate) Option<&'a Namespace>);

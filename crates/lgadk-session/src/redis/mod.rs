@@ -210,8 +210,8 @@ use lgadk_core::{Clock, Error, OpId, Result, SessionId};
 use serde::Serialize;
 
 pub use builder::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RESPONSE_TIMEOUT, RedisStoreBuilder};
-use conn::{Caller, Effect};
-use error::RedisFailure;
+pub(crate) use conn::{Caller, Effect};
+pub(crate) use error::RedisFailure;
 use keys::Keys;
 use reply::{FromScriptReply, Reply};
 
@@ -289,6 +289,12 @@ impl RedisStore {
 
     fn now(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// What a [`RedisMemoryStore`](crate::memory_store::redis::RedisMemoryStore) built on
+    /// this store shares with it: the connection, the key prefix and the clock.
+    pub(crate) fn shared_parts(&self) -> (Caller, String, Arc<dyn Clock>) {
+        (self.inner.caller.clone(), self.inner.keys.prefix().to_owned(), Arc::clone(&self.inner.clock))
     }
 
     fn caller(&self) -> &Caller {
