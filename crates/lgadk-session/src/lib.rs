@@ -7,6 +7,10 @@
 //! behind Redis changes one constructor and nothing else. Every backend passes the shared
 //! conformance suite of `lgadk-core` (feature `testing`).
 //!
+//! The crate also holds the backends of long-term memory ([`memory_store`]): an
+//! [`InMemoryMemoryStore`], and with the features below a `RedisMemoryStore` and a
+//! `PostgresMemoryStore` built on the session store's connection.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> lgadk_core::Result<()> {
@@ -61,8 +65,10 @@ pub use manager::{
     SessionSummary, SynchronizedSessionManager,
 };
 pub use memory::{InMemoryStore, InMemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use memory_store::redis::{RedisMemoryStore, RedisMemoryStoreBuilder};
 pub use memory_store::{InMemoryMemoryStore, InMemoryMemoryStoreBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresStore, PostgresStoreBuilder};
+pub use postgres::{PostgresMemoryStore, PostgresMemoryStoreBuilder, PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};

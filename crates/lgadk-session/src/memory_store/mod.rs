@@ -54,7 +54,7 @@ macro_rules! memory_span {
         )
     };
 }
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) use memory_span;
 
 /// A namespace prefix for a span: the prefix, or `*` for the whole store.

@@ -35,6 +35,10 @@
 //! | `search` | 1 EVALSHA returning every live item under the prefix (after embedding the query); filter and ranking run here, through [`rank`] |
 //! | `purge_expired` | 1 EVALSHA per 256 expired items |
 //!
+//! The memory scripts are not among those a connection loads when it opens: the first call of
+//! each on a server (or after a restart or `SCRIPT FLUSH`) meets NOSCRIPT and loads it (two
+//! more round trips, once). The test `memory_store_redis` watches the commands with MONITOR.
+//!
 //! Search costs in proportion to the items under its prefix: scope it (a user's namespace),
 //! or use PostgreSQL, which filters in SQL, for large shared namespaces.
 //!

@@ -116,6 +116,7 @@
 mod builder;
 mod checkpointer;
 mod error;
+pub mod memory;
 mod pool;
 mod schema;
 mod session;
@@ -134,6 +135,7 @@ pub use builder::{
     DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SCHEMA, DEFAULT_STATEMENT_TIMEOUT, PostgresStoreBuilder,
 };
 use error::PgFailure;
+pub use memory::{PostgresMemoryStore, PostgresMemoryStoreBuilder};
 pub use pool::DEFAULT_IDLE_CHECK;
 use pool::{AcquireError, ConnPool};
 use statements::Statements;

@@ -21,8 +21,10 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, description: "sessions, checkpoints, message log", sql: V1 }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, description: "sessions, checkpoints, message log", sql: V1 },
+    Migration { version: 2, description: "long-term memory items", sql: super::memory::MIGRATION },
+];
 
 /// Sessions, checkpoints, the log, and the functions of the operations that need more than one
 /// statement (each still one round trip: one `SELECT` of the function).
