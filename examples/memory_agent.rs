@@ -140,8 +140,7 @@ async fn redis_stores(
         .connect()
         .await
         .map_err(|err| format!("cannot use Redis at {url}: {}", chain(&err)))?;
-    let memory =
-        lgadk::session::memory_store::redis::RedisMemoryStore::on(&store).with_embedder(embedder, fields).build();
+    let memory = lgadk::session::RedisMemoryStore::on(&store).with_embedder(embedder, fields).build();
     Ok((SessionManager::new(store), Arc::new(memory)))
 }
 

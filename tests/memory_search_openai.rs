@@ -114,7 +114,7 @@ async fn in_memory_search_ranks_by_the_providers_vectors() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_search_ranks_by_the_providers_vectors() {
-    use lgadk::session::memory_store::redis::RedisMemoryStore;
+    use lgadk::session::RedisMemoryStore;
     use lgadk::session::testing::RedisServer;
     let Some(redis) = RedisServer::start() else { return };
     let server = TestServer::start(|_, request| embeddings_server(request)).await;
