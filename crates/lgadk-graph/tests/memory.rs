@@ -176,3 +176,36 @@ async fn nodes_get_the_store_and_the_sessions_owner_in_run_invoke_and_stream() {
         [(dana.clone(), false), (dana.clone(), true), (dana, true), (None, true), (Some("erin".to_owned()), true)]
     );
 }
+
+#[tokio::test]
+async fn memories_remembered_with_a_ttl_are_forgotten_when_it_passes() {
+    let clock = lgadk_core::ManualClock::new(1_000_000);
+    let store: Arc<dyn MemoryStore> = Arc::new(InMemoryMemoryStore::builder().with_clock(clock.clone()).build());
+    let sessions = SessionManager::in_memory();
+    let tools = MemoryTools::new().with_ttl(std::time::Duration::from_secs(60)).with_section("short_term");
+    let graph = |script: Vec<(&str, Value)>| {
+        let model: Arc<dyn ChatModel> = ToolCallingModel::new(script);
+        ToolLoop::new(model)
+            .with_memory_tools(&tools)
+            .unwrap()
+            .graph::<ChatState>()
+            .with_sessions(sessions.clone())
+            .compile()
+            .unwrap()
+            .with_memory(Arc::clone(&store))
+    };
+    graph(vec![("remember", json!({"memory": "Parked on level 3"}))])
+        .run(RunRequest::new("remember where I parked").with_user(user("fay")))
+        .await
+        .unwrap();
+    let item = &store.list(ListRequest::everything()).await.unwrap().items[0];
+    assert_eq!(item.namespace, Namespace::new(["users", "fay", "short_term"]).unwrap());
+    assert!(item.expires_at.is_some());
+
+    let recall = graph(vec![("recall", json!({"query": "parking level"}))]);
+    let within = recall.run(RunRequest::new("where did I park?").with_user(user("fay"))).await.unwrap();
+    assert!(results(&within.state)[0].contains("Parked on level 3"), "{:?}", results(&within.state));
+    clock.advance(std::time::Duration::from_secs(61));
+    let after = recall.run(RunRequest::new("where did I park?").with_user(user("fay"))).await.unwrap();
+    assert_eq!(results(&after.state), ["Nothing is remembered about this user yet."]);
+}
