@@ -1,4 +1,4 @@
-//! What the tool and multi-agent examples share: the transcript macro, the session backend
+//! What the tool, multi-agent and memory examples share: the transcript macro, the session backend
 //! from the command line, error chains and the tracing set-up.
 
 use std::io::Write;
@@ -24,11 +24,17 @@ pub(crate) async fn session_manager(backend: &str, redis_url: Option<String>) ->
     }
 }
 
+/// The Redis URL for `--backend redis`: `--redis-url`, else `$LGADK_REDIS_URL`.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_url(redis_url: Option<String>) -> Result<String, String> {
+    redis_url
+        .or_else(|| std::env::var("LGADK_REDIS_URL").ok().filter(|url| !url.trim().is_empty()))
+        .ok_or_else(|| "--backend redis needs --redis-url <url> (or LGADK_REDIS_URL)".to_owned())
+}
+
 #[cfg(feature = "redis")]
 async fn redis_manager(redis_url: Option<String>) -> Result<SessionManager, String> {
-    let url = redis_url
-        .or_else(|| std::env::var("LGADK_REDIS_URL").ok().filter(|url| !url.trim().is_empty()))
-        .ok_or("--backend redis needs --redis-url <url> (or LGADK_REDIS_URL)")?;
+    let url = self::redis_url(redis_url)?;
     SessionManager::redis(&url).await.map_err(|err| format!("cannot use Redis at {url}: {}", chain(&err)))
 }
 

@@ -12,6 +12,7 @@ use crate::cancel::CancelToken;
 use crate::context::ContextSummary;
 use crate::error::Result;
 use crate::id::{SessionId, UserId};
+use crate::memory::MemoryStore;
 use crate::message::Message;
 use crate::model::Usage;
 use crate::session::{AgentShare, Metadata};
@@ -311,11 +312,14 @@ pub trait EventSink: Send + Sync + 'static {
     fn emit(&self, event: AgentEvent);
 }
 
-/// What a node knows about the run it is part of.
+/// What a node knows about the run it is part of: its session and user, the session's
+/// metadata, the long-term [`memory`](Self::memory) store when the graph has one, the usage so
+/// far, the cancellation and where events go.
 pub struct RunContext {
     session_id: Option<SessionId>,
     user_id: Option<UserId>,
     metadata: Arc<Metadata>,
+    memory: Option<Arc<dyn MemoryStore>>,
     usage: Mutex<Usage>,
     agents: Mutex<Vec<AgentShare>>,
     cancel: CancelToken,
@@ -328,6 +332,7 @@ impl fmt::Debug for RunContext {
         f.debug_struct("RunContext")
             .field("session_id", &self.session_id)
             .field("user_id", &self.user_id)
+            .field("memory", &self.memory.as_ref().map(|store| store.backend()))
             .field("usage", &self.usage())
             .field("cancelled", &self.is_cancelled())
             .field("streaming", &self.is_streaming())
@@ -349,6 +354,7 @@ impl RunContext {
             session_id,
             user_id,
             metadata: Arc::default(),
+            memory: None,
             usage: Mutex::new(Usage::default()),
             agents: Mutex::new(Vec::new()),
             cancel: CancelToken::new(),
@@ -379,6 +385,15 @@ impl RunContext {
         self
     }
 
+    /// Gives nodes and tools the long-term memory `store` (the graph passes the one it was
+    /// given with `CompiledGraph::with_memory`). What a node reads or writes there is scoped
+    /// by the node itself, usually to [`user_id`](Self::user_id).
+    #[must_use]
+    pub fn with_memory(mut self, store: Arc<dyn MemoryStore>) -> Self {
+        self.memory = Some(store);
+        self
+    }
+
     /// The value a resumed run hands to the node that interrupted.
     #[must_use]
     pub fn with_resume_value(mut self, value: serde_json::Value) -> Self {
@@ -399,6 +414,12 @@ impl RunContext {
     /// The session's metadata, as the run sees it.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The long-term memory store, when the run has one. It holds every user's items: scope
+    /// reads and writes to [`user_id`](Self::user_id)'s namespace.
+    pub fn memory(&self) -> Option<&Arc<dyn MemoryStore>> {
+        self.memory.as_ref()
     }
 
     pub(crate) fn shared_metadata(&self) -> Arc<Metadata> {

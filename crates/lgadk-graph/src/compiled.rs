@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use lgadk_core::memory::MemoryStore;
 use lgadk_core::{CancelToken, Error, GraphState, Result, RunContext, SessionId};
 use lgadk_session::SessionManager;
 use tokio::sync::mpsc;
@@ -52,6 +53,8 @@ use crate::turn::{Turn, TurnRequest};
 pub struct CompiledGraph<S: GraphState> {
     pub(crate) inner: Arc<Inner<S>>,
     pub(crate) options: RunOptions,
+    /// The long-term memory store handed to every run's context.
+    pub(crate) memory: Option<Arc<dyn MemoryStore>>,
 }
 
 /// What clones of a graph share.
@@ -64,7 +67,7 @@ pub(crate) struct Inner<S: GraphState> {
 
 impl<S: GraphState> Clone for CompiledGraph<S> {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner), options: self.options }
+        Self { inner: Arc::clone(&self.inner), options: self.options, memory: self.memory.clone() }
     }
 }
 
@@ -74,6 +77,7 @@ impl<S: GraphState> fmt::Debug for CompiledGraph<S> {
             .field("topology", &self.inner.topology)
             .field("sessions", &self.inner.sessions)
             .field("options", &self.options)
+            .field("memory", &self.memory.as_ref().map(|store| store.backend()))
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +85,7 @@ impl<S: GraphState> fmt::Debug for CompiledGraph<S> {
 impl<S: GraphState> CompiledGraph<S> {
     pub(crate) fn new(topology: Topology<S>, sessions: SessionManager, cache_capacity: usize) -> Self {
         let inner = Inner { topology, sessions, cache: StateCache::new(cache_capacity), locks: SessionLocks::new() };
-        Self { inner: Arc::new(inner), options: RunOptions::default() }
+        Self { inner: Arc::new(inner), options: RunOptions::default(), memory: None }
     }
 
     /// The graph's name.
@@ -106,6 +110,54 @@ impl<S: GraphState> CompiledGraph<S> {
         self
     }
 
+    /// This graph with a long-term memory store: every run's [`RunContext::memory`] (and each
+    /// tool call's [`ToolContext::memory`](lgadk_core::ToolContext::memory)) is `store`, next
+    /// to the run's user ([`RunContext::user_id`]: the session's owner). The memory tools of
+    /// [`prebuilt::MemoryTools`](crate::prebuilt::MemoryTools) use it, scoped to that user.
+    /// Shares sessions, locks and cache with `self`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lgadk_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use lgadk_core::memory::{MemoryKey, MemoryStore, Namespace};
+    /// use lgadk_core::{ChatState, UserId};
+    /// use lgadk_graph::{END, RunRequest, START, StateGraph};
+    /// use lgadk_session::InMemoryMemoryStore;
+    ///
+    /// // A node that keeps its user's latest message in long-term memory.
+    /// let graph = StateGraph::<ChatState>::new("journal")
+    ///     .add_node_fn("note", |state: ChatState, ctx| async move {
+    ///         if let (Some(memory), Some(user)) = (ctx.memory(), ctx.user_id()) {
+    ///             let namespace = Namespace::new(["users", user.as_str(), "journal"])?;
+    ///             memory.put(&namespace, &MemoryKey::parse("last")?, state.input.clone().into(), None).await?;
+    ///         }
+    ///         Ok(state)
+    ///     })
+    ///     .add_edge(START, "note")
+    ///     .add_edge("note", END)
+    ///     .compile()?
+    ///     .with_memory(Arc::new(InMemoryMemoryStore::new()));
+    ///
+    /// graph.run(RunRequest::new("bought tulips").with_user(UserId::parse("ada")?)).await?;
+    /// let namespace = Namespace::new(["users", "ada", "journal"])?;
+    /// let memory = graph.memory().expect("given above");
+    /// let item = memory.get(&namespace, &MemoryKey::parse("last")?).await?.expect("written by the node");
+    /// assert_eq!(item.value, "bought tulips");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_memory(mut self, store: Arc<dyn MemoryStore>) -> Self {
+        self.memory = Some(store);
+        self
+    }
+
+    /// The long-term memory store runs get, if any.
+    pub fn memory(&self) -> Option<&Arc<dyn MemoryStore>> {
+        self.memory.as_ref()
+    }
+
     /// Runs `state` through the graph once, without a session: nothing is loaded, saved or
     /// tracked.
     ///
@@ -117,7 +169,11 @@ impl<S: GraphState> CompiledGraph<S> {
         let topology = &self.inner.topology;
         let span = tracing::info_span!("graph.run", graph = %topology.name, session.id = tracing::field::Empty, user.id = tracing::field::Empty);
         let limit = self.options.recursion_limit.unwrap_or(topology.recursion_limit);
-        let ctx = Arc::new(RunContext::default());
+        let mut ctx = RunContext::default();
+        if let Some(store) = &self.memory {
+            ctx = ctx.with_memory(Arc::clone(store));
+        }
+        let ctx = Arc::new(ctx);
         match topology.execute(&mut state, Start::Entry, &ctx, None, limit, 0).instrument(span).await? {
             Outcome::Finished { .. } => Ok(state),
             Outcome::Interrupted { node, value, .. } => Err(Error::Interrupted { node, session_id: None, value }),

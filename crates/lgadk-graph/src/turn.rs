@@ -178,6 +178,9 @@ impl<S: GraphState> CompiledGraph<S> {
             ctx = ctx.with_cancel_token(token.clone());
         }
         ctx = ctx.with_metadata(begun.metadata.clone());
+        if let Some(store) = &self.memory {
+            ctx = ctx.with_memory(Arc::clone(store));
+        }
         if let Turn::Resume(value) = &input.request.turn {
             ctx = ctx.with_resume_value(value.clone());
         }

@@ -82,14 +82,17 @@ mod tool_choice;
 #[doc(inline)]
 pub use agent::ChatAgent;
 #[doc(inline)]
-pub use offline::{OFFLINE_LABEL, OfflineModel, ScriptedReply};
+pub use offline::{
+    DEFAULT_LEXICAL_DIMENSIONS, LEXICAL_EMBEDDER_ID, LexicalEmbedder, OFFLINE_LABEL, OfflineModel, ScriptedReply,
+};
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 #[doc(inline)]
 pub use openai::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, OPENAI_BASE_URL, OpenAiModel, OpenAiModelBuilder, RetryPolicy,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_EMBEDDING_BATCH, DEFAULT_TIMEOUT, OPENAI_BASE_URL, OpenAiEmbedder,
+    OpenAiEmbedderBuilder, OpenAiModel, OpenAiModelBuilder, RetryPolicy,
 };
 #[doc(inline)]
-pub use registry::{ModelRegistry, ModelSpec, OLLAMA_BASE_URL, ProviderFn, get_model, register_provider};
+pub use registry::{ModelRegistry, ModelSpec, OLLAMA_BASE_URL, ProviderFn, get_embedder, get_model, register_provider};
 #[doc(inline)]
 pub use template::PromptTemplate;

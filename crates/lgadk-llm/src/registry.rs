@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use lgadk_core::memory::Embedder;
 use lgadk_core::{ChatModel, Error, Result};
 
-use crate::offline::OfflineModel;
+use crate::offline::{LexicalEmbedder, OfflineModel};
 
 /// Ollama's OpenAI-compatible endpoint when `OLLAMA_HOST` is unset.
 pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
@@ -189,6 +190,66 @@ impl ModelRegistry {
         };
         constructor(&ModelSpec { spec, provider: &provider, model: model.trim(), env: &self.env })
     }
+
+    /// Builds the embedder `spec` names, reading variables through this registry's lookup:
+    ///
+    /// | spec | embedder |
+    /// |---|---|
+    /// | `offline` or `offline/<anything>` | [`LexicalEmbedder`] (lexical, not semantic: see its docs) |
+    /// | `openai/<model>` | [`OpenAiEmbedder`](crate::OpenAiEmbedder) with `OPENAI_API_KEY` and `OPENAI_BASE_URL`; OpenAI's `text-embedding-3-small`, `-3-large`, `ada-002` |
+    /// | `ollama/<model>` | [`OpenAiEmbedder`](crate::OpenAiEmbedder) at `OLLAMA_HOST`; `nomic-embed-text`, `mxbai-embed-large`, `all-minilm` |
+    ///
+    /// Other models need their vector length: build an [`OpenAiEmbedder`](crate::OpenAiEmbedder)
+    /// with [`with_model_dimensions`](crate::OpenAiEmbedderBuilder::with_model_dimensions).
+    /// Embedder providers are fixed; [`register`](Self::register) adds chat models only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an unknown provider, a missing model name, a model whose
+    /// vector length is unknown, or what [`OpenAiEmbedderBuilder::build`](crate::OpenAiEmbedderBuilder::build) refuses.
+    pub fn get_embedder(&self, spec: &str) -> Result<Arc<dyn Embedder>> {
+        let spec = spec.trim();
+        let (provider, model) = spec.split_once('/').unwrap_or((spec, ""));
+        let provider = provider.to_ascii_lowercase();
+        let spec = ModelSpec { spec, provider: &provider, model: model.trim(), env: &self.env };
+        match provider.as_str() {
+            "offline" => Ok(Arc::new(LexicalEmbedder::default())),
+            "openai" | "ollama" => network_embedder(&spec),
+            _ => Err(Error::InvalidConfig {
+                reason: format!(
+                    "unknown embedder provider `{provider}` in `{}`; known: offline, ollama, openai",
+                    spec.spec
+                ),
+            }),
+        }
+    }
+}
+
+/// The vector lengths of embedding models commonly served by Ollama.
+#[cfg(feature = "openai")]
+const OLLAMA_EMBEDDING_DIMENSIONS: &[(&str, usize)] =
+    &[("nomic-embed-text", 768), ("mxbai-embed-large", 1024), ("all-minilm", 384)];
+
+#[cfg(feature = "openai")]
+fn network_embedder(spec: &ModelSpec<'_>) -> Result<Arc<dyn Embedder>> {
+    let model = spec.require_model()?;
+    let builder = crate::OpenAiEmbedder::builder(model).with_id(spec.spec()).with_env_lookup(Arc::clone(spec.env));
+    let builder = if spec.provider() == "ollama" {
+        let name = model.split(':').next().unwrap_or(model);
+        let known = OLLAMA_EMBEDDING_DIMENSIONS.iter().find(|(known, _)| *known == name).map(|(_, d)| *d);
+        let builder = builder.with_base_url(ollama_base_url(spec.env("OLLAMA_HOST").as_deref())).with_api_key("ollama");
+        match known {
+            Some(dimensions) => builder.with_model_dimensions(dimensions),
+            None => builder,
+        }
+    } else {
+        builder
+    };
+    Ok(Arc::new(builder.build()?))
+}
+
+#[cfg(not(feature = "openai"))]
+fn network_embedder(spec: &ModelSpec<'_>) -> Result<Arc<dyn Embedder>> {
+    Err(Error::InvalidConfig { reason: format!("`{}` needs the `openai` feature of lgadk-llm", spec.spec()) })
 }
 
 fn global() -> &'static RwLock<ModelRegistry> {
@@ -211,6 +272,24 @@ fn global() -> &'static RwLock<ModelRegistry> {
 pub fn get_model(spec: &str) -> Result<Arc<dyn ChatModel>> {
     let registry = global().read().unwrap_or_else(PoisonError::into_inner).clone();
     registry.get(spec)
+}
+
+/// Builds an embedder from the process-wide registry's environment: `offline` (lexical),
+/// `openai/text-embedding-3-small`, `ollama/nomic-embed-text`; see
+/// [`ModelRegistry::get_embedder`].
+///
+/// ```
+/// let embedder = lgadk_llm::get_embedder("offline")?;
+/// assert_eq!((embedder.id(), embedder.dimensions()), ("offline/lexical", 256));
+/// assert!(lgadk_llm::get_embedder("nope/x").is_err());
+/// # Ok::<(), lgadk_core::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`ModelRegistry::get_embedder`].
+pub fn get_embedder(spec: &str) -> Result<Arc<dyn Embedder>> {
+    let registry = global().read().unwrap_or_else(PoisonError::into_inner).clone();
+    registry.get_embedder(spec)
 }
 
 /// Adds (or replaces) a provider prefix in the process-wide registry used by [`get_model`].
@@ -356,6 +435,22 @@ mod tests {
             reason(registry(&[("OPENAI_BASE_URL", "ftp://x"), ("OPENAI_API_KEY", "k")]).get("openai/m").unwrap_err());
         assert!(bad.contains("ftp://x"), "{bad}");
         assert_eq!(registry(&[]).get("ollama/llama3").unwrap().id(), "ollama/llama3");
+    }
+
+    #[cfg(feature = "openai")]
+    #[test]
+    fn embedders_resolve_by_spec_with_known_vector_lengths() {
+        let r = registry(&[("OPENAI_API_KEY", "sk-test")]);
+        assert_eq!(r.get_embedder("offline").unwrap().id(), "offline/lexical");
+        let openai = r.get_embedder("openai/text-embedding-3-small").unwrap();
+        assert_eq!((openai.id(), openai.dimensions()), ("openai/text-embedding-3-small", 1536));
+        let ollama = r.get_embedder("ollama/nomic-embed-text:latest").unwrap();
+        assert_eq!(ollama.dimensions(), 768);
+        assert!(reason(r.get_embedder("ollama/my-own-model").unwrap_err()).contains("with_model_dimensions"));
+        assert!(reason(r.get_embedder("openai").unwrap_err()).contains("names no model"));
+        assert!(reason(r.get_embedder("acme/x").unwrap_err()).contains("known: offline, ollama, openai"));
+        let keyless = reason(registry(&[]).get_embedder("openai/text-embedding-3-small").unwrap_err());
+        assert!(keyless.contains("OPENAI_API_KEY"), "{keyless}");
     }
 
     #[cfg(not(feature = "openai"))]

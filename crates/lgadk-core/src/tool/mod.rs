@@ -48,6 +48,7 @@ use crate::agent::{AgentEvent, EventSink, RunContext};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::id::{SessionId, UserId};
+use crate::memory::MemoryStore;
 use crate::model::ToolSpec;
 use crate::session::Metadata;
 
@@ -180,8 +181,8 @@ impl ToolError {
     }
 }
 
-/// What a tool call knows: which call it is, the run's session, user and metadata, the run's
-/// cancellation, and where to report progress. Cheap to clone.
+/// What a tool call knows: which call it is, the run's session, user, metadata and long-term
+/// memory store, the run's cancellation, and where to report progress. Cheap to clone.
 #[derive(Clone)]
 pub struct ToolContext {
     call_id: Arc<str>,
@@ -189,6 +190,7 @@ pub struct ToolContext {
     session_id: Option<SessionId>,
     user_id: Option<UserId>,
     metadata: Arc<Metadata>,
+    memory: Option<Arc<dyn MemoryStore>>,
     cancel: CancelToken,
     events: Option<Arc<dyn EventSink>>,
 }
@@ -200,14 +202,15 @@ impl fmt::Debug for ToolContext {
             .field("node", &self.node)
             .field("session_id", &self.session_id)
             .field("user_id", &self.user_id)
+            .field("memory", &self.memory.as_ref().map(|store| store.backend()))
             .field("cancelled", &self.cancel.is_cancelled())
             .finish_non_exhaustive()
     }
 }
 
 impl ToolContext {
-    /// A context for call `call_id` outside any run: no session, user or metadata, never
-    /// cancelled, events go nowhere. For calling tools directly and in tests.
+    /// A context for call `call_id` outside any run: no session, user, metadata or memory
+    /// store, never cancelled, events go nowhere. For calling tools directly and in tests.
     pub fn new(call_id: impl Into<String>) -> Self {
         Self {
             call_id: Arc::from(call_id.into()),
@@ -215,6 +218,7 @@ impl ToolContext {
             session_id: None,
             user_id: None,
             metadata: Arc::default(),
+            memory: None,
             cancel: CancelToken::new(),
             events: None,
         }
@@ -229,9 +233,24 @@ impl ToolContext {
             session_id: run.session_id().cloned(),
             user_id: run.user_id().cloned(),
             metadata: run.shared_metadata(),
+            memory: run.memory().cloned(),
             cancel: run.cancel_token().clone(),
             events: run.event_sink(),
         }
+    }
+
+    /// This context with `user` as the run's user (for calling tools directly and in tests).
+    #[must_use]
+    pub fn with_user(mut self, user: UserId) -> Self {
+        self.user_id = Some(user);
+        self
+    }
+
+    /// This context with the long-term memory `store` (for calling tools directly and in tests).
+    #[must_use]
+    pub fn with_memory(mut self, store: Arc<dyn MemoryStore>) -> Self {
+        self.memory = Some(store);
+        self
     }
 
     /// The call's id, as the model gave it.
@@ -257,6 +276,12 @@ impl ToolContext {
     /// The session's metadata (with the run request's merged in).
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The run's long-term memory store, when the graph has one. It holds every user's items:
+    /// scope what the tool reads and writes to [`user_id`](Self::user_id).
+    pub fn memory(&self) -> Option<&Arc<dyn MemoryStore>> {
+        self.memory.as_ref()
     }
 
     /// The run's cancellation: long tools check it or race against

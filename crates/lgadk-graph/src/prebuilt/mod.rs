@@ -80,6 +80,7 @@
 //! ```
 
 pub mod group;
+mod memory;
 mod model_node;
 pub mod team;
 mod tool_node;
@@ -88,13 +89,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lgadk_core::{
-    AgentRouting, ChatModel, ChatState, ContextSummary, ContextWindow, GraphState, Message, Role, ToolBatch,
+    AgentRouting, ChatModel, ChatState, ContextSummary, ContextWindow, GraphState, Message, Result, Role, ToolBatch,
     ToolChoice, ToolSet,
 };
 
 use crate::graph::{END, START, StateGraph};
 
 pub use group::{DEFAULT_MAX_ROUNDS, GroupChat, SpeakerSelection};
+pub use memory::{
+    DEFAULT_MEMORY_SECTION, DEFAULT_RECALL_LIMIT, MEMORY_TOOLS_PROMPT, MemoryTools, RECALL_TOOL, REMEMBER_TOOL,
+};
 pub use model_node::ModelNode;
 pub use team::{DEFAULT_MAX_HANDOFFS, Handoff, HandoffLimitPolicy, Team};
 pub use tool_node::ToolNode;
@@ -303,6 +307,20 @@ impl ToolLoop {
     pub fn with_tools(mut self, tools: ToolSet) -> Self {
         self.tools = tools;
         self
+    }
+
+    /// Adds the memory tools `remember` and `recall` ([`MemoryTools`]) to the loop's tools
+    /// (call it after [`with_tools`](Self::with_tools), which replaces them). They work on
+    /// the store the graph is given with
+    /// [`CompiledGraph::with_memory`](crate::CompiledGraph::with_memory), in the namespace of
+    /// the run's user; [`MEMORY_TOOLS_PROMPT`] tells a model how to use them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](lgadk_core::Error::InvalidConfig) when the loop has a tool
+    /// named `remember` or `recall` already.
+    pub fn with_memory_tools(mut self, memory: &MemoryTools) -> Result<Self> {
+        self.tools = memory.add_to(std::mem::take(&mut self.tools))?;
+        Ok(self)
     }
 
     /// A system prompt sent first with every model call (never stored in the history).

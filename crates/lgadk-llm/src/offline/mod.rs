@@ -16,8 +16,11 @@ use tracing::field;
 
 use crate::tokens;
 
+mod embedder;
 mod responder;
 mod tools;
+
+pub use embedder::{DEFAULT_LEXICAL_DIMENSIONS, LEXICAL_EMBEDDER_ID, LexicalEmbedder};
 
 use responder::compose_reply;
 
@@ -139,9 +142,10 @@ struct Script {
 ///    `{}`). Every required property is sent, and an optional one only when the message
 ///    supplies its value:
 ///    - a string gets the text after the tool's earliest matching word, trimmed of spaces
-///      and of `. , ; : ! ? " ' `` ` ``, with one leading `about`, `for`, `in`, `of`, `on` or
-///      `at` dropped; the whole message (trimmed) when nothing follows the word or nothing
-///      matched. Optional strings are left out;
+///      and of `. , ; : ! ? " ' `` ` ``, with one leading `about`, `for`, `in`, `of`, `on`,
+///      `at` or `that` dropped (so "remember that I prefer tea" fills `I prefer tea`); the
+///      whole message (trimmed) when nothing follows the word or nothing matched. Optional
+///      strings are left out;
 ///    - an integer or number gets the first number in the message (`-` and a decimal part
 ///      included; an integer takes its integer part), `0` when there is none; optional
 ///      ones only when there is one;

@@ -17,8 +17,9 @@ const MAX_SCHEMA_DEPTH: usize = 32;
 /// Characters trimmed off both ends of a string argument.
 const TRIMMED: &[char] = &['.', ',', ';', ':', '!', '?', '"', '\'', '`'];
 
-/// One leading word dropped from a string argument: "weather in Paris" fills `Paris`.
-const LEADING_WORDS: &[&str] = &["about ", "for ", "in ", "of ", "on ", "at "];
+/// One leading word dropped from a string argument: "weather in Paris" fills `Paris`, and
+/// "remember that I like tea" fills `I like tea`.
+const LEADING_WORDS: &[&str] = &["about ", "for ", "in ", "of ", "on ", "at ", "that "];
 
 /// Most words of a tool result quoted in the answer.
 const RESULT_WORDS: usize = 48;
@@ -122,7 +123,7 @@ fn find_phrase(lower: &str, phrase: &str) -> Option<(usize, usize)> {
 }
 
 /// The text string arguments get: what follows the matched word (trimmed of spaces and
-/// punctuation, one leading `about`/`for`/`in`/`of`/`on`/`at` dropped), or the whole message
+/// punctuation, one leading `about`/`for`/`in`/`of`/`on`/`at`/`that` dropped), or the whole message
 /// (trimmed) when nothing follows it or nothing matched.
 fn string_argument(message: &str, matched_end: Option<usize>) -> String {
     let trim = |text: &str| text.trim_matches(|c: char| c.is_whitespace() || TRIMMED.contains(&c)).to_owned();
@@ -337,6 +338,8 @@ mod tests {
         let note = text_tool("note").with_keywords(["remember"]);
         let calls = plan_calls(&ask("Remember this: buy milk, then note it", vec![note]));
         assert_eq!(calls[0].arguments, json!({"query": "this: buy milk, then note it"}));
+        let remember = plan_calls(&ask("Remember that I prefer window seats.", vec![text_tool("remember")]));
+        assert_eq!(remember[0].arguments, json!({"query": "I prefer window seats"}), "a leading `that` dropped");
         let alone = plan_calls(&ask("calculator!", vec![text_tool("calculator")]));
         assert_eq!(alone[0].arguments, json!({"query": "calculator"}), "nothing after it: the whole message");
         let kept =

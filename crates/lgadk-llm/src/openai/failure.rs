@@ -41,8 +41,13 @@ pub(crate) enum ProviderFailure {
     #[error("the HTTP client could not be built")]
     HttpClient(#[source] reqwest::Error),
     /// The body is not a chat completion.
-    #[error("the provider's answer does not decode as a chat completion")]
+    #[error("the provider's answer does not decode")]
     Decode(#[source] serde_json::Error),
+    /// An embeddings answer that does not fit its request: a vector missing or extra, an
+    /// index out of place, vectors of different lengths or of the wrong length, a value that is
+    /// not finite.
+    #[error("the provider's embeddings do not fit the request: {reason}")]
+    BadEmbeddings { reason: String },
     /// A completion without any choice.
     #[error("the provider's answer has no choices")]
     NoChoices,
@@ -283,7 +288,7 @@ impl ProviderFailure {
             Self::Auth { .. } => ModelErrorKind::Authentication,
             Self::Connect(_) => ModelErrorKind::Connect,
             Self::ConnectionLost(_) => ModelErrorKind::ConnectionLost,
-            Self::Decode(_) | Self::NoChoices => ModelErrorKind::MalformedResponse,
+            Self::Decode(_) | Self::NoChoices | Self::BadEmbeddings { .. } => ModelErrorKind::MalformedResponse,
             Self::ContentFilter => ModelErrorKind::ContentFiltered,
             Self::Timeout(_) => ModelErrorKind::Timeout,
             Self::StreamCut(_) => ModelErrorKind::StreamCut,

@@ -1,6 +1,8 @@
-//! [`OpenAiModel`]: OpenAI and every OpenAI-compatible server, through async-openai.
+//! [`OpenAiModel`] and [`OpenAiEmbedder`]: OpenAI and every OpenAI-compatible server, through
+//! async-openai.
 
 mod convert;
+mod embeddings;
 mod failure;
 mod http;
 mod retry;
@@ -21,6 +23,7 @@ use lgadk_core::{
 use tracing::{Instrument, field};
 
 use self::convert::{MaxTokensField, ToolCallAssembler};
+pub use self::embeddings::{DEFAULT_EMBEDDING_BATCH, OpenAiEmbedder, OpenAiEmbedderBuilder};
 use self::failure::ProviderFailure;
 pub use self::retry::RetryPolicy;
 use crate::tokens;
@@ -224,37 +227,7 @@ impl OpenAiModelBuilder {
         if model.is_empty() {
             return Err(Error::InvalidConfig { reason: format!("model `{id}` has an empty model name") });
         }
-        let env = &self.env;
-        let base_url = non_empty(self.base_url)
-            .or_else(|| non_empty(env("OPENAI_BASE_URL")))
-            .unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
-        let base_url = validate_base_url(&base_url)?;
-        let api_key = non_empty(self.api_key).or_else(|| non_empty(env("OPENAI_API_KEY")));
-        let api_key = match api_key {
-            Some(key) => key,
-            None if base_url == OPENAI_BASE_URL => {
-                return Err(Error::InvalidConfig {
-                    reason: format!("model `{id}` needs an API key: pass one to the builder or set OPENAI_API_KEY"),
-                });
-            }
-            // Local servers (Ollama, vLLM, llama.cpp…) usually need none.
-            None => String::new(),
-        };
-
-        http::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .build()
-            .map_err(|e| ProviderFailure::HttpClient(e).into_error(&id))?;
-        let config = OpenAIConfig::new()
-            .with_api_base(base_url.clone())
-            .with_api_key(api_key)
-            .with_org_id(non_empty(env("OPENAI_ORG_ID")).unwrap_or_default())
-            .with_project_id(non_empty(env("OPENAI_PROJECT_ID")).unwrap_or_default());
-        // `with_http_client` re-installs the retrying executor, so it must come first;
-        // `with_http_service` then replaces it with one that sends each request once.
-        let client =
-            Client::with_config(config).with_http_client(http.clone()).with_http_service(http::HttpService::new(http));
+        let (base_url, client) = connect(&id, self.base_url, self.api_key, &self.env, self.connect_timeout)?;
         Ok(OpenAiModel {
             id,
             model,
@@ -274,6 +247,50 @@ pub(crate) fn validate_base_url(raw: &str) -> Result<String> {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(trimmed.to_owned()),
         _ => Err(Error::InvalidConfig { reason: format!("base URL `{raw}` is not an http(s) URL") }),
     }
+}
+
+/// Resolves base URL and key (argument, then `OPENAI_BASE_URL` / `OPENAI_API_KEY`) and builds
+/// an async-openai client that sends each request once (the caller's retry loop decides).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a base URL that is not `http(s)`, or no key for OpenAI's own
+/// URL; [`Error::Model`] if the HTTP client cannot be built.
+pub(crate) fn connect(
+    id: &str,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    env: &EnvLookup,
+    connect_timeout: Duration,
+) -> Result<(String, Client<OpenAIConfig>)> {
+    let base_url =
+        non_empty(base_url).or_else(|| non_empty(env("OPENAI_BASE_URL"))).unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
+    let base_url = validate_base_url(&base_url)?;
+    let api_key = match non_empty(api_key).or_else(|| non_empty(env("OPENAI_API_KEY"))) {
+        Some(key) => key,
+        None if base_url == OPENAI_BASE_URL => {
+            return Err(Error::InvalidConfig {
+                reason: format!("model `{id}` needs an API key: pass one to the builder or set OPENAI_API_KEY"),
+            });
+        }
+        // Local servers (Ollama, vLLM, llama.cpp…) usually need none.
+        None => String::new(),
+    };
+
+    http::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|e| ProviderFailure::HttpClient(e).into_error(id))?;
+    let config = OpenAIConfig::new()
+        .with_api_base(base_url.clone())
+        .with_api_key(api_key)
+        .with_org_id(non_empty(env("OPENAI_ORG_ID")).unwrap_or_default())
+        .with_project_id(non_empty(env("OPENAI_PROJECT_ID")).unwrap_or_default());
+    // `with_http_client` re-installs the retrying executor, so it must come first;
+    // `with_http_service` then replaces it with one that sends each request once.
+    let client =
+        Client::with_config(config).with_http_client(http.clone()).with_http_service(http::HttpService::new(http));
+    Ok((base_url, client))
 }
 
 fn millis(elapsed: Duration) -> u64 {
@@ -331,30 +348,12 @@ impl OpenAiModel {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the policy's retries are used up.
-    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, ProviderFailure>
+    async fn with_retries<T, F, Fut>(&self, attempt: F) -> Result<T, ProviderFailure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderFailure>>,
     {
-        let mut retry = 0;
-        loop {
-            match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(failure) if retry < self.retry.max_retries && failure.retry_now(self.retry.retry_after_send) => {
-                    let delay = self.retry.backoff(retry, failure.retry_after());
-                    retry += 1;
-                    tracing::debug!(
-                        retry,
-                        delay_ms = millis(delay),
-                        status = ?failure.status(),
-                        kind = %failure.kind(),
-                        "retrying model call"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Err(failure) => return Err(failure),
-            }
-        }
+        retry::with_retries(&self.retry, attempt).await
     }
 
     async fn chat_once(&self, request: &ChatRequest) -> Result<ChatResponse> {

@@ -1,6 +1,10 @@
-//! [`RetryPolicy`]: how often and how patiently [`OpenAiModel`](super::OpenAiModel) retries.
+//! [`RetryPolicy`]: how often and how patiently [`OpenAiModel`](super::OpenAiModel) and
+//! [`OpenAiEmbedder`](super::OpenAiEmbedder) retry, and the loop both run their requests in.
 
+use std::future::Future;
 use std::time::Duration;
+
+use super::failure::ProviderFailure;
 
 /// Retries with jittered exponential backoff, for answers that say "later" and for requests
 /// that never left.
@@ -108,6 +112,37 @@ impl RetryPolicy {
         let factor = 2_u32.checked_pow(retry).unwrap_or(u32::MAX);
         let exponential = self.base_delay.saturating_mul(factor).min(self.max_delay);
         exponential.mul_f64(1.0 - 0.25 * fastrand::f64())
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `policy`'s retries are used up.
+pub(crate) async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut attempt: F) -> Result<T, ProviderFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderFailure>>,
+{
+    let mut retry = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(failure) if retry < policy.max_retries && failure.retry_now(policy.retry_after_send) => {
+                let delay = policy.backoff(retry, failure.retry_after());
+                retry += 1;
+                tracing::debug!(
+                    retry,
+                    delay_ms = millis(delay),
+                    status = ?failure.status(),
+                    kind = %failure.kind(),
+                    "retrying model call"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(failure) => return Err(failure),
+        }
     }
 }
 

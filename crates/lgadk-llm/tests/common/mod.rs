@@ -1,4 +1,4 @@
-//! A loopback HTTP/1.1 server speaking `/v1/chat/completions`, hand-rolled on a tokio
+//! A loopback HTTP/1.1 server speaking `/v1/chat/completions` and `/v1/embeddings`, hand-rolled on a tokio
 //! `TcpListener` so that tests control every byte: JSON replies, SSE streams sent event by
 //! event, streams cut mid-way, slow answers, error statuses in the shapes OpenAI and the
 //! compatible servers send, and connections that are dropped without an answer.
@@ -8,6 +8,11 @@
 //! answering it, a `tool` message answering no call, `tool_choice`/`parallel_tool_calls`
 //! without tools, a `tool_choice` naming a tool not offered, and a `strict` function whose
 //! schema breaks strict mode's rules.
+//!
+//! An embeddings request is checked the same way ([`check_embeddings_request`]): a model, an
+//! `input` that is a non-empty string or a list of 1 to 2048 non-empty strings, `float` (or no)
+//! encoding format, a positive `dimensions`. [`embeddings`] answers a valid one with real
+//! vectors: [`test_vector`] of each text, a deterministic unit vector.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness: a failure is a panic")]
 
@@ -223,7 +228,7 @@ async fn serve(mut socket: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Hand
         log.push(request.clone());
         log.len() - 1
     };
-    let mut reply = match check_chat_request(&request) {
+    let mut reply = match check_chat_request(&request).or_else(|| check_embeddings_request(&request)) {
         Some(refusal) => refusal,
         None => handler(index, &request),
     };
@@ -417,6 +422,95 @@ fn unanswered(open: &[String], at: usize) -> Reply {
         open.join(", ")
     );
     invalid_request(&message, &format!("messages.[{at}].role"), None)
+}
+
+// ---- Embeddings ------------------------------------------------------------------------------
+
+/// The 400 OpenAI answers an embeddings request with when it breaks the API's rules; `None`
+/// for a request it accepts (or one that is not an embeddings request).
+pub(crate) fn check_embeddings_request(request: &Recorded) -> Option<Reply> {
+    if request.method != "POST" || !request.path.ends_with("/embeddings") {
+        return None;
+    }
+    let body = &request.body;
+    if body.get("model").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Some(invalid_request("you must provide a model parameter", "model", None));
+    }
+    let texts = match body.get("input") {
+        Some(Value::String(text)) => vec![text.as_str()],
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= 2048 => {
+            let texts: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            if texts.len() != items.len() {
+                return Some(invalid_request("'input' must be a string or an array of strings", "input", None));
+            }
+            texts
+        }
+        _ => return Some(invalid_request("'input' must hold 1 to 2048 strings", "input", None)),
+    };
+    if texts.iter().any(|t| t.is_empty()) {
+        return Some(invalid_request("'$.input' is invalid: an input cannot be an empty string", "input", None));
+    }
+    match body.get("encoding_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(format)) if format == "float" => {}
+        Some(other) => {
+            let message = format!("this server sends only float embeddings, not {other}");
+            return Some(invalid_request(&message, "encoding_format", None));
+        }
+    }
+    match body.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(d) if d.as_u64().is_some_and(|d| (1..=4096).contains(&d)) => None,
+        Some(d) => Some(invalid_request(&format!("invalid 'dimensions': {d}"), "dimensions", None)),
+    }
+}
+
+/// The texts of a (checked) embeddings request, in order.
+pub(crate) fn embedding_inputs(body: &Value) -> Vec<String> {
+    match body.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A deterministic unit vector of `dimensions` values for `text`: each value from the FNV-1a
+/// hash of the text and the coordinate, so different texts get different vectors.
+pub(crate) fn test_vector(text: &str, dimensions: usize) -> Vec<f32> {
+    let raw: Vec<f32> = (0..dimensions)
+        .map(|i| {
+            let hash = format!("{i}:{text}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            (hash % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = raw.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    raw.into_iter().map(|v| v / norm).collect()
+}
+
+/// The answer to an embeddings request: [`test_vector`] of each input at the requested
+/// `dimensions` (else `default_dimensions`), listed in reverse order of their `index` (OpenAI
+/// promises no order), with usage counting one token per word.
+pub(crate) fn embeddings(request: &Recorded, default_dimensions: usize) -> Reply {
+    let dimensions = request.body.get("dimensions").and_then(Value::as_u64).map_or(default_dimensions, |d| d as usize);
+    let texts = embedding_inputs(&request.body);
+    let tokens: usize = texts.iter().map(|t| t.split_whitespace().count()).sum();
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": test_vector(text, dimensions)}))
+        .collect();
+    Reply::json(
+        200,
+        &json!({
+            "object": "list",
+            "model": request.body["model"],
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+        }),
+    )
 }
 
 // ---- OpenAI wire payloads ------------------------------------------------------------------
