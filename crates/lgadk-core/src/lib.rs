@@ -37,6 +37,7 @@ pub mod json;
 pub mod message;
 pub mod model;
 pub mod op;
+pub mod retention;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -74,6 +75,8 @@ pub use model::{
 };
 #[doc(inline)]
 pub use op::{OP_ID_WINDOW, OpId};
+#[doc(inline)]
+pub use retention::LogRetention;
 #[doc(inline)]
 pub use session::{
     AgentShare, AgentStats, Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata,

@@ -158,8 +158,13 @@ impl<S: GraphState> CompiledGraph<S> {
     /// [`GraphError::Invalid`](lgadk_core::GraphError::Invalid) when the session has no interrupted run; otherwise as
     /// [`run_with`](Self::run_with).
     pub async fn resume(&self, id: &SessionId, value: serde_json::Value) -> Result<RunResponse<S>> {
-        let request =
-            TurnRequest { turn: Turn::Resume(value), session_id: Some(id.clone()), user_id: None, metadata: None };
+        let request = TurnRequest {
+            turn: Turn::Resume(value),
+            session_id: Some(id.clone()),
+            user_id: None,
+            metadata: None,
+            log_retention: None,
+        };
         self.turn(request, self.options, None, None).await
     }
 
@@ -192,8 +197,8 @@ impl<S: GraphState> CompiledGraph<S> {
         RunStream::new(rx, Some(task), cancel, self.name().to_owned())
     }
 
-    /// The latest saved state of session `id`, its conversation history included; `None`
-    /// before the first checkpoint.
+    /// The latest saved state of session `id`, its conversation history included (what the
+    /// session's log retention kept of it); `None` before the first checkpoint.
     ///
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.
@@ -211,7 +216,8 @@ impl<S: GraphState> CompiledGraph<S> {
     }
 
     /// Up to `limit` saved checkpoints of session `id`, newest first, each with the history as
-    /// it was then (stores keep the latest 20 per session by default).
+    /// it was then (stores keep the latest 20 per session by default), from where the log
+    /// starts now: [`StateSnapshot::log_start`] says where the log was cut.
     ///
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.

@@ -560,7 +560,7 @@ mod decode {
         }
 
         /// A checkpoint from the columns `statements::CHECKPOINT_COLUMNS` lists, at
-        /// `first..first + 6`; `None` when the version is `NULL` (an outer join found none).
+        /// `first..first + 7`; `None` when the version is `NULL` (an outer join found none).
         pub(crate) fn checkpoint(&self, row: &PgRow, first: usize) -> Result<Option<Checkpoint>> {
             let version: Option<i64> = self.get(row, first)?;
             if version.is_none() {
@@ -573,6 +573,7 @@ mod decode {
                 node: self.get(row, first + 2)?,
                 created_at: timestamp(self.get(row, first + 3)?),
                 log_len: self.count(row, first + 4, "log_len")?,
+                log_start: self.count(row, first + 6, "log_start")?,
                 state: self.json(&state, "a checkpoint")?,
             }))
         }
