@@ -3,7 +3,7 @@
 //! A session's log grows by every turn's messages. A [`LogRetention`] bounds it: after a turn,
 //! the graph computes where the log may start ([`LogRetention::cut`], over whole units, as
 //! [`window`](crate::context::window) cuts a request) and the store drops the positions before
-//! that in the same atomic write as the turn ([`NewCheckpoint::log_start`]). Storage and the
+//! that in the same atomic write as the turn ([`NewCheckpoint::log_start`](crate::NewCheckpoint::log_start)). Storage and the
 //! cost of loading a session then stay in proportion to what is kept, not to the session's age.
 //!
 //! Positions stay absolute: a cut moves the log's start, never renumbers it, so a checkpoint's

@@ -39,8 +39,12 @@ use crate::turn::{Turn, TurnRequest};
 ///    turn added, together with the interaction (usage and wall time, unless
 ///    [`RunOptions::track_interactions`] is off) and the metadata merge. A new session is
 ///    created just before its first commit, so a run without a session id that fails leaves
-///    no session behind. On a store that overrides both calls, a turn on an existing session
-///    is two store calls, warm or cold (a new session adds its creation).
+///    no session behind. Before the commit, the session's
+///    [`LogRetention`](lgadk_core::LogRetention) (the request's, the one saved with the
+///    session, else [`RunOptions::log_retention`]) may drop messages from the front of the
+///    history; the commit cuts the stored log at the same point. On a store that overrides both
+///    calls, a turn on an existing session is two store calls, warm or cold (a new session adds
+///    its creation).
 ///
 /// A run that fails before step 5 (a node or model error, the recursion limit) writes nothing:
 /// no checkpoint, no interaction, no metadata, no new session. With a store that commits

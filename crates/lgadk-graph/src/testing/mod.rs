@@ -143,6 +143,7 @@ macro_rules! __graph_scenarios {
             a_condition_on_the_last_answer_ends_the_turn_and_one_participant_may_speak_twice,
             a_model_picks_the_speaker_and_an_unknown_name_falls_back_to_round_robin,
             a_session_log_keeps_its_window_in_every_process,
+            a_log_window_keeps_a_call_awaiting_approval_and_its_question,
             history_says_where_the_log_was_cut,
             after_summary_keeps_what_follows_the_summary,
         }

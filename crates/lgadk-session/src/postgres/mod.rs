@@ -62,7 +62,7 @@
 //! # Operation ids
 //! `create`, `track_interaction`, checkpoint `put` and `commit_turn` take the [`OpId`] of their
 //! input (if any) and record it in the session row (`<32 hex>` or, for a checkpoint,
-//! `<32 hex>,<version>,<log_len>`), keeping the last [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW);
+//! `<32 hex>,<version>,<log_len>,<log_start>`), keeping the last [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW);
 //! a call whose op id is there changes nothing and answers as the first one did.
 //!
 //! # Failures
