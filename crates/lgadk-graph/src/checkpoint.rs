@@ -263,6 +263,49 @@ mod tests {
         assert_eq!(state.messages.len(), 3, "the state is left as it was");
     }
 
+    /// A turn that added more than the log keeps: the state was cut past the stored end, so
+    /// the checkpoint carries only the kept messages and asks the store to start there.
+    #[test]
+    fn encode_after_a_cut_past_the_stored_end_sends_only_what_is_kept() {
+        let mut state = ChatState {
+            messages: (0..6).map(|n| Message::user(format!("m{n}"))).collect(),
+            context_summary: Some(lgadk_core::ContextSummary::new("s", 4)),
+            ..ChatState::default()
+        };
+        assert_eq!(apply_retention(&mut state, LogRetention::AfterSummary), 4);
+        assert_eq!(state.context_summary.as_ref().map(|s| s.covers), Some(0));
+        let cp = encode("g", &mut state, LogSpan { start: 4, len: 2 }, None, &[], 1, None).unwrap();
+        assert_eq!((cp.log_start, cp.messages.len()), (4, 2));
+        assert_eq!(cp.placement(0, 2), (4, 6));
+    }
+
+    /// The latest checkpoint's log must be its whole range; an older one's may have lost its
+    /// beginning to a later cut, and its state then starts where the log does.
+    #[test]
+    fn a_log_shorter_than_the_range_is_corrupt_only_for_a_whole_read() {
+        let id = SessionId::parse("s").unwrap();
+        let mut state = ChatState::default();
+        let envelope = encode("g", &mut state, LogSpan { start: 0, len: 0 }, None, &[], 1, None).unwrap().state;
+        let checkpoint = Checkpoint {
+            version: 2,
+            step: 1,
+            node: None,
+            created_at: chrono::Utc::now(),
+            log_len: 4,
+            log_start: 1,
+            state: envelope,
+        };
+        let rest = vec![Message::user("c"), Message::assistant("d")];
+        let err = decode_with_log::<ChatState>(&id, checkpoint.clone(), rest.clone()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let opened = open::<ChatState>(&id, checkpoint.clone()).unwrap();
+        let (snapshot, _, _) = finish(&id, opened, rest, Log::WhatRemains).unwrap();
+        assert_eq!((snapshot.log_start, snapshot.log_len, snapshot.state.messages.len()), (2, 4, 2));
+        let opened = open::<ChatState>(&id, checkpoint).unwrap();
+        let too_long = (0..4).map(|n| Message::user(format!("{n}"))).collect();
+        assert!(finish(&id, opened, too_long, Log::WhatRemains).is_err(), "more than the range is corrupt");
+    }
+
     #[test]
     fn encode_rejects_a_history_that_shrank() {
         let mut state = ChatState { messages: vec![Message::user("a")], ..ChatState::default() };
