@@ -102,7 +102,8 @@ async fn template(sessions: &SessionManager, turns: usize) -> Template {
     let latest = checkpointer.latest(&id).await.unwrap().unwrap();
     let messages = checkpointer.messages(&id, latest.log_range()).await.unwrap();
     assert_eq!(messages.len(), 2 * turns);
-    let checkpoint = NewCheckpoint { state: latest.state, step: latest.step, node: latest.node, messages, op: None };
+    let checkpoint =
+        NewCheckpoint { state: latest.state, step: latest.step, node: latest.node, messages, op: None, log_start: 0 };
     Template { checkpoint, log_len: latest.log_len }
 }
 
@@ -125,6 +126,7 @@ fn turn_checkpoint(template: &Template) -> NewCheckpoint {
         node: Some("model".into()),
         messages: vec![Message::user("and now?"), Message::assistant("ok")],
         op: None,
+        log_start: 0,
     }
 }
 

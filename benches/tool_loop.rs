@@ -260,7 +260,7 @@ async fn turn_checkpoint(sessions: &SessionManager, case: &Case) -> NewCheckpoin
     let (direct, _) = case.direct().await;
     assert_eq!(messages, direct);
     sessions.end_session(&id).await.unwrap();
-    NewCheckpoint { state: latest.state, step: latest.step, node: latest.node, messages, op: None }
+    NewCheckpoint { state: latest.state, step: latest.step, node: latest.node, messages, op: None, log_start: 0 }
 }
 
 /// Times `iters` turns, each on a new session; ends them untimed.
@@ -304,6 +304,7 @@ fn time_direct_ops(
                 node: checkpoint.node.clone(),
                 messages,
                 op: None,
+                log_start: 0,
             };
             black_box(checkpointer.put(&id, turn, 0).await.unwrap());
             let tracked = sessions.track_interaction(

@@ -180,6 +180,7 @@ impl Checkpointer for NaiveStore {
                 node: checkpoint.node,
                 created_at: now,
                 log_len: entry.log.len() as u64,
+                log_start: 0,
                 state: checkpoint.state,
             };
             entry.checkpoints.push_back(saved.clone());

@@ -32,8 +32,15 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::{cargo, project_root};
 
 /// The bench groups in report order (each is a `[[bench]]` of the root package).
-const GROUPS: [&str; 6] =
-    ["session_concurrency", "session_scale", "redis_store", "postgres_store", "graph_overhead", "tool_loop"];
+const GROUPS: [&str; 7] = [
+    "session_concurrency",
+    "session_scale",
+    "redis_store",
+    "postgres_store",
+    "graph_overhead",
+    "tool_loop",
+    "cold_turn",
+];
 
 /// The group the peer script writes.
 const PEERS: &str = "peers";

@@ -29,7 +29,9 @@ use crate::tool::ToolBatch;
 /// - **History only grows.** Within a session, [`messages`](Self::messages) of a later state
 ///   starts with every message of an earlier one: nodes append, never remove or rewrite. The
 ///   checkpointer stores only what was added, and a turn whose history shrank fails with
-///   [`GraphError::State`](crate::GraphError::State) before anything is written.
+///   [`GraphError::State`](crate::GraphError::State) before anything is written. Only the
+///   graph removes messages, from the front, when a [`LogRetention`](crate::LogRetention) cuts
+///   the session's log; it then calls [`history_cut`](Self::history_cut).
 /// - **`merge` folds a parallel branch in.** Branches of one step each run on a clone of the
 ///   same state; afterwards the state [`merge`](Self::merge)s each branch's result in branch
 ///   order. `merge` must keep what every branch added (for the history: the messages past the
@@ -74,6 +76,23 @@ pub trait GraphState: Serialize + DeserializeOwned + Clone + Default + Send + Sy
     /// Folds the result of a parallel branch into this state. The default keeps `other`.
     fn merge(&mut self, other: Self) {
         *self = other;
+    }
+
+    /// How many messages at the start of the history a running summary in the state stands
+    /// for, which [`LogRetention::AfterSummary`](crate::LogRetention::AfterSummary) drops. The
+    /// default, 0, keeps everything; [`ChatState`] answers its
+    /// [`ContextSummary::covers`](crate::ContextSummary::covers).
+    fn summarized(&self) -> usize {
+        0
+    }
+
+    /// The first `dropped` messages of the history were removed (the session's log was cut
+    /// there): shift whatever the state keeps that counts or indexes messages of the history,
+    /// so it counts from the new first message. Called by the graph right after it removed
+    /// them. The default does nothing; [`ChatState`] shifts its summary's `covers` and its
+    /// routing's `since`.
+    fn history_cut(&mut self, dropped: usize) {
+        let _ = dropped;
     }
 }
 
@@ -120,7 +139,8 @@ pub struct AgentRouting {
     /// The agent that holds the conversation; `None` means the team's first agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<String>,
-    /// Where in the history the active agent took over.
+    /// Where in the history the active agent took over (an index into the state's history,
+    /// shifted when the log is cut).
     #[serde(default)]
     pub since: usize,
     /// What the active agent sees of the history before `since`.
@@ -215,6 +235,17 @@ impl GraphState for ChatState {
         {
             self.context_summary = Some(summary);
         }
+    }
+
+    fn summarized(&self) -> usize {
+        self.context_summary.as_ref().map_or(0, |summary| summary.covers)
+    }
+
+    fn history_cut(&mut self, dropped: usize) {
+        if let Some(summary) = &mut self.context_summary {
+            summary.covers = summary.covers.saturating_sub(dropped);
+        }
+        self.routing.since = self.routing.since.saturating_sub(dropped);
     }
 }
 

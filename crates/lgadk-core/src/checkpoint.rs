@@ -1,4 +1,5 @@
-//! Graph state persistence per session: versioned snapshots plus an append-only message log.
+//! Graph state persistence per session: versioned snapshots plus a message log that grows at
+//! its end and, under a [`LogRetention`](crate::LogRetention), is cut at its start.
 
 use std::fmt;
 use std::ops::Range;
@@ -19,9 +20,10 @@ pub const DEFAULT_CHECKPOINT_RETENTION: usize = 20;
 
 /// A saved graph state.
 ///
-/// The conversation history is not inside `state`: it lives in the session's append-only
-/// message log, of which this checkpoint saw the first `log_len` messages. Reading an older
-/// checkpoint back therefore reads the log only up to its own length.
+/// The conversation history is not inside `state`: it lives in the session's message log, of
+/// which this checkpoint's history is positions `log_start..log_len`. Reading an older
+/// checkpoint back therefore reads the log only up to its own length, and only from where the
+/// log starts now (a later cut may have dropped the beginning of its range).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Monotonic per session, starting at 1.
@@ -32,16 +34,21 @@ pub struct Checkpoint {
     pub node: Option<String>,
     /// When it was saved.
     pub created_at: DateTime<Utc>,
-    /// Length of the message log when it was saved.
+    /// Length of the message log when it was saved: one past the position of its last
+    /// message.
     pub log_len: u64,
+    /// Where the log started when it was saved: the position of its history's first message
+    /// (0 unless the log was cut).
+    #[serde(default)]
+    pub log_start: u64,
     /// The serialized state, without its messages.
     pub state: serde_json::Value,
 }
 
 impl Checkpoint {
-    /// The log positions this checkpoint covers: `0..log_len`.
+    /// The log positions this checkpoint's history covers: `log_start..log_len`.
     pub fn log_range(&self) -> Range<u64> {
-        0..self.log_len
+        self.log_start..self.log_len
     }
 }
 
@@ -60,9 +67,30 @@ pub struct NewCheckpoint {
     /// Identifies this write, so that repeating it saves the checkpoint and appends its
     /// messages once (see [`OpId`]).
     pub op: Option<OpId>,
+    /// Cuts the log: after this write it starts here, the positions before it dropped in the
+    /// same atomic step (at or below the log's current start, nothing is dropped: `0`, the
+    /// default, keeps everything). Past the log's current end, the positions in between are
+    /// never written and [`messages`](Self::messages) go at `log_start..`: a turn that added
+    /// more than it keeps sends only what it keeps. See [`LogRetention`](crate::LogRetention).
+    pub log_start: u64,
 }
 
 impl NewCheckpoint {
+    /// Sets [`log_start`](Self::log_start): the log positions before `start` are dropped
+    /// with this write.
+    #[must_use]
+    pub fn with_log_start(mut self, start: u64) -> Self {
+        self.log_start = start;
+        self
+    }
+
+    /// Where this write leaves a log that spans positions `start..len`: its new start and
+    /// length (see [`log_start`](Self::log_start)). Every store places messages this way.
+    pub fn placement(&self, start: u64, len: u64) -> (u64, u64) {
+        let at = len.max(self.log_start);
+        (start.max(self.log_start), at.saturating_add(self.messages.len() as u64))
+    }
+
     /// Sets the operation id: a repeat of this `put` with the same id returns the checkpoint
     /// saved the first time instead of writing again or failing with `Conflict`.
     #[must_use]
@@ -109,8 +137,12 @@ impl NewCheckpoint {
 ///   `expected_version`, it fails with [`Error::Conflict`](crate::Error::Conflict) and writes
 ///   nothing, not even the messages.
 /// - Retention is bounded: a store keeps the latest N checkpoints per session.
-/// - The message log only grows; each `put` appends its messages in the same atomic step as
-///   the snapshot, so a turn writes only what it added.
+/// - The message log grows at its end: each `put` appends its messages in the same atomic
+///   step as the snapshot, so a turn writes only what it added. Positions are absolute and
+///   never reused. A `put` with a [`NewCheckpoint::log_start`] past the log's start drops the
+///   positions before it in that same step (storage then holds only what follows), and the
+///   saved checkpoint records the new start in [`Checkpoint::log_start`]; the start never
+///   moves back.
 /// - A `put` whose [`NewCheckpoint::op`] the store has already applied to the session writes
 ///   nothing and returns the version and log length saved the first time, even though the
 ///   latest version has moved past `expected_version` (see [`OpId`]).
@@ -150,7 +182,8 @@ pub trait Checkpointer: fmt::Debug + Send + Sync + 'static {
     /// `Backend`, `Corrupt`.
     async fn list(&self, id: &SessionId, limit: usize) -> Result<Vec<Checkpoint>>;
 
-    /// The messages at log positions `range` (clamped to the log's length), in order.
+    /// The messages at log positions `range`, clamped to the log's current start and length
+    /// (what a cut dropped is not returned), in order.
     ///
     /// # Errors
     /// `Backend`, `Corrupt`.

@@ -142,7 +142,9 @@ impl TokenCounter for EstimatedTokens {
 pub struct ContextSummary {
     /// The summary's text.
     pub text: String,
-    /// How many messages of the stored history (from its start) the summary covers.
+    /// How many messages of the state's history (from its first message) the summary covers.
+    /// When the session's log is cut, it counts from the first message kept
+    /// ([`GraphState::history_cut`](crate::GraphState::history_cut)).
     pub covers: usize,
 }
 
@@ -273,13 +275,13 @@ pub struct Window {
 
 /// A run of messages kept or dropped whole.
 #[derive(Debug, Clone, Copy)]
-struct Unit {
-    start: usize,
-    end: usize,
+pub(crate) struct Unit {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 /// Cuts `messages[from..]` into units; orphan tool results are returned apart.
-fn units(messages: &[Message], from: usize) -> (Vec<Unit>, Vec<usize>) {
+pub(crate) fn units(messages: &[Message], from: usize) -> (Vec<Unit>, Vec<usize>) {
     let (mut units, mut orphans) = (Vec::new(), Vec::new());
     let mut i = from;
     while i < messages.len() {

@@ -38,6 +38,7 @@ pub mod memory;
 pub mod message;
 pub mod model;
 pub mod op;
+pub mod retention;
 pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -77,6 +78,8 @@ pub use model::{
 };
 #[doc(inline)]
 pub use op::{OP_ID_WINDOW, OpId};
+#[doc(inline)]
+pub use retention::LogRetention;
 #[doc(inline)]
 pub use session::{
     AgentShare, AgentStats, Cursor, DEFAULT_METADATA_LIMIT, DEFAULT_SESSION_TIMEOUT, Interaction, Metadata,

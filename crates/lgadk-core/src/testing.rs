@@ -146,6 +146,9 @@ macro_rules! __store_scenarios {
             turn_commit_nested_too_deep_writes_nothing,
             turn_commit_on_dead_session_is_not_found,
             repeated_turn_commit_with_one_op_id_applies_once,
+            log_cut_drops_the_positions_before_it,
+            log_cut_past_the_end_places_messages_at_the_cut,
+            turn_commit_cuts_the_log_atomically_and_once,
         }
     };
 }
@@ -607,6 +610,7 @@ fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
         node: Some(format!("n{step}")),
         messages,
         op: None,
+        log_start: 0,
     }
 }
 
@@ -640,7 +644,8 @@ pub async fn checkpoint_list_is_newest_first_and_retention_keeps_latest(fx: Stor
     assert_eq!(versions, expected);
     assert_eq!(fx.checkpointer.list(&id, 1).await.unwrap().len(), 1);
     assert_eq!(fx.checkpointer.checkpoint(&id, 1).await.unwrap(), None, "trimmed by retention");
-    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap().len() as u64, total, "the log is never trimmed");
+    let log = fx.checkpointer.messages(&id, 0..100).await.unwrap();
+    assert_eq!(log.len() as u64, total, "checkpoint retention never cuts the log");
 }
 
 /// A stale `expected_version` is `Conflict`, and neither snapshot nor messages are written.
@@ -1001,6 +1006,93 @@ pub async fn repeated_turn_commit_with_one_op_id_applies_once(fx: StoreFixture) 
     assert_eq!(fx.checkpointer.version(&id).await.unwrap(), 2);
     assert_eq!(fx.checkpointer.messages(&id, 0..10).await.unwrap().len(), 3);
     assert_eq!(first.checkpoint.version, 1);
+}
+
+fn numbered(range: std::ops::Range<u64>) -> Vec<Message> {
+    range
+        .map(|i| if i % 2 == 0 { Message::user(format!("m{i}")) } else { Message::assistant(format!("m{i}")) })
+        .collect()
+}
+
+/// A `put` with a log start drops the positions before it in the same write: positions stay
+/// absolute, reads are clamped to what remains, an older checkpoint reads the rest of its
+/// range, `begin_turn` reads only what remains, and the start never moves back.
+pub async fn log_cut_drops_the_positions_before_it(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    let first = fx.checkpointer.put(&id, snapshot(1, numbered(0..4)), 0).await.unwrap();
+    assert_eq!((first.log_start, first.log_len), (0, 4));
+    let cut = fx.checkpointer.put(&id, snapshot(2, numbered(4..6)).with_log_start(3), 1).await.unwrap();
+    assert_eq!((cut.version, cut.log_start, cut.log_len), (2, 3, 6));
+    assert_eq!(cut.log_range(), 3..6);
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap(), Some(cut.clone()));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(3..6), "clamped to the start");
+    assert_eq!(fx.checkpointer.messages(&id, 4..5).await.unwrap(), numbered(4..5), "positions stay absolute");
+    assert!(fx.checkpointer.messages(&id, 0..3).await.unwrap().is_empty(), "dropped");
+    let old = fx.checkpointer.checkpoint(&id, 1).await.unwrap().unwrap();
+    assert_eq!(old.log_range(), 0..4, "an older checkpoint keeps the range it saw");
+    assert_eq!(fx.checkpointer.messages(&id, old.log_range()).await.unwrap(), numbered(3..4), "and reads what remains");
+    let start = fx.turns.begin_turn(&id, None).await.unwrap().unwrap().latest.unwrap();
+    assert_eq!((start.checkpoint, start.messages), (cut, numbered(3..6)));
+
+    // Back before the start, or at it: nothing more is dropped, the start stays.
+    let kept = fx.checkpointer.put(&id, snapshot(3, numbered(6..7)).with_log_start(1), 2).await.unwrap();
+    assert_eq!((kept.log_start, kept.log_len), (3, 7));
+    let none = fx.checkpointer.put(&id, snapshot(4, Vec::new()), 3).await.unwrap();
+    assert_eq!((none.log_start, none.log_len), (3, 7), "a put without a cut keeps the start");
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(3..7));
+    // Up to the end: an empty log that still knows its length.
+    let empty = fx.checkpointer.put(&id, snapshot(5, Vec::new()).with_log_start(7), 4).await.unwrap();
+    assert_eq!((empty.log_start, empty.log_len), (7, 7));
+    assert!(fx.checkpointer.messages(&id, 0..100).await.unwrap().is_empty());
+    let start = fx.turns.begin_turn(&id, Some(1)).await.unwrap().unwrap().latest.unwrap();
+    assert!(start.messages.is_empty());
+    let next = fx.checkpointer.put(&id, snapshot(6, numbered(7..9)), 5).await.unwrap();
+    assert_eq!((next.log_start, next.log_len), (7, 9));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(7..9));
+}
+
+/// A cut past the log's end (a turn that added more than it keeps): the positions in between
+/// are never written and the messages go at the cut.
+pub async fn log_cut_past_the_end_places_messages_at_the_cut(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    fx.checkpointer.put(&id, snapshot(1, numbered(0..3)), 0).await.unwrap();
+    let saved = fx.checkpointer.put(&id, snapshot(2, numbered(5..7)).with_log_start(5), 1).await.unwrap();
+    assert_eq!((saved.log_start, saved.log_len), (5, 7));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(5..7));
+    assert_eq!(fx.checkpointer.messages(&id, 6..7).await.unwrap(), numbered(6..7));
+    let more = fx.checkpointer.put(&id, snapshot(3, numbered(7..8)), 2).await.unwrap();
+    assert_eq!((more.log_start, more.log_len), (5, 8));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(5..8));
+}
+
+/// A commit's cut is part of the commit: a commit that fails (a stale version) cuts nothing,
+/// one that succeeds cuts with its checkpoint and interaction, and a repeat with the same op id
+/// answers the first save and cuts nothing more.
+pub async fn turn_commit_cuts_the_log_atomically_and_once(fx: StoreFixture) {
+    let id = fx.store.create(NewSession::default()).await.unwrap().id;
+    fx.turns.commit_turn(&id, turn(1, numbered(0..4), 0)).await.unwrap();
+    let mut stale = turn(2, numbered(4..6), 0);
+    stale.checkpoint.log_start = 4;
+    let err = fx.turns.commit_turn(&id, stale).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(0..4), "nothing cut");
+    assert_eq!(fx.checkpointer.latest(&id).await.unwrap().unwrap().log_start, 0);
+
+    let mut commit = turn(2, numbered(4..6), 1);
+    commit.checkpoint.log_start = 2;
+    let saved = fx.turns.commit_turn(&id, commit.clone()).await.unwrap();
+    assert_eq!((saved.checkpoint.version, saved.checkpoint.log_start, saved.checkpoint.log_len), (2, 2, 6));
+    assert_eq!(saved.stats.map(|s| s.interactions), Some(2));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(2..6));
+    let mut next = turn(3, numbered(6..7), 2);
+    next.checkpoint.log_start = 6;
+    fx.turns.commit_turn(&id, next).await.unwrap();
+    let again = fx.turns.commit_turn(&id, commit).await.expect("a repeat answers the first save");
+    assert_eq!((again.checkpoint.version, again.checkpoint.log_start, again.checkpoint.log_len), (2, 2, 6));
+    assert_eq!(fx.checkpointer.messages(&id, 0..100).await.unwrap(), numbered(6..7), "nothing appended or cut again");
+    assert_eq!(fx.store.get(&id).await.unwrap().unwrap().stats.interactions, 3);
+    let start = fx.turns.begin_turn(&id, None).await.unwrap().unwrap().latest.unwrap();
+    assert_eq!((start.checkpoint.log_range(), start.messages), (6..7, numbered(6..7)));
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub struct TurnStart {
 pub struct LatestCheckpoint {
     /// The checkpoint.
     pub checkpoint: Checkpoint,
-    /// The message log at positions `0..checkpoint.log_len`, in order.
+    /// The message log at positions `checkpoint.log_range()`, in order.
     pub messages: Vec<Message>,
 }
 
@@ -67,8 +67,9 @@ pub struct TurnSaved {
 /// answers each in one step (one round trip for a remote store).
 ///
 /// # Contract (for backends that override `commit_turn`)
-/// - `commit_turn` is atomic: it writes the checkpoint with its messages, the interaction and
-///   the metadata merge all together, or nothing at all. On a stale `expected_version`
+/// - `commit_turn` is atomic: it writes the checkpoint with its messages (and the cut of the
+///   log its [`NewCheckpoint::log_start`] asks for), the interaction and the metadata merge
+///   all together, or nothing at all. On a stale `expected_version`
 ///   ([`Error::Conflict`]), an absent session ([`Error::SessionNotFound`]), merged metadata
 ///   over the store's limit ([`Error::MetadataTooLarge`]) or data nested too deep
 ///   ([`Error::NestingTooDeep`]) nothing is written.
@@ -80,7 +81,8 @@ pub struct TurnSaved {
 ///   [`SessionStore::track_interaction`] and [`SessionStore::update_metadata`] do; a commit
 ///   with neither leaves it, as [`Checkpointer::put`] does.
 /// - `begin_turn` is a consistent read of one moment: the session, its version and (when
-///   returned) that version's checkpoint and log.
+///   returned) that version's checkpoint and its log, `checkpoint.log_range()` exactly: only
+///   what the log retains, so a cut session loads in proportion to what it kept.
 #[async_trait]
 pub trait TurnStore: SessionStore + Checkpointer {
     /// The session, its latest checkpoint version and, unless `cached_version` is that
@@ -105,11 +107,15 @@ pub trait TurnStore: SessionStore + Checkpointer {
         if version == 0 || cached_version == Some(version) {
             return Ok(Some(TurnStart { session, version, latest: None }));
         }
-        let Some(checkpoint) = self.latest(id).await? else {
+        let Some(mut checkpoint) = self.latest(id).await? else {
             return Ok(Some(TurnStart { session, version: 0, latest: None }));
         };
-        let messages =
-            if checkpoint.log_len > 0 { self.messages(id, checkpoint.log_range()).await? } else { Vec::new() };
+        let range = checkpoint.log_range();
+        let messages = if range.is_empty() { Vec::new() } else { self.messages(id, range).await? };
+        // Two reads, not one: a commit between them may have cut the log further. What is left
+        // is the end of the range; the turn's commit then fails its compare-and-set.
+        let found = u64::try_from(messages.len()).unwrap_or(u64::MAX);
+        checkpoint.log_start = checkpoint.log_start.max(checkpoint.log_len.saturating_sub(found));
         let version = checkpoint.version;
         Ok(Some(TurnStart { session, version, latest: Some(LatestCheckpoint { checkpoint, messages }) }))
     }

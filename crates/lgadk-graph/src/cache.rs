@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
-use lgadk_core::SessionId;
+use lgadk_core::{LogRetention, SessionId};
 
 /// Sessions whose latest state a compiled graph keeps in memory unless configured otherwise.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
@@ -17,6 +17,10 @@ pub(crate) struct Snapshot<S> {
     pub(crate) version: u64,
     /// Length of the session's message log at that version.
     pub(crate) log_len: u64,
+    /// Log position of the state's first message: what a cut left starts there.
+    pub(crate) log_start: u64,
+    /// The session's own log retention, saved with its checkpoints; `None` follows the graph's.
+    pub(crate) retention: Option<LogRetention>,
     /// Steps the turn had taken.
     pub(crate) step: u64,
     /// Nodes waiting to run: non-empty after an interrupt.
@@ -31,7 +35,15 @@ pub(crate) struct Snapshot<S> {
 impl<S: Default> Snapshot<S> {
     /// The state of a session without checkpoints.
     pub(crate) fn empty() -> Self {
-        Self { version: 0, log_len: 0, step: 0, next: Vec::new(), state: Arc::new(S::default()) }
+        Self {
+            version: 0,
+            log_len: 0,
+            log_start: 0,
+            retention: None,
+            step: 0,
+            next: Vec::new(),
+            state: Arc::new(S::default()),
+        }
     }
 }
 

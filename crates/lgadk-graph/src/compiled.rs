@@ -40,8 +40,12 @@ use crate::turn::{Turn, TurnRequest};
 ///    turn added, together with the interaction (usage and wall time, unless
 ///    [`RunOptions::track_interactions`] is off) and the metadata merge. A new session is
 ///    created just before its first commit, so a run without a session id that fails leaves
-///    no session behind. On a store that overrides both calls, a turn on an existing session
-///    is two store calls, warm or cold (a new session adds its creation).
+///    no session behind. Before the commit, the session's
+///    [`LogRetention`](lgadk_core::LogRetention) (the request's, the one saved with the
+///    session, else [`RunOptions::log_retention`]) may drop messages from the front of the
+///    history; the commit cuts the stored log at the same point. On a store that overrides both
+///    calls, a turn on an existing session is two store calls, warm or cold (a new session adds
+///    its creation).
 ///
 /// A run that fails before step 5 (a node or model error, the recursion limit) writes nothing:
 /// no checkpoint, no interaction, no metadata, no new session. With a store that commits
@@ -214,8 +218,13 @@ impl<S: GraphState> CompiledGraph<S> {
     /// [`GraphError::Invalid`](lgadk_core::GraphError::Invalid) when the session has no interrupted run; otherwise as
     /// [`run_with`](Self::run_with).
     pub async fn resume(&self, id: &SessionId, value: serde_json::Value) -> Result<RunResponse<S>> {
-        let request =
-            TurnRequest { turn: Turn::Resume(value), session_id: Some(id.clone()), user_id: None, metadata: None };
+        let request = TurnRequest {
+            turn: Turn::Resume(value),
+            session_id: Some(id.clone()),
+            user_id: None,
+            metadata: None,
+            log_retention: None,
+        };
         self.turn(request, self.options, None, None).await
     }
 
@@ -248,8 +257,8 @@ impl<S: GraphState> CompiledGraph<S> {
         RunStream::new(rx, Some(task), cancel, self.name().to_owned())
     }
 
-    /// The latest saved state of session `id`, its conversation history included; `None`
-    /// before the first checkpoint.
+    /// The latest saved state of session `id`, its conversation history included (what the
+    /// session's log retention kept of it); `None` before the first checkpoint.
     ///
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.
@@ -267,7 +276,8 @@ impl<S: GraphState> CompiledGraph<S> {
     }
 
     /// Up to `limit` saved checkpoints of session `id`, newest first, each with the history as
-    /// it was then (stores keep the latest 20 per session by default).
+    /// it was then (stores keep the latest 20 per session by default), from where the log
+    /// starts now: [`StateSnapshot::log_start`] says where the log was cut.
     ///
     /// # Errors
     /// `SessionNotFound`, `Backend`, `Corrupt`.

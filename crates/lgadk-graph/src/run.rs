@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lgadk_core::{Metadata, SessionId, Usage, UserId};
+use lgadk_core::{LogRetention, Metadata, SessionId, Usage, UserId};
 
 /// One turn to run: the user's message and the session it belongs to.
 ///
@@ -27,6 +27,11 @@ pub struct RunRequest {
     pub user_id: Option<UserId>,
     /// Metadata for a new session, or merged into an existing session's metadata before the run.
     pub metadata: Option<Metadata>,
+    /// How much of its message log the session keeps from this turn on: saved with the turn,
+    /// so every later turn, in any process, applies it until a request sets another. `None`
+    /// keeps the session's (or, if it never set one, the graph's
+    /// [`RunOptions::log_retention`]).
+    pub log_retention: Option<LogRetention>,
 }
 
 impl RunRequest {
@@ -55,6 +60,13 @@ impl RunRequest {
         self.metadata = Some(metadata);
         self
     }
+
+    /// Sets the session's [`log_retention`](Self::log_retention).
+    #[must_use]
+    pub fn with_log_retention(mut self, retention: LogRetention) -> Self {
+        self.log_retention = Some(retention);
+        self
+    }
 }
 
 /// What a successful run returns.
@@ -65,7 +77,8 @@ pub struct RunResponse<S> {
     pub output: String,
     /// The session the turn was saved to (new if the request named none).
     pub session_id: SessionId,
-    /// The state after the turn, with the whole conversation history. Shared with the
+    /// The state after the turn, with the conversation history (what the session's log
+    /// retention keeps of it). Shared with the
     /// graph's per-process cache, so returning it costs no copy of the history;
     /// `Arc::unwrap_or_clone(response.state)` gives an owned state.
     pub state: Arc<S>,
@@ -89,11 +102,20 @@ pub struct RunOptions {
     pub retry_on_conflict: bool,
     /// Overrides the graph's recursion limit for this run.
     pub recursion_limit: Option<usize>,
+    /// How much of its message log a session keeps when it set no retention of its own
+    /// ([`RunRequest::log_retention`]): applied after each turn, in the same atomic write as
+    /// the turn. Default [`LogRetention::KeepAll`].
+    pub log_retention: LogRetention,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { track_interactions: true, retry_on_conflict: false, recursion_limit: None }
+        Self {
+            track_interactions: true,
+            retry_on_conflict: false,
+            recursion_limit: None,
+            log_retention: LogRetention::KeepAll,
+        }
     }
 }
 
@@ -109,6 +131,13 @@ impl RunOptions {
     #[must_use]
     pub fn with_retry_on_conflict(mut self, retry: bool) -> Self {
         self.retry_on_conflict = retry;
+        self
+    }
+
+    /// Sets [`log_retention`](Self::log_retention).
+    #[must_use]
+    pub fn with_log_retention(mut self, retention: LogRetention) -> Self {
+        self.log_retention = retention;
         self
     }
 

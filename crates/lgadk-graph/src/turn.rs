@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use lgadk_core::session::{check_metadata_depth, check_metadata_size};
 use lgadk_core::{
-    CancelToken, Error, GraphError, GraphState, Interaction, LatestCheckpoint, Metadata, MetadataUpdate, NewSession,
-    OpId, Result, RunContext, Session, SessionId, TurnCommit, UserId,
+    CancelToken, Error, GraphError, GraphState, Interaction, LatestCheckpoint, LogRetention, Metadata, MetadataUpdate,
+    NewSession, OpId, Result, RunContext, Session, SessionId, TurnCommit, UserId,
 };
 use tracing::Instrument as _;
 
 use crate::cache::Snapshot;
-use crate::checkpoint;
+use crate::checkpoint::{self, LogSpan};
 use crate::compiled::CompiledGraph;
 use crate::exec::{Outcome, Start};
 use crate::run::{RunOptions, RunRequest, RunResponse};
@@ -33,12 +33,14 @@ pub(crate) struct TurnRequest {
     pub(crate) session_id: Option<SessionId>,
     pub(crate) user_id: Option<UserId>,
     pub(crate) metadata: Option<Metadata>,
+    /// The session's own log retention, saved with this turn for the turns that follow.
+    pub(crate) log_retention: Option<LogRetention>,
 }
 
 impl From<RunRequest> for TurnRequest {
     fn from(request: RunRequest) -> Self {
-        let RunRequest { message, session_id, user_id, metadata } = request;
-        Self { turn: Turn::Message(message), session_id, user_id, metadata }
+        let RunRequest { message, session_id, user_id, metadata, log_retention } = request;
+        Self { turn: Turn::Message(message), session_id, user_id, metadata, log_retention }
     }
 }
 
@@ -58,9 +60,12 @@ struct TurnInput<'a, S: GraphState> {
 /// state came from, and the user and metadata the turn runs with.
 struct Begun {
     session: Option<lgadk_core::Session>,
-    /// The base checkpoint's version, log length, step and pending nodes.
+    /// The base checkpoint's version, log span, step and pending nodes.
     version: u64,
     log_len: u64,
+    log_start: u64,
+    /// The session's own log retention, as saved with the base checkpoint.
+    retention: Option<LogRetention>,
     step: u64,
     next: Vec<String>,
     user_id: Option<UserId>,
@@ -147,8 +152,10 @@ impl<S: GraphState> CompiledGraph<S> {
             (Some(session), _) => (session.metadata.clone(), None),
             (None, metadata) => (metadata.clone().unwrap_or_default(), None),
         };
-        let Snapshot { version, log_len, step, next, state } = base;
-        Ok((Begun { session, version, log_len, step, next, user_id, metadata, merge_metadata }, state))
+        let Snapshot { version, log_len, log_start, retention, step, next, state } = base;
+        let begun =
+            Begun { session, version, log_len, log_start, retention, step, next, user_id, metadata, merge_metadata };
+        Ok((begun, state))
     }
 
     /// Runs the nodes on a copy of the base state; nothing is written.
@@ -196,9 +203,26 @@ impl<S: GraphState> CompiledGraph<S> {
     async fn commit(&self, input: &TurnInput<'_, S>, begun: Begun, ran: Ran<S>) -> Result<RunResponse<S>> {
         let inner = &*self.inner;
         let id = &input.id;
-        let Begun { session, version: base_version, log_len: base_log_len, user_id, metadata, merge_metadata, .. } =
-            begun;
+        let Begun {
+            session,
+            version: base_version,
+            log_len: base_log_len,
+            log_start: base_log_start,
+            retention,
+            user_id,
+            metadata,
+            merge_metadata,
+            ..
+        } = begun;
         let Ran { mut state, outcome, ctx } = ran;
+        // The session's own retention (the request's, else the one saved with it) is saved
+        // again with this turn; without one, the graph's applies.
+        let retention = input.request.log_retention.or(retention);
+        let dropped = checkpoint::apply_retention(&mut state, retention.unwrap_or(input.options.log_retention));
+        let log = LogSpan { start: base_log_start + dropped as u64, len: base_log_len };
+        if dropped > 0 {
+            tracing::debug!(dropped, log_start = log.start, "log retention cuts the session's log");
+        }
         let (next, node, step, interrupted) = match outcome {
             Outcome::Finished { step, node } => (Vec::new(), node, step, None),
             Outcome::Interrupted { node, frontier, step, value } => {
@@ -217,7 +241,8 @@ impl<S: GraphState> CompiledGraph<S> {
                 .with_agents(ctx.agent_shares())
         });
         let commit = |state: &mut S| -> Result<TurnCommit> {
-            let checkpoint = checkpoint::encode(&inner.topology.name, state, base_log_len, &next, step, node.clone())?;
+            let checkpoint =
+                checkpoint::encode(&inner.topology.name, state, log, retention, &next, step, node.clone())?;
             Ok(TurnCommit {
                 checkpoint: checkpoint.with_op_id(op),
                 expected_version: base_version,
@@ -257,8 +282,15 @@ impl<S: GraphState> CompiledGraph<S> {
         };
         let output = state.output();
         let state = Arc::new(state);
-        let snapshot =
-            Snapshot { version: saved.version, log_len: saved.log_len, step, next, state: Arc::clone(&state) };
+        let snapshot = Snapshot {
+            version: saved.version,
+            log_len: saved.log_len,
+            log_start: saved.log_start,
+            retention,
+            step,
+            next,
+            state: Arc::clone(&state),
+        };
         inner.cache.insert(id.clone(), created_at, snapshot);
         if let Some((node, value)) = interrupted {
             return Err(Error::Interrupted { node, session_id: Some(id.clone()), value });
@@ -374,8 +406,17 @@ mod tests {
 
     fn saved(version: u64, log_len: u64) -> Checkpoint {
         let mut state = ChatState::default();
-        let envelope = checkpoint::encode("g", &mut state, 0, &[], 1, None).unwrap().state;
-        Checkpoint { version, step: 1, node: Some("reply".into()), created_at: created(), log_len, state: envelope }
+        let log = LogSpan { start: 0, len: 0 };
+        let envelope = checkpoint::encode("g", &mut state, log, None, &[], 1, None).unwrap().state;
+        Checkpoint {
+            version,
+            step: 1,
+            node: Some("reply".into()),
+            created_at: created(),
+            log_len,
+            log_start: 0,
+            state: envelope,
+        }
     }
 
     /// A mock whose `commit_turn` answers like a store: the next version, the log grown by the

@@ -28,7 +28,7 @@ fn deep_metadata() -> Metadata {
 fn deep_checkpoint() -> NewCheckpoint {
     let mut call = Message::assistant("");
     call.tool_calls.push(ToolCall { id: "c".into(), name: "t".into(), arguments: nested(LEVELS) });
-    NewCheckpoint { state: nested(LEVELS), step: 1, node: None, messages: vec![call], op: None }
+    NewCheckpoint { state: nested(LEVELS), step: 1, node: None, messages: vec![call], op: None, log_start: 0 }
 }
 
 fn assert_too_deep<T: std::fmt::Debug>(result: lgadk_core::Result<T>, what: &str) {

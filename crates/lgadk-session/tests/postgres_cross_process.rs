@@ -79,7 +79,9 @@ async fn processes_starting_together_migrate_once() {
     for output in hammers(runs.collect()).await {
         assert!(output.status.success(), "a process failed: {}", String::from_utf8_lossy(&output.stderr));
     }
-    assert_eq!(server.psql(&format!("SELECT string_agg(version::text, ',') FROM {schema}.lgadk_migrations")), "1,2");
+    let applied =
+        server.psql(&format!("SELECT string_agg(version::text, ',' ORDER BY version) FROM {schema}.lgadk_migrations"));
+    assert_eq!(applied, "1,2,3");
     let store = PostgresStore::builder(server.url()).with_schema(&schema).connect().await.unwrap();
     assert!(store.create(NewSession::default()).await.is_ok());
 }

@@ -144,6 +144,7 @@ async fn cluster_scripts_touch_only_the_keys_they_declare() {
             node: None,
             messages: vec![Message::user("q")],
             op: Some(lgadk_core::OpId::new()),
+            log_start: 0,
         },
         expected_version: 0,
         interaction: Some(Interaction::tokens(1, 1).with_op_id(lgadk_core::OpId::new())),

@@ -46,7 +46,7 @@ fn cmd<T: redis::FromRedisValue>(conn: &mut redis::Connection, args: &[&str]) ->
 }
 
 fn snapshot(step: u64, messages: Vec<Message>) -> NewCheckpoint {
-    NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages, op: None }
+    NewCheckpoint { state: json!({"step": step}), step, node: Some("chat".into()), messages, op: None, log_start: 0 }
 }
 
 /// The top-level commands (not those scripts ran) executed since the last call, by name.

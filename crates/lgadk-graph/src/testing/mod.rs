@@ -5,7 +5,7 @@
 //! this suite checks what a [`CompiledGraph`] built on the backend does with it: history across
 //! runs and across separately built graphs, two writers (serialized in a process, `Conflict`
 //! across processes), a failed run writes nothing, interrupt then resume from a cold graph,
-//! `stream` ends in the same state as `run`, retention, `state` and `history`.
+//! `stream` ends in the same state as `run`, retention, bounded logs, `state` and `history`.
 //!
 //! Each scenario is an async function taking a fresh [`GraphFixture`]: a factory of
 //! [`SessionManager`]s that share one empty backend, each with its own connection. A second
@@ -48,9 +48,11 @@ use tokio::sync::Notify;
 
 use crate::{CompiledGraph, GraphBuilder, RunEvent, RunOptions, RunRequest, StateGraph};
 
+mod retention;
 mod runs;
 mod team;
 mod tools;
+pub use retention::*;
 pub use runs::*;
 pub use team::*;
 pub use tools::*;
@@ -140,6 +142,10 @@ macro_rules! __graph_scenarios {
             round_robin_runs_to_the_round_limit_and_continues_next_turn,
             a_condition_on_the_last_answer_ends_the_turn_and_one_participant_may_speak_twice,
             a_model_picks_the_speaker_and_an_unknown_name_falls_back_to_round_robin,
+            a_session_log_keeps_its_window_in_every_process,
+            a_log_window_keeps_a_call_awaiting_approval_and_its_question,
+            history_says_where_the_log_was_cut,
+            after_summary_keeps_what_follows_the_summary,
         }
     };
 }
@@ -425,6 +431,7 @@ mod completeness {
         let mut defined = lgadk_core::testing::scenario_names(include_str!("runs.rs"));
         defined.extend(lgadk_core::testing::scenario_names(include_str!("tools.rs")));
         defined.extend(lgadk_core::testing::scenario_names(include_str!("team.rs")));
+        defined.extend(lgadk_core::testing::scenario_names(include_str!("retention.rs")));
         assert!(defined.len() >= 9, "the parser found the scenarios: {defined:?}");
         listed.sort_unstable();
         defined.sort_unstable();

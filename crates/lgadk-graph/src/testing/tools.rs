@@ -284,3 +284,38 @@ pub async fn team_next_turn_starts_with_the_agent_that_holds_the_conversation(fx
         agents.iter().map(|(name, a)| (name.as_str(), a.interactions, a.tokens_in)).collect();
     assert_eq!(counted, [("billing", 2, 2), ("triage", 1, 1)]);
 }
+
+/// A log window never cuts the exchange in progress: a turn interrupted for approvals keeps
+/// its question and the waiting call even under `LastMessages(1)`, the resume in another
+/// process finds both, and the next turn's cut starts at its own question, never leaving a
+/// tool result without its call.
+pub async fn a_log_window_keeps_a_call_awaiting_approval_and_its_question(fx: GraphFixture) {
+    let sessions = fx.manager().await;
+    let model = ToolCallingModel::new([("count", json!({"what": "drafts"})), ("send", json!({"to": "ann"}))]);
+    let tools = Tools::new();
+    let id = new_session(&sessions).await;
+    let window = lgadk_core::LogRetention::LastMessages(1);
+    let first = request("send it", &id).with_log_retention(window);
+    let err = tools.graph(&model, &sessions).run(first).await.unwrap_err();
+    assert!(ApprovalRequest::from_interrupt(&err).is_some(), "{err:?}");
+    let checkpointer = sessions.checkpointer();
+    let stored = checkpointer.messages(&id, 0..100).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::User, Role::Assistant]);
+    assert_eq!(stored[1].tool_calls.len(), 2, "the waiting call is kept");
+
+    let other = fx.manager().await;
+    let cold = tools.graph(&model, &other);
+    let approve = ApprovalDecisions::new().approve("call_1_1");
+    let done = cold.resume(&id, approve.into()).await.unwrap();
+    assert_eq!(*tools.sent.lock().unwrap(), ["ann"]);
+    assert_eq!(done.state.messages.len(), 5, "the whole exchange: question, call, two results, answer");
+    assert_eq!(done.state.messages[0].content, "send it");
+
+    let err = cold.run(request("again", &id)).await.unwrap_err();
+    assert!(ApprovalRequest::from_interrupt(&err).is_some(), "{err:?}");
+    let latest = checkpointer.latest(&id).await.unwrap().unwrap();
+    assert_eq!(latest.log_range(), 5..7, "cut at the new question");
+    let stored = checkpointer.messages(&id, 0..100).await.unwrap();
+    assert_eq!(contents(&stored[..1]), ["again"]);
+    assert!(stored.iter().all(|m| m.role != Role::Tool), "no result without its call");
+}

@@ -51,12 +51,7 @@ impl Checkpointer for InMemoryStore {
     }
 
     async fn messages(&self, id: &SessionId, range: Range<u64>) -> Result<Vec<Message>> {
-        let found = self.inner.read_live(id, |record| {
-            let log = &record.history.as_ref()?.log;
-            let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(log.len());
-            let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
-            Some(log[start..end].to_vec())
-        });
+        let found = self.inner.read_live(id, |record| Some(record.history.as_ref()?.slice(range)));
         Ok(found.flatten().unwrap_or_default())
     }
 
@@ -71,7 +66,9 @@ impl Checkpointer for InMemoryStore {
 /// The checkpoint a put with `checkpoint`'s op id saved before, if it was applied: the one
 /// retained, or its like if retention dropped it since.
 fn repeated_put(record: &Record, checkpoint: &NewCheckpoint, now: i64) -> Option<Checkpoint> {
-    let Some(Applied::Checkpoint { version, log_len }) = RecentOps::find(record.ops.as_deref(), checkpoint.op) else {
+    let Some(Applied::Checkpoint { version, log_len, log_start }) =
+        RecentOps::find(record.ops.as_deref(), checkpoint.op)
+    else {
         return None;
     };
     let saved = record.history.as_ref().and_then(|h| h.checkpoints.iter().find(|cp| cp.version == version));
@@ -81,6 +78,7 @@ fn repeated_put(record: &Record, checkpoint: &NewCheckpoint, now: i64) -> Option
         node: checkpoint.node.clone(),
         created_at: timestamp(now),
         log_len,
+        log_start,
         state: checkpoint.state.clone(),
     }))
 }
@@ -94,11 +92,17 @@ fn check_version(id: &SessionId, record: &Record, expected: u64) -> Result<()> {
     Ok(())
 }
 
-/// Appends the checkpoint and its messages (the version already checked), applies retention
-/// and remembers its op id.
+/// Appends the checkpoint and its messages (the version already checked), cuts the log where
+/// it asks, applies retention and remembers its op id.
 fn append(record: &mut Record, checkpoint: NewCheckpoint, now: i64, retention: usize) -> Checkpoint {
-    let NewCheckpoint { state, step, node, messages, op } = checkpoint;
     let history = record.history.get_or_insert_with(Box::default);
+    let (start, len) = checkpoint.placement(history.log_start, history.log_len());
+    let NewCheckpoint { state, step, node, messages, op, .. } = checkpoint;
+    // Positions below the new start go (all of them when it is past the end); the deque drops
+    // them without moving the rest.
+    let dropped = usize::try_from(start - history.log_start).unwrap_or(usize::MAX).min(history.log.len());
+    history.log.drain(..dropped);
+    history.log_start = start;
     history.log.extend(messages);
     history.version += 1;
     let saved = Checkpoint {
@@ -106,14 +110,16 @@ fn append(record: &mut Record, checkpoint: NewCheckpoint, now: i64, retention: u
         step,
         node,
         created_at: timestamp(now),
-        log_len: history.log.len() as u64,
+        log_len: len,
+        log_start: start,
         state,
     };
     history.checkpoints.push_back(saved.clone());
     while history.checkpoints.len() > retention {
         history.checkpoints.pop_front();
     }
-    RecentOps::remember(&mut record.ops, op, Applied::Checkpoint { version: saved.version, log_len: saved.log_len });
+    let applied = Applied::Checkpoint { version: saved.version, log_len: saved.log_len, log_start: saved.log_start };
+    RecentOps::remember(&mut record.ops, op, applied);
     saved
 }
 
@@ -127,8 +133,7 @@ impl TurnStore for InMemoryStore {
             let version = history.map_or(0, |h| h.version);
             let latest = history.filter(|_| cached_version != Some(version)).and_then(|h| {
                 let checkpoint = h.checkpoints.back()?.clone();
-                let end = usize::try_from(checkpoint.log_len).unwrap_or(usize::MAX).min(h.log.len());
-                Some(LatestCheckpoint { messages: h.log[..end].to_vec(), checkpoint })
+                Some(LatestCheckpoint { messages: h.slice(checkpoint.log_range()), checkpoint })
             });
             TurnStart { session: record.to_session(), version, latest }
         }))

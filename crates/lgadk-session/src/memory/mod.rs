@@ -142,8 +142,8 @@ struct Record {
 enum Applied {
     /// A creation or an interaction: the repeat answers with the record as it is now.
     Write,
-    /// A checkpoint put: the version and log length it saved.
-    Checkpoint { version: u64, log_len: u64 },
+    /// A checkpoint put: the version, log length and log start it saved.
+    Checkpoint { version: u64, log_len: u64, log_start: u64 },
 }
 
 /// The last [`OP_ID_WINDOW`] operation ids applied to one session, oldest first.
@@ -171,7 +171,24 @@ struct History {
     version: u64,
     /// Retained checkpoints, oldest first.
     checkpoints: VecDeque<Checkpoint>,
-    log: Vec<Message>,
+    /// The log from position `log_start` on (what a cut left).
+    log: VecDeque<Message>,
+    log_start: u64,
+}
+
+impl History {
+    /// One past the log's last position.
+    fn log_len(&self) -> u64 {
+        self.log_start + self.log.len() as u64
+    }
+
+    /// The messages at positions `range`, clamped to what the log holds.
+    fn slice(&self, range: std::ops::Range<u64>) -> Vec<Message> {
+        let at =
+            |pos: u64| usize::try_from(pos.saturating_sub(self.log_start)).unwrap_or(usize::MAX).min(self.log.len());
+        let (start, end) = (at(range.start), at(range.end));
+        if start >= end { Vec::new() } else { self.log.range(start..end).cloned().collect() }
+    }
 }
 
 impl Record {

@@ -1,5 +1,5 @@
-//! [`Checkpointer`] and [`TurnStore`] on PostgreSQL: checkpoints, the append-only message log,
-//! and a graph turn as two statements.
+//! [`Checkpointer`] and [`TurnStore`] on PostgreSQL: checkpoints, the message log (cut in the
+//! same call that saves a checkpoint asking for it), and a graph turn as two statements.
 
 use std::ops::Range;
 
@@ -26,6 +26,7 @@ struct CommitArgs<'a> {
 struct Saved {
     version: u64,
     log_len: u64,
+    log_start: u64,
     stats: SessionStats,
     metadata: Option<Metadata>,
 }
@@ -75,6 +76,7 @@ impl PostgresStore {
                     .bind(merge_sizes.as_deref())
                     .bind(clamp_i64(limit as u128))
                     .bind(agents.as_str())
+                    .bind(clamp_i64(checkpoint.log_start.into()))
             })
             .await?;
         let reader = Rows { op, effect, id };
@@ -85,6 +87,7 @@ impl PostgresStore {
                 Ok(Saved {
                     version: reader.count(row, 1, "version")?,
                     log_len: reader.count(row, 2, "log_len")?,
+                    log_start: reader.count(row, 10, "log_start")?,
                     stats: reader.stats(row, 3)?,
                     metadata: metadata.map(|text| reader.metadata(&text)).transpose()?,
                 })
@@ -139,6 +142,7 @@ impl Checkpointer for PostgresStore {
             node: checkpoint.node,
             created_at: timestamp(now),
             log_len: saved.log_len,
+            log_start: saved.log_start,
             state: checkpoint.state,
         })
     }
@@ -226,7 +230,7 @@ impl TurnStore for PostgresStore {
         let version = reader.count(row, 10, "version")?;
         let latest = match reader.checkpoint(row, 11)? {
             Some(checkpoint) => {
-                let bodies: Option<Vec<String>> = reader.get(row, 17)?;
+                let bodies: Option<Vec<String>> = reader.get(row, 18)?;
                 let messages = reader.messages(bodies.as_deref().unwrap_or_default())?;
                 Some(LatestCheckpoint { checkpoint, messages })
             }
@@ -259,6 +263,7 @@ impl TurnStore for PostgresStore {
                 node: checkpoint.node,
                 created_at: timestamp(now),
                 log_len: saved.log_len,
+                log_start: saved.log_start,
                 state: checkpoint.state,
             },
             stats: interaction.map(|_| saved.stats),

@@ -62,7 +62,7 @@
 //! # Operation ids
 //! `create`, `track_interaction`, checkpoint `put` and `commit_turn` take the [`OpId`] of their
 //! input (if any) and record it in the session row (`<32 hex>` or, for a checkpoint,
-//! `<32 hex>,<version>,<log_len>`), keeping the last [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW);
+//! `<32 hex>,<version>,<log_len>,<log_start>`), keeping the last [`OP_ID_WINDOW`](lgadk_core::OP_ID_WINDOW);
 //! a call whose op id is there changes nothing and answers as the first one did.
 //!
 //! # Failures
@@ -562,7 +562,7 @@ mod decode {
         }
 
         /// A checkpoint from the columns `statements::CHECKPOINT_COLUMNS` lists, at
-        /// `first..first + 6`; `None` when the version is `NULL` (an outer join found none).
+        /// `first..first + 7`; `None` when the version is `NULL` (an outer join found none).
         pub(crate) fn checkpoint(&self, row: &PgRow, first: usize) -> Result<Option<Checkpoint>> {
             let version: Option<i64> = self.get(row, first)?;
             if version.is_none() {
@@ -575,6 +575,7 @@ mod decode {
                 node: self.get(row, first + 2)?,
                 created_at: timestamp(self.get(row, first + 3)?),
                 log_len: self.count(row, first + 4, "log_len")?,
+                log_start: self.count(row, first + 6, "log_start")?,
                 state: self.json(&state, "a checkpoint")?,
             }))
         }

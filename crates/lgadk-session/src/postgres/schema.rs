@@ -24,6 +24,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, description: "sessions, checkpoints, message log", sql: V1 },
     Migration { version: 2, description: "long-term memory items", sql: super::memory::MIGRATION },
+    Migration { version: 3, description: "log cuts: where each log and checkpoint starts", sql: V3 },
 ];
 
 /// Sessions, checkpoints, the log, and the functions of the operations that need more than one
@@ -273,6 +274,120 @@ BEGIN
     WHERE s.id = p_id
     RETURNING 1, v, len, s.interactions, s.tokens_in, s.tokens_out, s.response_us,
               CASE WHEN p_merge IS NULL THEN NULL ELSE s.metadata::text END, total, s.agents::text;
+END
+$$;
+"#;
+
+/// Log cuts (`LogRetention`): `sessions.log_start` is the log's first position (the messages
+/// below it are deleted by the commit that moved it), `checkpoints.log_start` where the log
+/// started when each was saved; `lgadk_commit` takes the cut and answers the start.
+const V3: &str = r#"
+ALTER TABLE {s}.sessions ADD COLUMN log_start bigint NOT NULL DEFAULT 0;
+ALTER TABLE {s}.checkpoints ADD COLUMN log_start bigint NOT NULL DEFAULT 0;
+
+DROP FUNCTION {s}.lgadk_commit(text, bigint, bigint, bigint, bigint, text, text, text, text[], boolean, bigint, bigint,
+                               bigint, text, jsonb, jsonb, bigint, jsonb);
+
+-- Checkpoint put and turn commit, as in V1 plus the log's cut: the messages go at
+-- GREATEST(log_len, p_log_start) and the positions below GREATEST(log_start, p_log_start) are
+-- deleted, in the same call. Answers the log's start last (o_log_start); an op id's entry
+-- records it fourth (`<op>,<version>,<log_len>,<log_start>`; V1 entries have three fields).
+CREATE FUNCTION {s}.lgadk_commit(p_id text, p_now bigint, p_expected bigint, p_retention bigint, p_step bigint,
+                                 p_node text, p_state text, p_cp_op text, p_messages text[], p_track boolean,
+                                 p_tokens_in bigint, p_tokens_out bigint, p_response_us bigint, p_track_op text,
+                                 p_merge jsonb, p_merge_sizes jsonb, p_limit bigint, p_agents jsonb,
+                                 p_log_start bigint)
+RETURNS TABLE (o_status int, o_version bigint, o_log_len bigint, o_interactions bigint, o_tokens_in bigint,
+               o_tokens_out bigint, o_response_us bigint, o_metadata text, o_size bigint, o_agents text,
+               o_log_start bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    done text;
+    sizes jsonb;
+    total bigint := 0;
+    v bigint;
+    len bigint;
+    at bigint;
+    new_start bigint;
+    new_ops text[];
+    counted boolean;
+BEGIN
+    SELECT s.version, s.log_len, s.log_start, s.ops, s.metadata_sizes, s.interactions, s.tokens_in, s.tokens_out, s.response_us,
+           s.metadata, s.agents
+    INTO r FROM {s}.sessions s
+    WHERE s.id = p_id AND (s.timeout_ms IS NULL OR p_now - s.last_active_ms <= s.timeout_ms) FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 0, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, NULL::text, 0::bigint,
+            NULL::text, 0::bigint;
+        RETURN;
+    END IF;
+    -- A repeat of an applied commit writes nothing and answers with what it saved.
+    IF p_cp_op <> '' THEN
+        SELECT e INTO done FROM unnest(r.ops) AS e WHERE e LIKE p_cp_op || ',%' LIMIT 1;
+        IF done IS NOT NULL THEN
+            RETURN QUERY SELECT 1, split_part(done, ',', 2)::bigint, split_part(done, ',', 3)::bigint, r.interactions,
+                r.tokens_in, r.tokens_out, r.response_us, r.metadata::text, 0::bigint, r.agents::text,
+                COALESCE(NULLIF(split_part(done, ',', 4), ''), '0')::bigint;
+            RETURN;
+        END IF;
+    END IF;
+    IF r.version <> p_expected THEN
+        RETURN QUERY SELECT -2, r.version, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, NULL::text, 0::bigint,
+            NULL::text, 0::bigint;
+        RETURN;
+    END IF;
+    IF p_merge IS NOT NULL THEN
+        sizes := r.metadata_sizes || p_merge_sizes;
+        total := {s}.lgadk_metadata_size(sizes);
+        IF total > p_limit THEN
+            RETURN QUERY SELECT -4, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, NULL::text, total,
+                NULL::text, 0::bigint;
+            RETURN;
+        END IF;
+    END IF;
+    -- Every check passed: from here on nothing fails.
+    v := r.version + 1;
+    new_start := GREATEST(r.log_start, p_log_start);
+    at := GREATEST(r.log_len, p_log_start);
+    len := at + COALESCE(cardinality(p_messages), 0);
+    IF new_start > r.log_start THEN
+        DELETE FROM {s}.messages m WHERE m.session_id = p_id AND m.pos < new_start;
+    END IF;
+    IF len > at THEN
+        INSERT INTO {s}.messages (session_id, pos, body)
+        SELECT p_id, at + m.ord - 1, m.body::json FROM unnest(p_messages) WITH ORDINALITY AS m (body, ord);
+    END IF;
+    INSERT INTO {s}.checkpoints (session_id, version, step, node, created_ms, log_len, state, log_start)
+    VALUES (p_id, v, p_step, p_node, p_now, len, p_state::json, new_start);
+    DELETE FROM {s}.checkpoints c WHERE c.session_id = p_id AND c.version <= v - p_retention;
+    new_ops := r.ops;
+    IF p_cp_op <> '' THEN
+        new_ops := {s}.lgadk_remember(new_ops, p_cp_op || ',' || v || ',' || len || ',' || new_start);
+    END IF;
+    counted := p_track AND NOT (p_track_op <> '' AND p_track_op = ANY (new_ops));
+    IF counted THEN
+        new_ops := {s}.lgadk_remember(new_ops, p_track_op);
+    END IF;
+    RETURN QUERY
+    UPDATE {s}.sessions s
+    SET version = v,
+        log_len = len,
+        log_start = new_start,
+        ops = new_ops,
+        interactions = CASE WHEN counted THEN {s}.lgadk_add(s.interactions, 1) ELSE s.interactions END,
+        tokens_in = CASE WHEN counted THEN {s}.lgadk_add(s.tokens_in, p_tokens_in) ELSE s.tokens_in END,
+        tokens_out = CASE WHEN counted THEN {s}.lgadk_add(s.tokens_out, p_tokens_out) ELSE s.tokens_out END,
+        response_us = CASE WHEN counted THEN {s}.lgadk_add(s.response_us, p_response_us) ELSE s.response_us END,
+        agents = CASE WHEN counted AND p_agents <> '[]'::jsonb THEN {s}.lgadk_add_agents(s.agents, p_agents)
+                      ELSE s.agents END,
+        metadata = CASE WHEN p_merge IS NULL THEN s.metadata ELSE s.metadata || p_merge END,
+        metadata_sizes = CASE WHEN p_merge IS NULL THEN s.metadata_sizes ELSE sizes END,
+        last_active_ms = CASE WHEN p_track OR p_merge IS NOT NULL THEN GREATEST(s.last_active_ms, p_now)
+                              ELSE s.last_active_ms END
+    WHERE s.id = p_id
+    RETURNING 1, v, len, s.interactions, s.tokens_in, s.tokens_out, s.response_us,
+              CASE WHEN p_merge IS NULL THEN NULL ELSE s.metadata::text END, total, s.agents::text, new_start;
 END
 $$;
 "#;

@@ -38,7 +38,7 @@ const SESSION_COLUMNS: &str = "s.user_id, s.created_ms, s.last_active_ms, s.time
      s.interactions, s.tokens_in, s.tokens_out, s.response_us, s.agents::text";
 
 /// The checkpoint columns, in the order [`super::decode`] expects.
-const CHECKPOINT_COLUMNS: &str = "c.version, c.step, c.node, c.created_ms, c.log_len, c.state::text";
+const CHECKPOINT_COLUMNS: &str = "c.version, c.step, c.node, c.created_ms, c.log_len, c.state::text, c.log_start";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
@@ -93,8 +93,8 @@ impl Statements {
             version: text("SELECT s.version FROM {s}.sessions s WHERE s.id = $1 AND {live}"),
             commit: text(
                 "SELECT o_status, o_version, o_log_len, o_interactions, o_tokens_in, o_tokens_out, o_response_us, \
-                 o_agents, o_metadata, o_size FROM {s}.lgadk_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15::jsonb, $16::jsonb, $17, $18::jsonb)",
+                 o_agents, o_metadata, o_size, o_log_start FROM {s}.lgadk_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15::jsonb, $16::jsonb, $17, $18::jsonb, $19)",
             ),
             latest: text(&format!(
                 "SELECT {CHECKPOINT_COLUMNS} FROM {{s}}.sessions s \
@@ -119,15 +119,17 @@ impl Statements {
                 "WITH s AS (SELECT s.id, s.version FROM {s}.sessions s WHERE s.id = $1 AND {live} FOR UPDATE), \
                  c AS (DELETE FROM {s}.checkpoints c USING s WHERE c.session_id = s.id RETURNING 1), \
                  m AS (DELETE FROM {s}.messages m USING s WHERE m.session_id = s.id RETURNING 1), \
-                 u AS (UPDATE {s}.sessions t SET version = 0, log_len = 0 FROM s WHERE t.id = s.id RETURNING 1) \
+                 u AS (UPDATE {s}.sessions t SET version = 0, log_len = 0, log_start = 0 FROM s WHERE t.id = s.id \
+                 RETURNING 1) \
                  SELECT s.version, (SELECT count(*) FROM c), (SELECT count(*) FROM m), (SELECT count(*) FROM u) FROM s",
             ),
             // One snapshot: the session, its version and, unless the caller's cache ($3) is at
-            // that version, the latest checkpoint with the log it covers.
+            // that version, the latest checkpoint with the log it covers (from its start: what a
+            // cut left, read through the primary key's range).
             begin_turn: text(&format!(
                 "SELECT {SESSION_COLUMNS}, s.version, {CHECKPOINT_COLUMNS}, \
                  (SELECT array_agg(m.body::text ORDER BY m.pos) FROM {{s}}.messages m \
-                  WHERE m.session_id = s.id AND m.pos < c.log_len) \
+                  WHERE m.session_id = s.id AND m.pos >= c.log_start AND m.pos < c.log_len) \
                  FROM {{s}}.sessions s \
                  LEFT JOIN {{s}}.checkpoints c ON c.session_id = s.id AND c.version = s.version \
                  AND s.version IS DISTINCT FROM $3 \

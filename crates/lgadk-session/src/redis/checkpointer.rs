@@ -41,17 +41,18 @@ impl Checkpointer for RedisStore {
             "a checkpoint",
             &body,
         )?);
-        invocation.arg(op_arg(checkpoint.op));
+        invocation.arg(op_arg(checkpoint.op)).arg(checkpoint.log_start);
         for message in &checkpoint.messages {
             invocation.arg(Self::json(OP, "a message", message)?);
         }
         match self.run(OP, writes(checkpoint.op), &invocation, id).await? {
-            CpPutReply::Saved { version, log_len } => Ok(Checkpoint {
+            CpPutReply::Saved { version, log_len, log_start } => Ok(Checkpoint {
                 version,
                 step: checkpoint.step,
                 node: checkpoint.node,
                 created_at: timestamp(now),
                 log_len,
+                log_start,
                 state: checkpoint.state,
             }),
             CpPutReply::Conflict { actual } => {
@@ -86,7 +87,7 @@ impl Checkpointer for RedisStore {
         let last = clamp_i64((range.end - 1).into());
         let keys = self.keys().session(id);
         let mut invocation = scripts::CP_MESSAGES.prepare_invoke();
-        invocation.key(&keys.record).key(&keys.log).arg(self.now()).arg(first).arg(last);
+        invocation.key(&keys.record).key(&keys.log).key(&keys.checkpoints).arg(self.now()).arg(first).arg(last);
         let CpMessagesReply { messages } = self.run("checkpoint_messages", Effect::Read, &invocation, id).await?;
         Ok(messages)
     }
@@ -167,6 +168,7 @@ impl TurnStore for RedisStore {
                 .arg(op_arg(turn.op)),
             None => invocation.arg("").arg(0).arg(0).arg(0).arg(""),
         };
+        invocation.arg(checkpoint.log_start);
         match &merge_metadata {
             Some(update) => {
                 invocation.arg(update.len() * 2);
@@ -182,13 +184,14 @@ impl TurnStore for RedisStore {
             invocation.arg(Self::json(OP, "a message", message)?);
         }
         match self.run(OP, writes(checkpoint.op), &invocation, id).await? {
-            TurnCommitReply::Saved { version, log_len, stats, metadata } => Ok(TurnSaved {
+            TurnCommitReply::Saved { version, log_len, log_start, stats, metadata } => Ok(TurnSaved {
                 checkpoint: Checkpoint {
                     version,
                     step: checkpoint.step,
                     node: checkpoint.node,
                     created_at: timestamp(now),
                     log_len,
+                    log_start,
                     state: checkpoint.state,
                 },
                 stats: interaction.map(|_| stats),

@@ -21,12 +21,15 @@ pub(super) fn decode_metadata(id: &SessionId, pairs: &[String]) -> Result<Metada
     Ok(metadata)
 }
 
-/// What a checkpoint looks like in the `cp` hash. The script prepends `version` and `log_len`
-/// to the JSON of [`StoredBody`].
+/// What a checkpoint looks like in the `cp` hash. The script prepends `version`, `log_len` and
+/// `log_start` (absent in checkpoints written before log cuts: 0) to the JSON of
+/// [`StoredBody`].
 #[derive(Deserialize)]
 struct StoredCheckpoint {
     version: u64,
     log_len: u64,
+    #[serde(default)]
+    log_start: u64,
     step: u64,
     node: Option<String>,
     at: i64,
@@ -50,6 +53,7 @@ pub(super) fn decode_checkpoint(id: &SessionId, blob: &str) -> Result<Checkpoint
         node: stored.node,
         created_at: timestamp(stored.at),
         log_len: stored.log_len,
+        log_start: stored.log_start,
         state: stored.state,
     })
 }

@@ -24,8 +24,8 @@
 //! |---|---|---|
 //! | `P:{<id>}:s` | hash | `c` created ms, `l` last active ms, `t` timeout ms (`-1` never), `u` user, `n` interactions, `ti`/`to` token totals, `rt` response time µs, `ix` the session's index member, `o` the last 16 operation ids applied (see below) |
 //! | `P:{<id>}:m` | hash | metadata: one field per top-level key, the value as compact JSON |
-//! | `P:{<id>}:cp` | hash | checkpoints: field `<version>` → JSON snapshot (with `log_len`), field `v` → latest version |
-//! | `P:{<id>}:h` | list | the conversation log, one JSON message per element, appended with RPUSH |
+//! | `P:{<id>}:cp` | hash | checkpoints: field `<version>` → JSON snapshot (with `log_len` and `log_start`), field `v` → latest version, field `s` → the log's first position once a cut moved it |
+//! | `P:{<id>}:h` | list | the conversation log from position `s`, one JSON message per element, appended with RPUSH, cut with LTRIM in the script that saves the checkpoint |
 //! | `P:u:{<user>}` | sorted set | the user index: members `<created>\|<id>` (created ms as 20 digits), all scored 0, paged with `ZREVRANGEBYLEX` |
 //! | `P:x` | sorted set | the expiry index: members `<created>\|<id>\|<user>`, scored by deadline ms |
 //!

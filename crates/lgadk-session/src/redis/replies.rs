@@ -346,8 +346,8 @@ impl FromScriptReply for CpVersionReply {
 
 /// `cp_put.lua`.
 pub(crate) enum CpPutReply {
-    /// Saved (or saved before, by the same op id): its version and the log's length.
-    Saved { version: u64, log_len: u64 },
+    /// Saved (or saved before, by the same op id): its version, the log's length and start.
+    Saved { version: u64, log_len: u64, log_start: u64 },
     /// The latest version is `actual`, not the one the call expected; nothing changed.
     Conflict { actual: u64 },
 }
@@ -361,6 +361,7 @@ impl FromScriptReply for CpPutReply {
             status::OK => Ok(Self::Saved {
                 version: fields.stored(id, "checkpoint version")?,
                 log_len: fields.stored(id, "log length")?,
+                log_start: fields.stored(id, "log start")?,
             }),
             status::CONFLICT => Ok(Self::Conflict { actual: fields.stored(id, "checkpoint version")? }),
             _ => Err(fields.unknown_status()),
@@ -459,10 +460,10 @@ impl FromScriptReply for TurnBeginReply {
 
 /// `turn_commit.lua`.
 pub(crate) enum TurnCommitReply {
-    /// Committed (or committed before, by the same checkpoint op id): the checkpoint's version
-    /// and the log's length, the session's totals and, when the commit merged metadata, the
-    /// metadata.
-    Saved { version: u64, log_len: u64, stats: SessionStats, metadata: Metadata },
+    /// Committed (or committed before, by the same checkpoint op id): the checkpoint's version,
+    /// the log's length and start, the session's totals and, when the commit merged metadata,
+    /// the metadata.
+    Saved { version: u64, log_len: u64, log_start: u64, stats: SessionStats, metadata: Metadata },
     /// The latest version is `actual`, not the one the call expected; nothing changed.
     Conflict { actual: u64 },
     /// The merged metadata would have this size as compact JSON, over the limit; nothing changed.
@@ -476,10 +477,11 @@ impl FromScriptReply for TurnCommitReply {
         fields.session_status(status, id)?;
         match status {
             // The commit ran: a reply cut short must read as an unknown outcome, not as data.
-            status::OK if fields.remaining() < 7 => Err(fields.bad("reply too short")),
+            status::OK if fields.remaining() < 8 => Err(fields.bad("reply too short")),
             status::OK => Ok(Self::Saved {
                 version: fields.stored(id, "checkpoint version")?,
                 log_len: fields.stored(id, "log length")?,
+                log_start: fields.stored(id, "log start")?,
                 stats: stats(fields, id)?,
                 metadata: decode_metadata(id, &fields.rest()?)?,
             }),
@@ -605,26 +607,27 @@ mod tests {
         assert_eq!(start.session.stats.agents["billing"].time, Duration::from_millis(3));
         assert_eq!(start.session.metadata.get("plan"), Some(&serde_json::json!("pro")));
         assert_eq!(start.session.user_id.as_ref().map(UserId::as_str), Some("alice"));
-        let blob = r#"{"version":4,"log_len":1,"step":2,"node":null,"at":9,"state":{}}"#;
+        let blob = r#"{"version":4,"log_len":3,"log_start":2,"step":2,"node":null,"at":9,"state":{}}"#;
         let message = serde_json::to_string(&Message::user("hi")).unwrap();
         let cold = begin(vec![text("4"), Value::Int(0), text(blob), text(&message)]);
         let latest = decode::<TurnBeginReply>("begin_turn", cold, &id).unwrap().start.unwrap().latest.unwrap();
-        assert_eq!((latest.checkpoint.version, latest.checkpoint.log_len), (4, 1));
+        assert_eq!((latest.checkpoint.version, latest.checkpoint.log_len, latest.checkpoint.log_start), (4, 3, 2));
         assert_eq!(latest.messages, [Message::user("hi")]);
         let odd = begin(vec![text("4"), Value::Int(3), text("a"), text("1"), text("b")]);
         assert_eq!(outcome::<TurnBeginReply>("begin_turn", odd, &id), Some(NotApplied));
         let absent = vec![Value::Int(status::NOT_FOUND)];
         assert!(decode::<TurnBeginReply>("begin_turn", absent, &id).unwrap().start.is_none());
 
-        let mut saved = ["3", "8", "1", "2", "3", "4"].map(text).to_vec();
+        let mut saved = ["3", "8", "6", "1", "2", "3", "4"].map(text).to_vec();
         saved.extend([Value::Nil, text("k"), text("1")]);
         let commit = decode::<TurnCommitReply>("commit_turn", [vec![Value::Int(status::OK)], saved].concat(), &id);
         assert!(matches!(
             commit,
-            Ok(TurnCommitReply::Saved { version: 3, log_len: 8, stats, metadata })
+            Ok(TurnCommitReply::Saved { version: 3, log_len: 8, log_start: 6, stats, metadata })
                 if stats.interactions == 1 && stats.agents.is_empty() && metadata.get("k") == Some(&serde_json::json!(1))
         ));
-        let damaged = [vec![Value::Int(status::OK)], ["3", "8", "1", "2", "3", "4", "[1]"].map(text).to_vec()].concat();
+        let damaged =
+            [vec![Value::Int(status::OK)], ["3", "8", "0", "1", "2", "3", "4", "[1]"].map(text).to_vec()].concat();
         assert!(matches!(decode::<TurnCommitReply>("commit_turn", damaged, &id), Err(Error::Corrupt { .. })));
         let too_large = vec![Value::Int(status::TOO_LARGE), Value::Int(2048)];
         assert!(matches!(

@@ -150,3 +150,35 @@ local function op_record(s, o, op, answer)
   redis.call('HSET', s, 'o', o)
   return o
 end
+
+-- The message log's first position: field `s` of the checkpoint hash `cp` (absent until a cut;
+-- list index i of the log `h` is position s + i). nil when stored data is bad.
+local function log_start(cp)
+  local s = redis.call('HGET', cp, 's') or '0'
+  if not is_count(s) then return nil end
+  return tonumber(s)
+end
+
+-- Cuts the log `h` (positions start..len) at `cut` and appends ARGV[first..last], as
+-- NewCheckpoint::placement places them: positions below `cut` go (all of them when it is
+-- past the end; the messages then start at `cut`). Returns the new start and length.
+local function place_messages(cp, h, start, len, cut, first, last)
+  local new_start = math.max(start, cut)
+  if cut >= len then
+    if len > start then redis.call('DEL', h) end
+  elseif cut > start then
+    redis.call('LTRIM', h, cut - start, -1)
+  end
+  if last >= first then send_chunked('RPUSH', h, first, last) end
+  if new_start ~= start then redis.call('HSET', cp, 's', string.format('%d', new_start)) end
+  return new_start, math.max(len, cut) + math.max(last - first + 1, 0)
+end
+
+-- An op id's recorded checkpoint answer `<version>,<log_len>[,<log_start>]` as three strings.
+local function saved_answer(done)
+  if not done then return nil end
+  local v, len, s = string.match(done, '^(%d+),(%d+),?(%d*)$')
+  if not v then return nil end
+  if s == '' then s = '0' end
+  return v, len, s
+end
