@@ -275,6 +275,34 @@ impl<S: GraphState> CompiledGraph<S> {
         }
     }
 
+    /// Changes session `id`'s latest state from outside a turn and saves it as a new
+    /// checkpoint, as if node `as_node` had made the change (`None`: no node): what
+    /// LangGraph's `update_state` does, for a person correcting a conversation or a tool
+    /// writing into it. Returns the state as saved.
+    ///
+    /// `update` works on the state like a node would, under the same rules: the history only
+    /// grows (append messages, never remove or rewrite them), so the checkpoint writes only
+    /// what was added. No interaction is tracked, and a session whose run is interrupted must
+    /// be resumed first.
+    ///
+    /// # Errors
+    /// - [`Error::SessionNotFound`]; [`GraphError::Invalid`](lgadk_core::GraphError::Invalid)
+    ///   when a run is interrupted; whatever `update` returns, or
+    ///   [`GraphError::State`](lgadk_core::GraphError::State) when the history shrank; nothing
+    ///   is written in any of these cases.
+    /// - [`Error::Conflict`] when another process saved the session since it was read.
+    /// - `Backend`, `Corrupt` from the session manager.
+    pub async fn update_state(
+        &self,
+        id: &SessionId,
+        as_node: Option<&str>,
+        update: impl FnOnce(&mut S) -> Result<()> + Send,
+    ) -> Result<StateSnapshot<S>> {
+        self.update(id, as_node.map(str::to_owned), update).await?;
+        let latest = self.history(id, 1).await?.into_iter().next();
+        latest.ok_or_else(|| Error::SessionNotFound(id.clone()))
+    }
+
     /// Up to `limit` saved checkpoints of session `id`, newest first, each with the history as
     /// it was then (stores keep the latest 20 per session by default), from where the log
     /// starts now: [`StateSnapshot::log_start`] says where the log was cut.

@@ -298,6 +298,50 @@ impl<S: GraphState> CompiledGraph<S> {
         Ok(RunResponse { output, session_id: id.clone(), state, usage, response_time })
     }
 
+    /// Saves `update` applied to session `id`'s latest state as a new checkpoint, as if node
+    /// `as_node` had made it: under the session's lock, one read and one commit, with no
+    /// interaction tracked. See [`CompiledGraph::update_state`].
+    pub(crate) async fn update(
+        &self,
+        id: &SessionId,
+        as_node: Option<String>,
+        update: impl FnOnce(&mut S) -> Result<()> + Send,
+    ) -> Result<()> {
+        let request = TurnRequest {
+            turn: Turn::Message(String::new()),
+            session_id: Some(id.clone()),
+            user_id: None,
+            metadata: None,
+            log_retention: None,
+        };
+        let options = RunOptions { track_interactions: false, ..self.options };
+        let input = TurnInput {
+            id: id.clone(),
+            existing: true,
+            request,
+            options,
+            events: None,
+            cancel: None,
+            started: Instant::now(),
+        };
+        let span = tracing::info_span!("graph.update_state", graph = %self.name(), session.id = %id);
+        async {
+            let _lock = self.inner.locks.lock(id).await;
+            let (begun, base) = self.begin(&input).await?;
+            if !begun.next.is_empty() {
+                let reason = format!("session `{id}` has an interrupted run: resume it before updating its state");
+                return Err(GraphError::Invalid { graph: self.name().to_owned(), reason }.into());
+            }
+            let mut state = Arc::unwrap_or_clone(base);
+            update(&mut state)?;
+            let ctx = Arc::new(RunContext::new(Some(id.clone()), begun.user_id.clone()));
+            let outcome = Outcome::Finished { step: begun.step, node: as_node };
+            self.commit(&input, begun, Ran { state, outcome, ctx }).await.map(drop)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// The session and its latest state, in one call: the cached state if its version is
     /// still the latest, else the latest checkpoint with its history.
     async fn load(&self, id: &SessionId) -> Result<(Session, Snapshot<S>)> {

@@ -11,10 +11,10 @@ use futures_util::StreamExt as _;
 use lgadk_core::{
     CancelToken, ChatModel, ChatState, Error, GraphError, GraphState, Message, Metadata, Result, Role, SessionId, Usage,
 };
-use lgadk_graph::{CompiledGraph, GraphBuilder, RunEvent, RunRequest, RunStream};
+use lgadk_graph::{CompiledGraph, GraphBuilder, RunEvent, RunRequest, RunStream, StateSnapshot};
 use lgadk_session::SessionManager;
 
-use crate::wire;
+use crate::wire::{self, ValuesUpdate};
 
 /// The system prompt of the conversational assistant (the seed example's).
 pub const CONVERSATIONAL_PROMPT: &str = "You are a helpful assistant that provides concise, accurate responses.";
@@ -85,6 +85,9 @@ pub(crate) trait Assistant: Send + Sync + 'static {
     fn start(&self, input: TurnInput, cancel: CancelToken) -> Steps;
     /// Up to `limit` saved states of `thread`, newest first.
     async fn history(&self, thread: &SessionId, limit: usize) -> Result<Vec<Saved>>;
+    /// Saves `update` applied to `thread`'s latest state as a new checkpoint made by
+    /// `as_node`, and returns it.
+    async fn update(&self, thread: &SessionId, update: ValuesUpdate, as_node: Option<&str>) -> Result<Saved>;
 }
 
 pub(crate) struct GraphAssistant<S: GraphState> {
@@ -167,17 +170,23 @@ impl<S: GraphState> Assistant for GraphAssistant<S> {
 
     async fn history(&self, thread: &SessionId, limit: usize) -> Result<Vec<Saved>> {
         let snapshots = self.graph.history(thread, limit).await?;
-        Ok(snapshots
-            .into_iter()
-            .map(|s| Saved {
-                version: s.version,
-                step: s.step,
-                node: s.node,
-                created_at: s.created_at,
-                next: s.next,
-                values: wire::state_values(thread, &s.state),
-            })
-            .collect())
+        Ok(snapshots.into_iter().map(|s| saved(thread, s)).collect())
+    }
+
+    async fn update(&self, thread: &SessionId, update: ValuesUpdate, as_node: Option<&str>) -> Result<Saved> {
+        let snapshot = self.graph.update_state(thread, as_node, |state| update.apply(state)).await?;
+        Ok(saved(thread, snapshot))
+    }
+}
+
+fn saved<S: GraphState>(thread: &SessionId, s: StateSnapshot<S>) -> Saved {
+    Saved {
+        version: s.version,
+        step: s.step,
+        node: s.node,
+        created_at: s.created_at,
+        next: s.next,
+        values: wire::state_values(thread, &s.state),
     }
 }
 

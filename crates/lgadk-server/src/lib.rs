@@ -29,7 +29,7 @@
 //! |---|---|
 //! | `POST /assistants/search`, `GET /assistants/{id}`, `GET /assistants/{id}/schemas` | the graphs served |
 //! | `POST /threads`, `GET/PATCH/DELETE /threads/{id}`, `POST /threads/search` | threads (sessions) |
-//! | `GET /threads/{id}/state`, `POST /threads/{id}/history` | the latest and earlier checkpoints |
+//! | `GET/POST /threads/{id}/state`, `POST /threads/{id}/history` | the latest and earlier checkpoints; `POST .../state` appends messages and sets fields as a new checkpoint |
 //! | `POST /threads/{id}/runs` (background), `/runs/stream` (SSE), `/runs/wait` | runs; `/runs`, `/runs/stream`, `/runs/wait` without a thread make a throwaway one |
 //! | `GET /threads/{id}/runs`, `GET .../runs/{run}`, `POST .../cancel`, `GET .../join`, `GET .../runs/{run}/stream` | following runs |
 //! | `GET /threads/{id}/analytics`, `GET /users/me/analytics` | lgadk's session analytics |

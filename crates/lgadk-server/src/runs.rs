@@ -675,6 +675,7 @@ mod tests {
 
     use super::*;
     use crate::assistant::{Finished, Saved, Steps};
+    use crate::wire::ValuesUpdate;
 
     /// Finishes every run at once.
     struct Instant(SessionManager);
@@ -692,6 +693,10 @@ mod tests {
 
         async fn history(&self, _: &SessionId, _: usize) -> Result<Vec<Saved>> {
             Ok(Vec::new())
+        }
+
+        async fn update(&self, thread: &SessionId, _: ValuesUpdate, _: Option<&str>) -> Result<Saved> {
+            Err(lgadk_core::Error::SessionNotFound(thread.clone()))
         }
     }
 

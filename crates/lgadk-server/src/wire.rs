@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use lgadk_core::{GraphState, Message, Role, SessionId, Usage};
+use lgadk_core::{GraphState, Message, Role, SessionId, ToolCall, Usage};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
@@ -116,27 +116,148 @@ pub(crate) fn input_text(input: &Value) -> Result<String, ApiError> {
         if !is_user {
             continue;
         }
-        return match content {
-            Some(Value::String(text)) => Ok(text.clone()),
-            Some(Value::Array(blocks)) => {
-                let mut text = String::new();
-                for block in blocks {
-                    match block {
-                        Value::String(part) => text.push_str(part),
-                        Value::Object(block) => {
-                            if let Some(Value::String(part)) = block.get("text") {
-                                text.push_str(part);
-                            }
-                        }
-                        _ => return Err(ApiError::invalid(&format!("{field}.content"), "expected content blocks")),
-                    }
-                }
-                Ok(text)
-            }
-            _ => Err(ApiError::invalid(&format!("{field}.content"), "expected a string or a list of content blocks")),
-        };
+        return content_text(content, &field);
     }
     Err(ApiError::invalid("input.messages", "no user message"))
+}
+
+/// The text of a message's `content`: a string, or a list of blocks whose `text` parts are
+/// joined (`{"type": "text", "text": "..."}`, or plain strings).
+fn content_text(content: Option<&Value>, field: &str) -> Result<String, ApiError> {
+    match content {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(blocks)) => {
+            let mut text = String::new();
+            for block in blocks {
+                match block {
+                    Value::String(part) => text.push_str(part),
+                    Value::Object(block) => {
+                        if let Some(Value::String(part)) = block.get("text") {
+                            text.push_str(part);
+                        }
+                    }
+                    _ => return Err(ApiError::invalid(&format!("{field}.content"), "expected content blocks")),
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(ApiError::invalid(&format!("{field}.content"), "expected a string or a list of content blocks")),
+    }
+}
+
+/// A message as clients send it, LangChain dict (`type`) or OpenAI shape (`role`): `human`/
+/// `user`, `ai`/`assistant` (with `tool_calls` of `{name, args, id}`), `system`, `tool` (with
+/// `tool_call_id`); a bare string is a user message. `field` names it in errors.
+pub(crate) fn message_from_client(message: &Value, field: &str) -> Result<Message, ApiError> {
+    let map = match message {
+        Value::String(text) => return Ok(Message::user(text.clone())),
+        Value::Object(map) => map,
+        _ => return Err(ApiError::invalid(field, "expected a message object")),
+    };
+    let role = map.get("type").or_else(|| map.get("role")).and_then(Value::as_str).unwrap_or("human");
+    let content = content_text(map.get("content"), field)?;
+    let mut message = match role {
+        "human" | "user" => Message::user(content),
+        "system" => Message::system(content),
+        "ai" | "assistant" => Message::assistant(content),
+        "tool" => match map.get("tool_call_id").and_then(Value::as_str) {
+            Some(call) => Message::tool(call, content),
+            None => return Err(ApiError::invalid(&format!("{field}.tool_call_id"), "a tool message needs one")),
+        },
+        other => return Err(ApiError::invalid(&format!("{field}.type"), format!("unknown message type `{other}`"))),
+    };
+    if let Some(calls) = map.get("tool_calls").filter(|calls| !calls.is_null()) {
+        let Value::Array(calls) = calls else {
+            return Err(ApiError::invalid(&format!("{field}.tool_calls"), "expected a list"));
+        };
+        if message.role != Role::Assistant && !calls.is_empty() {
+            return Err(ApiError::invalid(&format!("{field}.tool_calls"), "only an AI message makes tool calls"));
+        }
+        for (index, call) in calls.iter().enumerate() {
+            let at = format!("{field}.tool_calls[{index}]");
+            let text = |key: &str| call.get(key).and_then(Value::as_str).map(str::to_owned);
+            let (Some(id), Some(name)) = (text("id"), text("name")) else {
+                return Err(ApiError::invalid(&at, "a tool call needs an `id` and a `name`"));
+            };
+            let arguments = call.get("args").or_else(|| call.get("arguments")).cloned().unwrap_or(json!({}));
+            message.tool_calls.push(ToolCall { id, name, arguments });
+        }
+    }
+    if let Some(name) = map.get("name").and_then(Value::as_str) {
+        message.name = Some(name.to_owned());
+    }
+    Ok(message)
+}
+
+/// What `POST /threads/{id}/state` asks for, checked before anything is read: `messages` to
+/// append (LangGraph's messages reducer appends), and the state's other fields to replace.
+#[derive(Debug, Default)]
+pub(crate) struct ValuesUpdate {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) fields: Map<String, Value>,
+}
+
+impl ValuesUpdate {
+    /// Reads `values` (an object, or null for no change).
+    pub(crate) fn parse(values: Option<&Value>) -> Result<Self, ApiError> {
+        let mut update = Self::default();
+        let map = match values {
+            None | Some(Value::Null) => return Ok(update),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(ApiError::invalid("values", "expected an object")),
+        };
+        for (key, value) in map {
+            if key == "messages" {
+                let list = match value {
+                    Value::Array(list) => list.as_slice(),
+                    one => std::slice::from_ref(one),
+                };
+                for (index, message) in list.iter().enumerate() {
+                    update.messages.push(message_from_client(message, &format!("values.messages[{index}]"))?);
+                }
+            } else {
+                update.fields.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(update)
+    }
+
+    /// Applies the update to `state`: the fields through the state's own JSON form (a field the
+    /// state does not accept fails, naming it), then the messages appended.
+    pub(crate) fn apply<S: GraphState>(self, state: &mut S) -> lgadk_core::Result<()> {
+        if !self.fields.is_empty() {
+            let messages = state.messages_mut().map(std::mem::take);
+            let mut json = serde_json::to_value(&*state).map_err(|err| invalid_state("values", &err))?;
+            let Value::Object(map) = &mut json else {
+                return Err(lgadk_core::Error::InvalidConfig { reason: "the state is not a JSON object".into() });
+            };
+            for (key, value) in self.fields {
+                if !map.contains_key(&key) {
+                    return Err(lgadk_core::Error::InvalidConfig {
+                        reason: format!("invalid `values.{key}`: the state has no such field"),
+                    });
+                }
+                map.insert(key, value);
+            }
+            *state = serde_json::from_value(json).map_err(|err| invalid_state("values", &err))?;
+            if let (Some(messages), Some(slot)) = (messages, state.messages_mut()) {
+                *slot = messages;
+            }
+        }
+        if !self.messages.is_empty() {
+            let Some(history) = state.messages_mut() else {
+                return Err(lgadk_core::Error::InvalidConfig {
+                    reason: "invalid `values.messages`: this graph's state keeps no messages".into(),
+                });
+            };
+            history.extend(self.messages);
+        }
+        Ok(())
+    }
+}
+
+fn invalid_state(field: &str, err: &serde_json::Error) -> lgadk_core::Error {
+    lgadk_core::Error::InvalidConfig { reason: format!("invalid `{field}`: {err}") }
 }
 
 /// A JSON request body whose errors are 422s naming the field (or saying where the JSON

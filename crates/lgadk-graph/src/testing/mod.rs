@@ -131,6 +131,7 @@ macro_rules! __graph_scenarios {
             stream_ends_in_the_same_state_as_run,
             history_keeps_only_the_latest_checkpoints,
             state_and_history_read_newest_first,
+            update_state_saves_a_checkpoint_the_next_turn_continues,
             tool_loop_trace_is_seen_by_the_next_turn_in_another_process,
             tool_approvals_resume_in_another_process_and_never_rerun_a_call,
             team_next_turn_starts_with_the_agent_that_holds_the_conversation,

@@ -421,3 +421,55 @@ pub async fn state_and_history_read_newest_first(fx: GraphFixture) {
     assert!(graph.state(&unknown).await.unwrap_err().is_not_found());
     assert!(graph.history(&unknown, 10).await.unwrap_err().is_not_found());
 }
+
+/// `update_state` saves a change made from outside a turn as a new checkpoint that every
+/// process then starts from, without counting an interaction; a change that shrinks the
+/// history, a failing change and a change to an interrupted session write nothing.
+pub async fn update_state_saves_a_checkpoint_the_next_turn_continues(fx: GraphFixture) {
+    let sessions = fx.manager().await;
+    let graph = chat_graph(EchoModel::new(), &sessions);
+    let id = new_session(&sessions).await;
+    graph.run(request("one", &id)).await.unwrap();
+
+    let saved = graph
+        .update_state(&id, Some("editor"), |state| {
+            state.messages.push(Message::user("added by hand"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((saved.version, saved.node.as_deref()), (2, Some("editor")));
+    assert_eq!(contents(&saved.state.messages), ["one", "echo #1: one", "added by hand"]);
+    assert_eq!(interactions(&sessions, &id).await, 1, "an update is not an interaction");
+
+    // Another process continues from the updated state.
+    let other = chat_graph(EchoModel::new(), &fx.manager().await);
+    let next = other.run(request("two", &id)).await.unwrap();
+    assert_eq!(user_messages(&next.state), ["one", "added by hand", "two"]);
+
+    let versions = graph.history(&id, 10).await.unwrap().len();
+    let err = graph
+        .update_state(&id, None, |state| {
+            state.messages.pop();
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Graph(GraphError::State { .. })), "{err:?}");
+    let err =
+        graph.update_state(&id, None, |_| Err(Error::InvalidConfig { reason: "refused".into() })).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+    assert_eq!(graph.history(&id, 10).await.unwrap().len(), versions, "refused updates wrote nothing");
+    assert_eq!(graph.state(&id).await.unwrap().unwrap().messages, next.state.messages);
+
+    let unknown = SessionId::new();
+    let err = graph.update_state(&unknown, None, |_| Ok(())).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err:?}");
+
+    let approval = approval_graph(EchoModel::new() as _, &sessions);
+    let waiting = new_session(&sessions).await;
+    approval.run(request("write a post", &waiting)).await.unwrap_err();
+    let err = approval.update_state(&waiting, None, |_| Ok(())).await.unwrap_err();
+    assert!(matches!(err, Error::Graph(GraphError::Invalid { .. })), "{err:?}");
+    assert_eq!(approval.history(&waiting, 10).await.unwrap().len(), 1);
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lgadk_core::session::Timeout;
 use lgadk_core::{Error, Metadata, NewSession, Page, Session, SessionId};
@@ -18,7 +17,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::runs::Status;
 use crate::server::AppState;
-use crate::wire::{JsonBody, Path, Query};
+use crate::wire::{JsonBody, Path, Query, ValuesUpdate};
 
 /// Parses a thread id from a path or body; a malformed one is a 422 naming `field`.
 pub(super) fn thread_id(raw: &str, field: &str) -> ApiResult<SessionId> {
@@ -364,19 +363,46 @@ pub(super) async fn state(
     Ok(Json(thread_state(&state, &session.id, saved.as_ref(), true)))
 }
 
-/// `POST /threads/{thread_id}/state`: not available. lgadk saves a state only as the result
-/// of a turn (the history only grows), so writing one from outside is refused.
+/// `POST /threads/{thread_id}/state`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateUpdateBody {
+    #[serde(default)]
+    values: Option<Value>,
+    #[serde(default)]
+    as_node: Option<String>,
+    /// Accepted for LangGraph's clients; lgadk updates the latest state only.
+    #[serde(default)]
+    checkpoint: Option<Value>,
+    #[serde(default)]
+    checkpoint_id: Option<String>,
+}
+
+/// `POST /threads/{thread_id}/state`: LangGraph's `update_state`. `values.messages` are
+/// appended (LangGraph's messages reducer), the state's other fields replaced; saved as a new
+/// checkpoint made by `as_node`, with no interaction counted. Updating from an older
+/// checkpoint is refused (422): lgadk's history only grows.
 pub(super) async fn update_state(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     Path(raw): Path<String>,
-) -> ApiResult<Response> {
-    owned(&state, &principal, &raw).await?;
-    Ok(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "updating a thread's state directly is not supported by lgadk-server",
-    )
-    .into_response())
+    JsonBody(body): JsonBody<StateUpdateBody>,
+) -> ApiResult<Json<Value>> {
+    let session = owned(&state, &principal, &raw).await?;
+    let latest_only = body.checkpoint.as_ref().and_then(|c| c.get("checkpoint_id")).and_then(Value::as_str);
+    if let Some(id) = latest_only.or(body.checkpoint_id.as_deref()) {
+        let current = latest(&state, &session).await?.map(|saved| saved.version.to_string());
+        if current.as_deref() != Some(id) {
+            return Err(ApiError::invalid("checkpoint_id", "only the latest checkpoint can be updated"));
+        }
+    }
+    let update = ValuesUpdate::parse(body.values.as_ref())?;
+    if state.runs.is_busy(&session.id) {
+        return Err(ApiError::thread_busy());
+    }
+    let assistant = assistant_of(&state, &session);
+    let saved = assistant.update(&session.id, update, body.as_node.as_deref()).await?;
+    Ok(Json(json!({ "checkpoint": checkpoint(&session.id, Some(saved.version)) })))
 }
 
 #[derive(Debug, Deserialize)]
