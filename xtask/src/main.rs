@@ -7,6 +7,7 @@
 mod bench;
 mod msrv;
 mod redis;
+mod venv;
 
 use std::env;
 use std::ffi::OsStr;
@@ -119,14 +120,39 @@ fn core_dependency_guard() -> Result<()> {
 fn test() -> Result<()> {
     ensure_redis_server()?;
     ensure_postgres()?;
+    let sdk = sdk_python()?;
+    let envs: Vec<(&str, &str)> = sdk.iter().filter_map(|path| path.to_str()).map(|path| (SDK_PYTHON, path)).collect();
     if has_nextest() {
-        cargo(&["nextest", "run", "--locked", "--workspace", "--all-features", "--no-fail-fast"])?;
+        cargo_with_env(&["nextest", "run", "--locked", "--workspace", "--all-features", "--no-fail-fast"], &envs)?;
     } else {
         eprintln!("cargo-nextest not found: running the tests with cargo test");
-        cargo(&["test", "--locked", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"])?;
+        cargo_with_env(
+            &["test", "--locked", "--workspace", "--all-features", "--lib", "--bins", "--tests", "--examples"],
+            &envs,
+        )?;
     }
     cargo(&["test", "--locked", "--workspace", "--all-features", "--doc"])?;
     cargo(&["bench", "--locked", "--workspace", "--all-features", "--no-run"])
+}
+
+/// The variable that tells the server's client tests which Python has `langgraph-sdk`.
+const SDK_PYTHON: &str = "LGADK_SDK_PYTHON";
+
+/// The official `langgraph-sdk` client, pinned in `crates/lgadk-server/tests/sdk/requirements.txt`,
+/// in a venv at `target/sdk-venv`: its interpreter, or `None` (the tests then say SKIPPED)
+/// when Python or PyPI is not there. Under `CI` that is a failure.
+fn sdk_python() -> Result<Option<PathBuf>> {
+    let python = env::var_os("LGADK_PYTHON").unwrap_or_else(|| "python3".into());
+    let requirements = project_root().join("crates/lgadk-server/tests/sdk/requirements.txt");
+    match venv::ensure(&python, &bench::target_dir().join("sdk-venv"), &requirements) {
+        Ok(path) => Ok(Some(path)),
+        Err(venv::VenvError::Unavailable(why)) if env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no langgraph-sdk venv ({why}); the client tests will say SKIPPED");
+            Ok(None)
+        }
+        Err(venv::VenvError::Unavailable(why)) => bail!("the langgraph-sdk client tests need Python in CI: {why}"),
+        Err(venv::VenvError::Failed(err)) => Err(err.context("could not make the langgraph-sdk venv")),
+    }
 }
 
 fn has_nextest() -> bool {
