@@ -14,6 +14,13 @@
   one-node zero-cost graph, on a throwaway PostgreSQL started the way the Rust bench starts
   its own (`initdb`, a free loopback port, `fsync` off; as the `postgres` user when run as
   root). Skipped, with a note, where PostgreSQL is not installed.
+- LangGraph's own server (`langgraph dev` from `langgraph-cli[inmem]`: langgraph-api over the
+  in-memory runtime, telemetry and version checks off) serving a one-node graph that appends a
+  fixed answer, against the `lgadk-server` binary serving its offline assistant (one node),
+  both driven by the same `langgraph-sdk` async client: 16 concurrent clients (4 processes of
+  4), each creating a thread and waiting for one run on it, over and over. Reported: runs per
+  second, and the server process's CPU time per run. Skipped, with a note, without
+  `LGADK_SERVER_BIN` (the release binary `cargo xtask bench --peers` builds).
 - Google ADK's `InMemorySessionService`, mirroring `session_concurrency` (10k sessions of 100
   users): `create_session` for 10k distinct users, `get_session`, and `append_event` (one
   event carrying the turn's token counts: what `track_interaction` records) at 1 and 2 OS
@@ -447,6 +454,184 @@ def adk_store(out: Out, quick: bool) -> None:
                      table, str(threads), series)
 
 
+# --- LangGraph's server against lgadk-server, through the same client --------------------------
+
+SERVER_CLIENTS = 16
+SERVER_PROCESSES = 4
+SERVER_GRAPH = """
+from typing import Annotated, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def assistant(state: State) -> dict:
+    return {"messages": [AIMessage("ok")]}
+
+
+builder = StateGraph(State)
+builder.add_node("assistant", assistant)
+builder.add_edge(START, "assistant")
+builder.add_edge("assistant", END)
+graph = builder.compile()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ok(url: str, proc: subprocess.Popen, seconds: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}/ok did not answer within {seconds:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of `pid` and of its live children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def drive(url: str, clients: int, seconds: float) -> int:
+    """One client process: `clients` concurrent clients for `seconds`; returns the runs done."""
+    from langgraph_sdk import get_client
+
+    async def run() -> int:
+        client = get_client(url=url, api_key=None)
+        stop = time.monotonic() + seconds
+        done = 0
+
+        async def one() -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                created = await client.threads.create()
+                values = await client.runs.wait(
+                    created["thread_id"], "agent", input={"messages": [{"role": "user", "content": "hello"}]}
+                )
+                assert values["messages"][-1]["type"] == "ai", values
+                done += 1
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+        return done
+
+    return asyncio.run(run())
+
+
+def measure_server(url: str, proc: subprocess.Popen, seconds: float) -> tuple[float, float]:
+    """Runs per second and server CPU seconds per run, from SERVER_PROCESSES client processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    per_process = SERVER_CLIENTS // SERVER_PROCESSES
+    with ProcessPoolExecutor(SERVER_PROCESSES) as pool:
+        # A short warm-up round: imports, connections, the server's lazy start-up.
+        list(pool.map(drive, [url] * SERVER_PROCESSES, [per_process] * SERVER_PROCESSES, [1.0] * SERVER_PROCESSES))
+        cpu_before = cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        runs = sum(pool.map(drive, [url] * SERVER_PROCESSES, [per_process] * SERVER_PROCESSES, [seconds] * SERVER_PROCESSES))
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(proc.pid) - cpu_before
+    return runs / elapsed, cpu / max(runs, 1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def server_peer(out: Out, quick: bool) -> None:
+    binary = os.environ.get("LGADK_SERVER_BIN")
+    if not binary or not os.path.exists(binary):
+        out.line("note", "LangGraph's server vs lgadk-server not run: LGADK_SERVER_BIN is not set to the release binary.")
+        return
+    cli = shutil.which("langgraph", path=os.path.dirname(sys.executable))
+    if cli is None:
+        out.line("note", "LangGraph's server not run: the `langgraph` command of langgraph-cli is not in the venv.")
+        return
+    seconds = 5.0 if quick else 15.0
+    table = "server/clients"
+    out.line(
+        "table",
+        table,
+        f"create a thread + one run (runs.wait) through langgraph-sdk, {SERVER_CLIENTS} concurrent clients",
+        "throughput",
+        f"{SERVER_CLIENTS} clients in {SERVER_PROCESSES} processes, {seconds:.0f} s; one-node graph appending a fixed answer",
+    )
+    cpu_table = "server/cpu"
+    out.line("table", cpu_table, "server CPU time per create + run", "time", "user + system time of the server process")
+    row = f"{SERVER_CLIENTS} clients"
+    lg_series = f"LangGraph server (langgraph-api {version('langgraph-api')}, inmem)"
+    lgadk_series = "lgadk-server (memory, offline model)"
+    env = dict(os.environ)
+    env.update(
+        {
+            "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+            "LANGSMITH_TRACING": "false",
+            "LANGCHAIN_TRACING_V2": "false",
+            "LANGGRAPH_NO_VERSION_CHECK": "1",
+            "LOG_LEVEL": "WARNING",
+            "RUST_LOG": "warn",
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="lg-server-peer-") as tmp:
+        with open(os.path.join(tmp, "graph.py"), "w", encoding="utf-8") as file:
+            file.write(SERVER_GRAPH)
+        with open(os.path.join(tmp, "langgraph.json"), "w", encoding="utf-8") as file:
+            file.write('{"dependencies": ["."], "graphs": {"agent": "./graph.py:graph"}}')
+        servers = [
+            (lg_series, [cli, "dev", "--no-browser", "--no-reload", "--config", "langgraph.json", "--port"]),
+            (lgadk_series, [binary, "--bind"]),
+        ]
+        for series, command in servers:
+            port = free_port()
+            arg = str(port) if series == lg_series else f"127.0.0.1:{port}"
+            log = open(os.path.join(tmp, f"{port}.log"), "wb")
+            proc = subprocess.Popen(command + [arg], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_ok(url, proc, 120)
+                per_second, cpu = measure_server(url, proc, seconds)
+            finally:
+                stop(proc)
+                log.close()
+            out.result(table, row, series, 1e9 / per_second)
+            out.result(cpu_table, row, series, cpu * 1e9)
+    out.line("compare", "lgadk-server vs LangGraph's server, runs/s", "peers", table, row, lgadk_series, table, row, lg_series)
+    out.line("compare", "lgadk-server vs LangGraph's server, server CPU per run", "peers", cpu_table, row, lgadk_series, cpu_table, row, lg_series)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and operations")
@@ -460,7 +645,15 @@ def main() -> int:
         "packages",
         ", ".join(
             f"{p} {version(p)}"
-            for p in ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-postgres", "langchain-core", "google-adk")
+            for p in (
+                "langgraph",
+                "langgraph-checkpoint",
+                "langgraph-checkpoint-postgres",
+                "langchain-core",
+                "google-adk",
+                "langgraph-api",
+                "langgraph-sdk",
+            )
         ),
     )
     out.line(
@@ -473,6 +666,7 @@ def main() -> int:
     langgraph_nodes(out, args.quick)
     langgraph_postgres(out, args.quick)
     adk_store(out, args.quick)
+    server_peer(out, args.quick)
     out.line("meta", "seconds", f"{time.perf_counter() - started:.1f}")
     with open(args.out, "w", encoding="utf-8") as file:
         file.write("\n".join(out.lines) + "\n")

@@ -29,10 +29,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::venv::{self, VenvError};
 use crate::{cargo, project_root};
 
 /// The bench groups in report order (each is a `[[bench]]` of the root package).
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "session_concurrency",
     "session_scale",
     "redis_store",
@@ -40,17 +41,20 @@ const GROUPS: [&str; 7] = [
     "graph_overhead",
     "tool_loop",
     "cold_turn",
+    "server",
 ];
 
 /// The group the peer script writes.
 const PEERS: &str = "peers";
 
 /// Goals on lgadk ÷ peer: (lgadk group, table, row or `*`, at least).
-const PEER_GOALS: [(&str, &str, &str, f64); 3] = [
+const PEER_GOALS: [(&str, &str, &str, f64); 4] = [
     ("graph_overhead", "turn", "first turn (new session, cache full)", 100.0),
     ("graph_overhead", "per_node", "*", 100.0),
     // A warm graph turn on PostgreSQL against LangGraph's PostgresSaver.
     ("postgres_store", "graph_turn", "turn 100", 6.0),
+    // lgadk-server against LangGraph's own server, both through langgraph-sdk (peers.py runs both).
+    (PEERS, "server/clients", "16 clients", 20.0),
 ];
 
 /// What the command line asked for.
@@ -132,11 +136,11 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             let python = env::var_os("LGADK_PYTHON").unwrap_or_else(|| "python3".into());
             match run_peers(&python, &target, options.quick, &results.join(format!("{PEERS}.tsv"))) {
                 Ok(()) => {}
-                Err(PeerError::Unavailable(why)) => {
+                Err(VenvError::Unavailable(why)) => {
                     eprintln!("peers not run: {why}");
                     peers = PeerStatus::NotRun(why);
                 }
-                Err(PeerError::Failed(err)) => {
+                Err(VenvError::Failed(err)) => {
                     eprintln!("peers failed: {err:#}");
                     peers = PeerStatus::NotRun(format!("the peer script failed: {err:#}"));
                     failures.push(format!("run {n}: peers: {err:#}"));
@@ -175,7 +179,8 @@ fn copy_results(from: &Path, to: &Path, groups: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn target_dir() -> PathBuf {
+/// Where cargo builds: `CARGO_TARGET_DIR` or the workspace's `target/`.
+pub(crate) fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
 }
 
@@ -185,67 +190,16 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-enum PeerError {
-    /// No usable Python, or the pinned packages could not be installed: the peers are skipped.
-    Unavailable(String),
-    /// The peer script itself failed.
-    Failed(anyhow::Error),
-}
-
 /// Makes (or reuses) the peers' venv with `python` and runs the peer script, which writes `out`.
-fn run_peers(python: &OsStr, target: &Path, quick: bool, out: &Path) -> Result<(), PeerError> {
+fn run_peers(python: &OsStr, target: &Path, quick: bool, out: &Path) -> Result<(), VenvError> {
     let peers_dir = project_root().join("benches").join("peers");
-    let requirements = peers_dir.join("requirements.txt");
-    let pinned = fs::read_to_string(&requirements)
-        .map_err(|err| PeerError::Unavailable(format!("could not read {}: {err}", requirements.display())))?;
-    let shown = python.to_string_lossy().into_owned();
-    let version = Command::new(python)
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .output()
-        .map_err(|err| PeerError::Unavailable(format!("`{shown}` could not be started ({err}); set LGADK_PYTHON")))?;
-    if !version.status.success() {
-        return Err(PeerError::Unavailable(format!("`{shown}` does not run: {}", tail(&version.stderr))));
-    }
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-    let (major, minor) = version.split_once('.').unwrap_or(("0", "0"));
-    if (major.parse::<u32>().unwrap_or(0), minor.parse::<u32>().unwrap_or(0)) < (3, 10) {
-        return Err(PeerError::Unavailable(format!("`{shown}` is Python {version}; the peers need 3.10 or newer")));
-    }
-    let venv = target.join("peers-venv");
-    let venv_python = venv.join("bin").join("python");
-    let stamp = venv.join("requirements.txt");
-    let current = fs::read_to_string(&stamp).is_ok_and(|text| text == pinned) && venv_python.exists();
-    if current {
-        eprintln!("peers: reusing {}", venv.display());
-    } else {
-        eprintln!("$ {shown} -m venv --clear {}", venv.display());
-        let status = Command::new(python).arg("-m").arg("venv").arg("--clear").arg(&venv).output();
-        match status {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                return Err(PeerError::Unavailable(format!(
-                    "`{shown} -m venv` failed (on Debian: apt-get install python3-venv): {}",
-                    tail(&out.stderr)
-                )));
-            }
-            Err(err) => return Err(PeerError::Unavailable(format!("`{shown} -m venv` could not start: {err}"))),
-        }
-        eprintln!("$ {} -m pip install -r {}", venv_python.display(), requirements.display());
-        let installed = Command::new(&venv_python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements)
-            .output()
-            .map_err(|err| PeerError::Unavailable(format!("pip could not start: {err}")))?;
-        if !installed.status.success() {
-            return Err(PeerError::Unavailable(format!(
-                "pip could not install the pinned peers (offline?): {}",
-                tail(&installed.stderr)
-            )));
-        }
-        fs::write(&stamp, &pinned).map_err(|err| PeerError::Failed(err.into()))?;
-    }
+    let venv_python = venv::ensure(python, &target.join("peers-venv"), &peers_dir.join("requirements.txt"))?;
+    // LangGraph's server is measured against the release build of ours.
+    cargo(&["build", "--release", "--locked", "--package", "lgadk-server", "--bin", "lgadk-server"])
+        .map_err(VenvError::Failed)?;
     let script = peers_dir.join("peers.py");
     let mut cmd = Command::new(&venv_python);
+    cmd.env("LGADK_SERVER_BIN", target.join("release").join("lgadk-server"));
     cmd.arg(&script).arg("--out").arg(out);
     if quick {
         cmd.arg("--quick");
@@ -257,18 +211,11 @@ fn run_peers(python: &OsStr, target: &Path, quick: bool, out: &Path) -> Result<(
         out.display(),
         if quick { " --quick" } else { "" }
     );
-    let status = cmd.current_dir(project_root()).status().map_err(|err| PeerError::Failed(err.into()))?;
+    let status = cmd.current_dir(project_root()).status().map_err(|err| VenvError::Failed(err.into()))?;
     if !status.success() {
-        return Err(PeerError::Failed(anyhow::anyhow!("`{}` failed: {status}", script.display())));
+        return Err(VenvError::Failed(anyhow::anyhow!("`{}` failed: {status}", script.display())));
     }
     Ok(())
-}
-
-/// The last lines of a command's stderr, on one line.
-fn tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// One `table` line and what belongs to it, over every run.
@@ -542,10 +489,10 @@ fn render_peers(
         "| workload | lgadk | peer | figure | lgadk ÷ peer | goal | result |\n|---|---|---|---:|---:|---:|---|"
     );
     for compare in &peers.compares {
-        // Only a group of this invocation: an older results file is not "the same run".
+        // Only a group of this invocation (the peer script's own cells are): an older results file is not "the same run".
         let table = groups
             .get(&compare.group)
-            .filter(|_| ran.contains(&compare.group))
+            .filter(|_| compare.group == PEERS || ran.contains(&compare.group))
             .and_then(|g| g.tables.get(&compare.table));
         let peer_table = peers.tables.get(&compare.peer_table);
         let lgadk = table.and_then(|t| t.median(&compare.row, &compare.series));
@@ -814,8 +761,8 @@ mod tests {
         let out = target.0.join("peers.tsv");
         let missing = OsStr::new("/nonexistent/python3");
         match run_peers(missing, &target.0, true, &out) {
-            Err(PeerError::Unavailable(why)) => assert!(why.contains("could not be started"), "{why}"),
-            Err(PeerError::Failed(err)) => panic!("expected Unavailable, got Failed({err:#})"),
+            Err(VenvError::Unavailable(why)) => assert!(why.contains("could not be started"), "{why}"),
+            Err(VenvError::Failed(err)) => panic!("expected Unavailable, got Failed({err:#})"),
             Ok(()) => panic!("expected Unavailable, got Ok"),
         }
         assert!(!out.exists());
