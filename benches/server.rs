@@ -4,12 +4,15 @@
 //! in-memory backend. The server runs in this process on its own 2-worker runtime, on a
 //! loopback port, without API keys; the clients are `reqwest` on keep-alive connections.
 //!
+//! Every run is the first turn of a thread made (over HTTP, untimed) just for it, so a thread's
+//! history never grows across iterations and both sides do the same work per run.
+//!
 //! - `run`: one run, created and waited for in one request (`POST /threads/{id}/runs/wait`),
-//!   vs the same `graph.run` called directly on the same kind of thread, one after the other.
-//! - `p50`: the median of 2,000 single runs each way (1,000 in quick and test runs), and their
+//!   vs the same `graph.run` called directly, one after the other.
+//! - `p50`: the median of 2,000 single runs each way (500 in quick and test runs), and their
 //!   difference: what the HTTP layer adds per run at p50.
-//! - `clients`: runs per second with 1 and 64 concurrent clients, each on its own thread,
-//!   over HTTP vs `graph.run` directly with the same concurrency.
+//! - `clients`: runs per second with 1 and 64 concurrent clients over HTTP vs `graph.run`
+//!   directly with the same concurrency.
 //! - `streams`: the resident memory an open SSE stream costs (a run whose node waits, streamed
 //!   with `stream_mode=values`), against the same number of idle TCP connections to a plain
 //!   acceptor (the clients' sockets are in both).
@@ -29,11 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use criterion::SamplingMode;
 use lgadk::SessionManager;
 use lgadk::core::{ChatModel, ChatRequest, ChatResponse, ChatState, Message, RunContext, SessionId, Usage};
 use lgadk::graph::{CompiledGraph, GraphBuilder, RunRequest};
 use lgadk::serde_json::{self, json};
-use lgadk_server::Server;
+use lgadk_server::{Limits, Server};
 use support::{Bench, Display, Goal, Report, nanos};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,10 +104,13 @@ impl Setup {
             .configure_session_management(sessions.clone())
             .build()
             .unwrap();
+        // Every open stream is a run in flight of the one anonymous user: lift the per-user cap.
+        let limits = Limits::default().with_max_concurrent_runs_per_user(1 << 20);
         let server = Server::builder()
             .assistant("bench", graph.clone())
             .assistant("hold", hold)
             .sessions(sessions)
+            .limits(limits)
             .build()
             .unwrap();
         let listener = server_rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -147,22 +154,32 @@ impl Setup {
     }
 }
 
-/// Runs `total` runs spread over `clients` concurrent clients, each on its own thread, and
-/// returns the wall time.
-fn concurrent(rt: &Runtime, setup: &Arc<Setup>, threads: &[SessionId], total: u64, http: bool) -> Duration {
-    let clients = threads.len() as u64;
+/// `n` new threads, made over HTTP (untimed by the callers).
+fn threads(rt: &Runtime, setup: &Setup, n: usize) -> Vec<SessionId> {
+    rt.block_on(async {
+        let mut made = Vec::with_capacity(n);
+        for _ in 0..n {
+            made.push(setup.thread().await);
+        }
+        made
+    })
+}
+
+/// Runs one run on each of `threads` with `clients` concurrent clients (client `c` takes
+/// every `clients`-th thread from `c`), and returns the wall time.
+fn concurrent(rt: &Runtime, setup: &Arc<Setup>, threads: Vec<SessionId>, clients: usize, http: bool) -> Duration {
+    let threads = Arc::new(threads);
     rt.block_on(async {
         let start = Instant::now();
-        let mut tasks = Vec::new();
-        for (n, thread) in threads.iter().enumerate() {
-            let runs = total / clients + u64::from((n as u64) < total % clients);
-            let (setup, thread) = (Arc::clone(setup), thread.clone());
+        let mut tasks = Vec::with_capacity(clients);
+        for client in 0..clients {
+            let (setup, threads) = (Arc::clone(setup), Arc::clone(&threads));
             tasks.push(tokio::spawn(async move {
-                for _ in 0..runs {
+                for thread in threads.iter().skip(client).step_by(clients) {
                     if http {
-                        setup.http_run(&thread).await;
+                        setup.http_run(thread).await;
                     } else {
-                        setup.direct_run(&thread).await;
+                        setup.direct_run(thread).await;
                     }
                 }
             }));
@@ -179,29 +196,15 @@ fn runs(bench: &mut Bench, rt: &Runtime, setup: &Arc<Setup>) {
         "run",
         "one run of a one-node graph (zero-cost model, in-memory backend): over HTTP vs graph.run directly",
         Display::Time,
-        "time per run, one client, runs one after the other on one thread",
+        "time per run, one client, runs one after the other, each the first turn of its own thread",
     );
     table.ratio(HTTP, DIRECT).ignore_other_processes();
-    let thread = rt.block_on(setup.thread());
-    table.bench(HTTP, "1 client", 1, |iters| {
-        rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..iters {
-                setup.http_run(&thread).await;
-            }
-            start.elapsed()
-        })
-    });
-    let thread = rt.block_on(setup.thread());
-    table.bench(DIRECT, "1 client", 1, |iters| {
-        rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..iters {
-                setup.direct_run(&thread).await;
-            }
-            start.elapsed()
-        })
-    });
+    for (series, http) in [(HTTP, true), (DIRECT, false)] {
+        table.bench_with(series, "1 client", 1, SamplingMode::Flat, |iters| {
+            let made = threads(rt, setup, usize::try_from(iters).unwrap());
+            concurrent(rt, setup, made, 1, http)
+        });
+    }
 }
 
 /// The median of `n` single runs each way, measured one by one, alternating.
@@ -210,17 +213,17 @@ fn p50(report: &mut Report, rt: &Runtime, setup: &Setup, n: usize) {
         "p50",
         "median time of one run: over HTTP vs graph.run directly, and what HTTP adds",
         Display::Time,
-        &format!("{n} runs each way, alternating, each on a thread of its own kind that grows by one turn per run"),
+        &format!("{n} runs each way, alternating, each the first turn of its own thread"),
     );
     let (mut http, mut direct) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let made = threads(rt, setup, 2 * n);
     rt.block_on(async {
-        let (a, b) = (setup.thread().await, setup.thread().await);
-        for _ in 0..n {
+        for pair in made.chunks(2) {
             let start = Instant::now();
-            setup.http_run(&a).await;
+            setup.http_run(&pair[0]).await;
             http.push(start.elapsed());
             let start = Instant::now();
-            setup.direct_run(&b).await;
+            setup.direct_run(&pair[1]).await;
             direct.push(start.elapsed());
         }
     });
@@ -239,21 +242,18 @@ fn clients(bench: &mut Bench, rt: &Runtime, setup: &Arc<Setup>) {
         "clients",
         "runs per second with concurrent clients: over HTTP vs graph.run directly",
         Display::Throughput,
-        "each client runs one after the other on a thread of its own; the server and the direct runs have 2 workers",
+        "each run the first turn of its own thread; the server and the direct runs have 2 workers",
     );
     table.ratio(HTTP, DIRECT).ignore_other_processes().configure(20, Duration::from_secs(3));
     for clients in [1usize, 64] {
         let row = format!("{clients} client{}", if clients == 1 { "" } else { "s" });
-        let threads: Vec<SessionId> = rt.block_on(async {
-            let mut threads = Vec::new();
-            for _ in 0..clients {
-                threads.push(setup.thread().await);
-            }
-            threads
-        });
-        let elements = clients as u64;
-        table.bench(HTTP, &row, elements, |iters| concurrent(rt, setup, &threads, iters * elements, true));
-        table.bench(DIRECT, &row, elements, |iters| concurrent(rt, setup, &threads, iters * elements, false));
+        let per_iter = clients as u64;
+        for (series, http) in [(HTTP, true), (DIRECT, false)] {
+            table.bench_with(series, &row, per_iter, SamplingMode::Flat, |iters| {
+                let made = threads(rt, setup, usize::try_from(iters * per_iter).unwrap());
+                concurrent(rt, setup, made, clients, http)
+            });
+        }
     }
 }
 
@@ -280,7 +280,7 @@ fn sse_memory(rt: &Runtime, setup: &Setup, n: usize) -> f64 {
         for thread in &threads {
             let body = r#"{"assistant_id":"hold","input":{"messages":[{"role":"user","content":"hi"}]},"stream_mode":"values"}"#;
             let request = format!(
-                "POST /threads/{thread}/runs/stream HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                "POST /threads/{thread}/runs/stream HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
             );
             let mut stream = TcpStream::connect(&addr).await.unwrap();
@@ -288,18 +288,22 @@ fn sse_memory(rt: &Runtime, setup: &Setup, n: usize) -> f64 {
             // Up to the first event (the run's metadata): the stream is open.
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
-            while !seen.windows(14).any(|w| w == b"event: metadata") {
+            const FIRST: &[u8] = b"event: metadata";
+            while !seen.windows(FIRST.len()).any(|w| w == FIRST) {
                 let read = stream.read(&mut buf).await.unwrap();
                 assert!(read > 0, "the stream closed early: {}", String::from_utf8_lossy(&seen));
                 seen.extend_from_slice(&buf[..read]);
+                assert!(seen.starts_with(b"HTTP/1.1 200"), "no stream: {}", String::from_utf8_lossy(&seen));
             }
             streams.push(stream);
         }
         let grown = (rss() - before) / n as f64;
         let _ = setup.gate.send(true);
+        // Each run ends and the server closes its connection (`connection: close`).
         for mut stream in streams {
             let mut rest = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+            let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+            assert!(read.is_ok(), "a stream did not end after its run was released");
         }
         grown
     })
@@ -361,7 +365,7 @@ fn main() {
          compiled graph on threads made the same way.",
     );
     runs(&mut bench, &rt, &setup);
-    let n = bench.mode.size(2_000, 1_000);
+    let n = bench.mode.size(2_000, 500);
     p50(&mut bench.report, &rt, &setup, n);
     clients(&mut bench, &rt, &setup);
     let n = bench.mode.size(1_000, 200);
