@@ -227,6 +227,29 @@ pub struct MemoryItem {
     pub score: Option<f64>,
 }
 
+impl MemoryItem {
+    /// An item as a store keeps it: its times as milliseconds since the Unix epoch on the
+    /// store's clock, no search score. Every backend builds its items with it.
+    pub fn from_stored(
+        namespace: Namespace,
+        key: MemoryKey,
+        value: Value,
+        created_ms: i64,
+        updated_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            namespace,
+            key,
+            value,
+            created_at: crate::clock::from_ms(created_ms),
+            updated_at: crate::clock::from_ms(updated_ms),
+            expires_at: expires_ms.map(crate::clock::from_ms),
+            score: None,
+        }
+    }
+}
+
 /// Where a [`MemoryStore::list`] page stopped: the next page starts with the item after this
 /// namespace and key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -24,7 +24,6 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lgadk_core::clock::from_ms;
 use lgadk_core::memory::{
     Candidate, EmbedFields, Embedder, ItemCursor, ItemPage, ListRequest, MemoryItem, MemoryKey, MemoryStore, Namespace,
     SearchRequest, check_value, embed_checked, embedding_text, expires_at, matches_filter, rank,
@@ -164,15 +163,14 @@ impl Entry {
     }
 
     fn item(&self, namespace: &Namespace, key: &MemoryKey) -> MemoryItem {
-        MemoryItem {
-            namespace: namespace.clone(),
-            key: key.clone(),
-            value: self.value.clone(),
-            created_at: from_ms(self.created_ms),
-            updated_at: from_ms(self.updated_ms),
-            expires_at: self.expires_ms.map(from_ms),
-            score: None,
-        }
+        MemoryItem::from_stored(
+            namespace.clone(),
+            key.clone(),
+            self.value.clone(),
+            self.created_ms,
+            self.updated_ms,
+            self.expires_ms,
+        )
     }
 }
 

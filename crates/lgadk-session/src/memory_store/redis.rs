@@ -53,7 +53,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lgadk_core::clock::from_ms;
 use lgadk_core::memory::{
     Candidate, EmbedFields, Embedder, ItemCursor, ItemPage, ListRequest, MemoryItem, MemoryKey, MemoryStore, Namespace,
     SearchRequest, check_value, expires_at, rank,
@@ -347,15 +346,7 @@ fn decode(member: &str, record: &[u8]) -> Result<MemoryItem> {
     let expires = number("no expiry")?;
     let json = parts.next().ok_or_else(|| corrupt(member, "no value"))?;
     let value: Value = serde_json::from_slice(json).map_err(|err| corrupt(member, err))?;
-    Ok(MemoryItem {
-        namespace,
-        key,
-        value,
-        created_at: from_ms(created),
-        updated_at: from_ms(updated),
-        expires_at: expires.map(from_ms),
-        score: None,
-    })
+    Ok(MemoryItem::from_stored(namespace, key, value, created, updated, expires))
 }
 
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
@@ -459,15 +450,7 @@ impl MemoryStore for RedisMemoryStore {
                 .arg(embedding.as_deref().map(vector_bytes).unwrap_or_default())
                 .arg(PUT_SWEEP);
             let created = self.run_int("put", Effect::Repeatable, &invocation).await?;
-            Ok(MemoryItem {
-                namespace: namespace.clone(),
-                key: key.clone(),
-                value,
-                created_at: from_ms(created),
-                updated_at: from_ms(now),
-                expires_at: expires.map(from_ms),
-                score: None,
-            })
+            Ok(MemoryItem::from_stored(namespace.clone(), key.clone(), value, created, now, expires))
         }
         .instrument(span)
         .await

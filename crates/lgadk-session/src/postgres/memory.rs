@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lgadk_core::clock::from_ms;
 use lgadk_core::memory::{
     Candidate, EmbedFields, Embedder, ItemCursor, ItemPage, ListRequest, MAX_PAGE_LIMIT, MemoryItem, MemoryKey,
     MemoryStore, Namespace, NamespaceRequest, SearchRequest, check_value, expires_at, rank,
@@ -255,15 +254,7 @@ fn item(op: &'static str, row: &PgRow) -> Result<MemoryItem> {
     let value: Value = lgadk_core::serde_json::from_str(&value)
         .map_err(|source| corrupt(&space, &raw_key, PgFailure::BadJson { what: "a memory value", source }))?;
     let expires: Option<i64> = column(op, row, 5)?;
-    Ok(MemoryItem {
-        namespace,
-        key,
-        value,
-        created_at: from_ms(column(op, row, 3)?),
-        updated_at: from_ms(column(op, row, 4)?),
-        expires_at: expires.map(from_ms),
-        score: None,
-    })
+    Ok(MemoryItem::from_stored(namespace, key, value, column(op, row, 3)?, column(op, row, 4)?, expires))
 }
 
 /// A `float4[]` as text (`{1.5,-2}`) as it was stored.
@@ -328,15 +319,7 @@ impl MemoryStore for PostgresMemoryStore {
                 .await?;
             let row = rows.first().ok_or_else(|| bad("memory_put", Effect::Repeatable, "no row".to_owned()))?;
             let created: i64 = row.try_get(0).map_err(|err| bad("memory_put", Effect::Repeatable, err.to_string()))?;
-            Ok(MemoryItem {
-                namespace: namespace.clone(),
-                key: key.clone(),
-                value,
-                created_at: from_ms(created),
-                updated_at: from_ms(now),
-                expires_at: expires.map(from_ms),
-                score: None,
-            })
+            Ok(MemoryItem::from_stored(namespace.clone(), key.clone(), value, created, now, expires))
         }
         .instrument(span)
         .await
@@ -521,15 +504,7 @@ mod tests {
         assert_eq!(namespace_text(&space), "users\u{1f}a b");
         assert_eq!(upper_bound(&space), "users\u{1f}a b ");
         let values = [1.5_f32, -2.0, 0.01, 1e-7];
-        let item = MemoryItem {
-            namespace: space,
-            key: MemoryKey::parse("k").unwrap(),
-            value: Value::Null,
-            created_at: from_ms(0),
-            updated_at: from_ms(0),
-            expires_at: None,
-            score: None,
-        };
+        let item = MemoryItem::from_stored(space, MemoryKey::parse("k").unwrap(), Value::Null, 0, 0, None);
         assert_eq!(vector(&item, &vector_text(&values)).unwrap(), values);
         assert_eq!(vector(&item, "{}").unwrap(), Vec::<f32>::new());
         assert!(matches!(vector(&item, "{1,x}"), Err(Error::CorruptMemory { .. })));
